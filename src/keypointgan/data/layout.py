@@ -1,0 +1,145 @@
+"""The generic on-disk layout that every dataset can be written in.
+
+::
+
+    ROOT/skeleton.yaml
+    ROOT/videos/<video_id>/<frame>.png|.jpg   frames sorted by the number in their name
+    ROOT/keypoints/<video_id>.npy             (T, K, 2) float32 pixel (x, y); optional, evaluation only
+    ROOT/prior.npy                            (N, K, 2) float32 in [0, 1] as (x / width, y / height)
+
+Pixel coordinates put the centre of pixel column ``j`` at ``x = j`` (see
+:mod:`keypointgan.geometry`).  Training never reads ``keypoints/``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import InputError
+from ..io import IMAGE_SUFFIXES
+from ..skeleton import Skeleton
+
+__all__ = ["Video", "Layout", "load_prior", "check_poses", "frame_sort_key"]
+
+_NUM = re.compile(r"(\d+)")
+
+
+def frame_sort_key(path: Path):
+    """Sort frames by the (last) number in their name, then by name."""
+    nums = _NUM.findall(path.stem)
+    return (int(nums[-1]) if nums else -1, path.name)
+
+
+@dataclass(frozen=True)
+class Video:
+    """One video of the layout: its id, its frame files in order, its keypoint file if any."""
+
+    id: str
+    frames: tuple[Path, ...]
+    keypoints_path: Path | None
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+
+def check_poses(arr: np.ndarray, skeleton: Skeleton | None, path: Path | str, *, what: str, allow_nan: bool) -> np.ndarray:
+    """Validate an ``(N, K, 2)`` pose array; return it as float32."""
+    if arr.dtype == object or not np.issubdtype(arr.dtype, np.number):
+        raise InputError(f"{what} must be a numeric array, got dtype {arr.dtype}", path)
+    if arr.ndim != 3 or arr.shape[-1] != 2:
+        raise InputError(f"{what} must have shape (N, K, 2), got {tuple(arr.shape)}", path)
+    if arr.shape[0] == 0:
+        raise InputError(f"{what} holds no poses", path)
+    if skeleton is not None and arr.shape[1] != skeleton.num_keypoints:
+        raise InputError(
+            f"{what} has K={arr.shape[1]} keypoints but the skeleton '{skeleton.name}' has {skeleton.num_keypoints}", path
+        )
+    arr = arr.astype(np.float32, copy=False)
+    if np.isinf(arr).any():
+        raise InputError(f"{what} contains infinite values", path)
+    if not allow_nan and np.isnan(arr).any():
+        n = int(np.isnan(arr).any(axis=(1, 2)).sum())
+        raise InputError(f"{what} contains NaN values (in {n} of {arr.shape[0]} poses)", path)
+    return arr
+
+
+def load_prior(path: str | Path, skeleton: Skeleton | None = None) -> np.ndarray:
+    """Read a prior file: ``(N, K, 2)`` float32 poses in [0, 1] as ``(x / width, y / height)``."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError("prior file not found", path)
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise InputError(f"cannot read prior as .npy ({exc})", path) from None
+    arr = check_poses(arr, skeleton, path, what="prior", allow_nan=False)
+    lo, hi = float(arr.min()), float(arr.max())
+    if lo < -0.5 or hi > 1.5:
+        raise InputError(
+            f"prior values span [{lo:.3g}, {hi:.3g}] but must be in [0, 1] as (x / width, y / height)"
+            + (" — these look like pixel coordinates" if hi > 2 else ""),
+            path,
+        )
+    return arr
+
+
+class Layout:
+    """Reader for a dataset folder in the generic layout.
+
+    Args:
+        root: the dataset folder.
+        skeleton: the skeleton to use; by default ``ROOT/skeleton.yaml``.
+    """
+
+    def __init__(self, root: str | Path, skeleton: Skeleton | None = None):
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise InputError("dataset folder not found", self.root)
+        vdir = self.root / "videos"
+        if not vdir.is_dir():
+            raise InputError("dataset has no videos/ folder", self.root)
+        if skeleton is None:
+            skeleton = Skeleton.from_yaml(self.root / "skeleton.yaml")
+        self.skeleton = skeleton
+        videos = []
+        for d in sorted(p for p in vdir.iterdir() if p.is_dir()):
+            frames = sorted(
+                (p for p in d.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")),
+                key=frame_sort_key,
+            )
+            if not frames:
+                continue
+            kp = self.root / "keypoints" / f"{d.name}.npy"
+            videos.append(Video(d.name, tuple(frames), kp if kp.is_file() else None))
+        if not videos:
+            raise InputError("videos/ holds no video folders with image frames (.png/.jpg)", vdir)
+        self.videos: list[Video] = videos
+
+    @property
+    def prior_path(self) -> Path:
+        return self.root / "prior.npy"
+
+    @property
+    def has_keypoints(self) -> bool:
+        return all(v.keypoints_path is not None for v in self.videos)
+
+    def num_frames(self) -> int:
+        return sum(len(v) for v in self.videos)
+
+    def load_keypoints(self, video: Video) -> np.ndarray:
+        """``(T, K, 2)`` float32 pixel keypoints of ``video`` (NaN marks a missing point)."""
+        if video.keypoints_path is None:
+            raise InputError(f"video {video.id!r} has no keypoints file", self.root / "keypoints")
+        path = video.keypoints_path
+        try:
+            arr = np.load(path, allow_pickle=False)
+        except (ValueError, OSError, EOFError) as exc:
+            raise InputError(f"cannot read keypoints as .npy ({exc})", path) from None
+        arr = check_poses(arr, self.skeleton, path, what="keypoints", allow_nan=True)
+        if arr.shape[0] != len(video):
+            raise InputError(f"keypoints hold {arr.shape[0]} frames but the video has {len(video)}", path)
+        return arr

@@ -1,0 +1,116 @@
+"""Metrics and evaluation.
+
+Errors are in **% of image size**: keypoints are first normalised to [0, 1]
+as ``(x / width, y / height)`` and the mean over keypoints of the L2 distance
+is multiplied by 100 (the convention of the paper's Simplified Human3.6M
+protocol).  Missing true keypoints (NaN) are left out of the mean.
+"""
+
+from __future__ import annotations
+
+from typing import Hashable, Sequence
+
+import numpy as np
+
+from .skeleton import Skeleton
+
+__all__ = ["keypoint_error", "flip_corrected_error", "grouped_mean", "pck", "summarize"]
+
+
+def _as_unit(points: np.ndarray, hw) -> np.ndarray:
+    """Pixel ``(N, K, 2)`` → [0, 1] units given per-image or shared ``(H, W)``."""
+    hw = np.asarray(hw, dtype=np.float64)
+    if hw.ndim == 1:
+        hw = np.broadcast_to(hw, (points.shape[0], 2))
+    wh = hw[:, ::-1].reshape(-1, 1, 2)
+    return np.asarray(points, dtype=np.float64) / wh
+
+
+def _distances(pred: np.ndarray, gt: np.ndarray, hw) -> np.ndarray:
+    pred = np.asarray(pred)
+    gt = np.asarray(gt)
+    if pred.shape != gt.shape or pred.ndim != 3 or pred.shape[-1] != 2:
+        raise ValueError(f"pred and gt must both be (N, K, 2), got {pred.shape} and {gt.shape}")
+    return np.linalg.norm(_as_unit(pred, hw) - _as_unit(gt, hw), axis=-1)  # N×K, NaN where gt missing
+
+
+def _mean_valid(d: np.ndarray, visible: np.ndarray | None) -> np.ndarray:
+    mask = np.isfinite(d)
+    if visible is not None:
+        mask &= np.asarray(visible, dtype=bool)
+    n = mask.sum(axis=1)
+    s = np.where(mask, d, 0.0).sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(n > 0, s / np.maximum(n, 1), np.nan)
+
+
+def keypoint_error(pred, gt, hw, visible=None) -> np.ndarray:
+    """Per-image mean L2 error in % of image size.
+
+    Args:
+        pred, gt: ``(N, K, 2)`` pixel ``(x, y)``; NaN in ``gt`` marks a missing point.
+        hw: ``(H, W)`` shared by all images, or ``(N, 2)`` per image.
+        visible: optional ``(N, K)`` boolean mask of points to count.
+
+    Returns:
+        ``(N,)`` errors (NaN for an image with no valid point).
+    """
+    return 100.0 * _mean_valid(_distances(pred, gt, hw), visible)
+
+
+def flip_corrected_error(pred, gt, hw, skeleton: Skeleton, visible=None) -> np.ndarray:
+    """Per image, the smaller of the error against ``gt`` and against its left-right swap."""
+    perm = skeleton.flip_permutation
+    gt = np.asarray(gt)
+    direct = keypoint_error(pred, gt, hw, visible)
+    vis_sw = None if visible is None else np.asarray(visible)[:, perm]
+    swapped = keypoint_error(pred, gt[:, perm], hw, vis_sw)
+    return np.fmin(direct, swapped)
+
+
+def grouped_mean(values: Sequence[float], groups: Sequence[Hashable]) -> tuple[float, dict]:
+    """Mean per group, then the mean over groups. Returns ``(overall, {group: mean})``."""
+    values = np.asarray(values, dtype=np.float64)
+    groups = list(groups)
+    if len(groups) != len(values):
+        raise ValueError("values and groups differ in length")
+    per: dict = {}
+    for g in dict.fromkeys(groups):
+        sel = np.array([x == g for x in groups])
+        v = values[sel]
+        v = v[np.isfinite(v)]
+        per[g] = float(v.mean()) if v.size else float("nan")
+    finite = [m for m in per.values() if np.isfinite(m)]
+    return (float(np.mean(finite)) if finite else float("nan")), per
+
+
+def pck(pred, gt, hw, threshold: float = 0.05, visible=None) -> float:
+    """Fraction of valid keypoints within ``threshold`` × image size (distance in [0, 1] units)."""
+    d = _distances(pred, gt, hw)
+    mask = np.isfinite(d)
+    if visible is not None:
+        mask &= np.asarray(visible, dtype=bool)
+    if not mask.any():
+        return float("nan")
+    return float((d[mask] <= threshold).mean())
+
+
+def summarize(pred, gt, hw, skeleton: Skeleton, groups: Sequence[Hashable] | None = None, *, pck_threshold: float = 0.05) -> dict:
+    """All metrics at once: ``error``, ``error_flip``, ``pck``, ``n_frames`` and ``per_group``.
+
+    With ``groups`` (e.g. a video id or activity per frame) the errors are
+    averaged per group, then over groups; otherwise over frames.
+    """
+    err = keypoint_error(pred, gt, hw)
+    err_f = flip_corrected_error(pred, gt, hw, skeleton)
+    groups = list(groups) if groups is not None else [0] * len(err)
+    e, per_e = grouped_mean(err, groups)
+    ef, per_ef = grouped_mean(err_f, groups)
+    return {
+        "error": e,
+        "error_flip": ef,
+        "pck": pck(pred, gt, hw, pck_threshold),
+        "pck_threshold": pck_threshold,
+        "n_frames": int(len(err)),
+        "per_group": {str(g): {"error": per_e[g], "error_flip": per_ef[g]} for g in per_e},
+    }

@@ -1,0 +1,227 @@
+"""Skeletons: keypoint names, limbs and left/right symmetric pairs.
+
+A :class:`Skeleton` says which keypoints a category has, which pairs of them
+are joined by a limb (what the renderer draws) and which pairs swap under a
+left/right flip (what the flip-corrected metric uses).  Limbs and symmetric
+pairs are stored as tuples of keypoint *indices*; the constructor takes names.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import yaml
+
+from .errors import InputError
+
+__all__ = ["Skeleton", "PRESETS", "preset"]
+
+
+def _pairs_to_indices(
+    pairs: Iterable[Sequence[str]], index: dict[str, int], what: str, source: str | None
+) -> tuple[tuple[int, int], ...]:
+    out: list[tuple[int, int]] = []
+    seen: set[frozenset[int]] = set()
+    for pair in pairs:
+        if isinstance(pair, str) or len(pair) != 2:
+            raise InputError(f"each {what} must be a pair of keypoint names, got {pair!r}", source)
+        a, b = pair
+        for n in (a, b):
+            if n not in index:
+                raise InputError(f"{what} {list(pair)} names unknown keypoint {n!r}", source)
+        if a == b:
+            raise InputError(f"{what} {list(pair)} joins keypoint {a!r} to itself", source)
+        key = frozenset((index[a], index[b]))
+        if key in seen:
+            raise InputError(f"{what} {list(pair)} is listed twice", source)
+        seen.add(key)
+        out.append((index[a], index[b]))
+    return tuple(out)
+
+
+@dataclass(frozen=True, init=False)
+class Skeleton:
+    """A keypoint layout.
+
+    Args:
+        keypoints: keypoint names, in the order of the ``K`` axis of every
+            ``B×K×2`` tensor the library produces.
+        limbs: pairs of names joined by a limb; the renderer draws one segment
+            per limb.  At least one limb is required.
+        symmetric: pairs of names that swap under a left/right flip
+            (e.g. ``("l_wrist", "r_wrist")``); may be empty.
+        name: a short name for the layout.
+
+    Attributes:
+        keypoints: tuple of names.
+        limbs: tuple of ``(i, j)`` index pairs.
+        symmetric: tuple of ``(i, j)`` index pairs.
+    """
+
+    keypoints: tuple[str, ...]
+    limbs: tuple[tuple[int, int], ...]
+    symmetric: tuple[tuple[int, int], ...] = field(default=())
+    name: str = "skeleton"
+
+    def __init__(
+        self,
+        *,
+        keypoints: Sequence[str],
+        limbs: Iterable[Sequence[str]],
+        symmetric: Iterable[Sequence[str]] = (),
+        name: str = "skeleton",
+        _source: str | None = None,
+    ):
+        kps = tuple(keypoints)
+        if not kps:
+            raise InputError("a skeleton needs at least one keypoint", _source)
+        for n in kps:
+            if not isinstance(n, str) or not n:
+                raise InputError(f"keypoint names must be non-empty strings, got {n!r}", _source)
+        dup = sorted({n for n in kps if kps.count(n) > 1})
+        if dup:
+            raise InputError(f"duplicate keypoint name(s): {', '.join(dup)}", _source)
+        index = {n: i for i, n in enumerate(kps)}
+        limb_idx = _pairs_to_indices(limbs, index, "limb", _source)
+        if not limb_idx:
+            raise InputError("a skeleton needs at least one limb", _source)
+        sym_idx = _pairs_to_indices(symmetric, index, "symmetric pair", _source)
+        used = [i for p in sym_idx for i in p]
+        if len(used) != len(set(used)):
+            raise InputError("a keypoint appears in more than one symmetric pair", _source)
+        object.__setattr__(self, "keypoints", kps)
+        object.__setattr__(self, "limbs", limb_idx)
+        object.__setattr__(self, "symmetric", sym_idx)
+        object.__setattr__(self, "name", str(name))
+
+    # ------------------------------------------------------------------ basics
+    @property
+    def num_keypoints(self) -> int:
+        return len(self.keypoints)
+
+    def __len__(self) -> int:
+        return len(self.keypoints)
+
+    def index(self, name: str) -> int:
+        return self.keypoints.index(name)
+
+    @property
+    def flip_permutation(self) -> list[int]:
+        """Index permutation that swaps every symmetric pair (identity elsewhere)."""
+        perm = list(range(len(self.keypoints)))
+        for a, b in self.symmetric:
+            perm[a], perm[b] = b, a
+        return perm
+
+    @property
+    def used_keypoints(self) -> list[int]:
+        """Indices of keypoints that belong to at least one limb, sorted."""
+        return sorted({i for limb in self.limbs for i in limb})
+
+    # -------------------------------------------------------------- (de)serialise
+    def to_dict(self) -> dict:
+        kp = self.keypoints
+        return {
+            "name": self.name,
+            "keypoints": list(kp),
+            "limbs": [[kp[a], kp[b]] for a, b in self.limbs],
+            "symmetric": [[kp[a], kp[b]] for a, b in self.symmetric],
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict, source: str | Path | None = None) -> "Skeleton":
+        src = None if source is None else str(source)
+        if not isinstance(data, dict):
+            raise InputError("a skeleton must be a mapping with 'keypoints' and 'limbs'", src)
+        unknown = set(data) - {"name", "keypoints", "limbs", "symmetric"}
+        if unknown:
+            raise InputError(f"unknown skeleton field(s): {', '.join(sorted(unknown))}", src)
+        for key in ("keypoints", "limbs"):
+            if key not in data:
+                raise InputError(f"skeleton has no '{key}' field", src)
+            if not isinstance(data[key], list):
+                raise InputError(f"skeleton field '{key}' must be a list", src)
+        sym = data.get("symmetric") or []
+        if not isinstance(sym, list):
+            raise InputError("skeleton field 'symmetric' must be a list", src)
+        return cls(
+            keypoints=data["keypoints"],
+            limbs=data["limbs"],
+            symmetric=sym,
+            name=data.get("name", "skeleton"),
+            _source=src,
+        )
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> "Skeleton":
+        """Read a skeleton YAML file (fields ``name``, ``keypoints``, ``limbs``, ``symmetric``)."""
+        path = Path(path)
+        if not path.is_file():
+            raise InputError("skeleton file not found", path)
+        try:
+            data = yaml.safe_load(path.read_text())
+        except (yaml.YAMLError, UnicodeDecodeError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise InputError(f"not valid YAML ({first})", path) from None
+        return cls.from_dict(data, path)
+
+    def to_yaml(self, path: str | Path) -> None:
+        """Write the skeleton as YAML (atomically: write a temporary file, then rename)."""
+        from .io import atomic_write_text
+
+        atomic_write_text(Path(path), yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=None))
+
+
+# ---------------------------------------------------------------------- presets
+# The 32-joint layout of Simplified Human3.6M as indexed in the authors' release
+# (index order matters: it is the order of ``keypoints_2d`` in the dataset).
+_H36M_JOINTS = (
+    "hip", "r_hip", "r_knee", "r_ankle", "r_ball", "r_toes",
+    "l_hip", "l_knee", "l_ankle", "l_ball", "l_toes",
+    "pelvis", "thorax", "neck", "head_center", "head_back",
+    "l_unknown", "l_shoulder", "l_elbow", "l_wrist", "l_wrist_2", "l_thumb", "l_little", "l_little_2",
+    "r_unknown", "r_shoulder", "r_elbow", "r_wrist", "r_wrist_2", "r_thumb", "r_little", "r_little_2",
+)
+# 16 limbs over 17 joints (the skeleton the release renders).
+_H36M_LIMBS = (
+    ("r_hip", "pelvis"), ("r_knee", "r_hip"), ("r_ankle", "r_knee"), ("r_toes", "r_ankle"),
+    ("l_hip", "pelvis"), ("l_knee", "l_hip"), ("l_ankle", "l_knee"), ("l_toes", "l_ankle"),
+    ("neck", "pelvis"), ("head_back", "neck"),
+    ("l_shoulder", "neck"), ("l_elbow", "l_shoulder"), ("l_wrist", "l_elbow"),
+    ("r_shoulder", "neck"), ("r_elbow", "r_shoulder"), ("r_wrist", "r_elbow"),
+)
+_H36M_SYM = tuple(
+    (n, "r_" + n[2:]) for n in _H36M_JOINTS if n.startswith("l_")
+)
+
+# The built-in synthetic figure (see keypointgan.data.synthetic).
+SYNTHETIC_KEYPOINTS = (
+    "head", "neck", "pelvis",
+    "l_shoulder", "l_elbow", "l_wrist",
+    "r_shoulder", "r_elbow", "r_wrist",
+    "l_hip", "l_knee", "l_ankle",
+    "r_hip", "r_knee", "r_ankle",
+)
+_SYN_LIMBS = (
+    ("head", "neck"), ("neck", "pelvis"),
+    ("neck", "l_shoulder"), ("l_shoulder", "l_elbow"), ("l_elbow", "l_wrist"),
+    ("neck", "r_shoulder"), ("r_shoulder", "r_elbow"), ("r_elbow", "r_wrist"),
+    ("pelvis", "l_hip"), ("l_hip", "l_knee"), ("l_knee", "l_ankle"),
+    ("pelvis", "r_hip"), ("r_hip", "r_knee"), ("r_knee", "r_ankle"),
+)
+_SYN_SYM = tuple((n, "r_" + n[2:]) for n in SYNTHETIC_KEYPOINTS if n.startswith("l_"))
+
+PRESETS: dict[str, Skeleton] = {
+    "human36m": Skeleton(keypoints=_H36M_JOINTS, limbs=_H36M_LIMBS, symmetric=_H36M_SYM, name="human36m"),
+    "synthetic": Skeleton(keypoints=SYNTHETIC_KEYPOINTS, limbs=_SYN_LIMBS, symmetric=_SYN_SYM, name="synthetic"),
+}
+
+
+def preset(name: str) -> Skeleton:
+    """Return a preset skeleton by name (``human36m``, ``synthetic``)."""
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise InputError(f"unknown skeleton preset {name!r}; choose from {', '.join(sorted(PRESETS))}") from None

@@ -1,0 +1,55 @@
+import math
+
+import numpy as np
+import pytest
+
+from keypointgan import Skeleton
+from keypointgan.evaluate import flip_corrected_error, grouped_mean, keypoint_error, pck, summarize
+
+SK = Skeleton(keypoints=["c", "l", "r"], limbs=[("c", "l"), ("c", "r")], symmetric=[("l", "r")])
+
+
+def test_error_in_percent_of_image_size():
+    gt = np.array([[[10.0, 10.0], [20.0, 10.0], [0.0, 0.0]]])
+    pred = gt.copy()
+    pred[0, 0] += [5.0, 0.0]  # 5 px on a 100 px wide image: 5 %
+    pred[0, 1] += [0.0, 4.0]  # 4 px on a 50 px high image: 8 %
+    err = keypoint_error(pred, gt, (50, 100))
+    assert err.shape == (1,)
+    assert err[0] == pytest.approx((5 + 8 + 0) / 3)
+
+
+def test_missing_points_are_ignored_and_per_image_sizes():
+    gt = np.array([[[0.0, 0.0], [np.nan, np.nan], [10.0, 0.0]], [[0.0, 0.0], [0.0, 0.0], [0.0, 0.0]]])
+    pred = np.zeros_like(gt)
+    err = keypoint_error(pred, gt, np.array([[100, 100], [10, 10]]))
+    assert err[0] == pytest.approx((0 + 10) / 2)
+    assert err[1] == 0.0
+
+
+def test_flip_corrected_takes_the_smaller_of_the_two():
+    gt = np.array([[[50.0, 50.0], [40.0, 50.0], [60.0, 50.0]]])
+    swapped = gt[:, [0, 2, 1]]
+    assert keypoint_error(swapped, gt, (100, 100))[0] == pytest.approx((0 + 20 + 20) / 3)  # l and r are 20 px apart
+    assert flip_corrected_error(swapped, gt, (100, 100), SK)[0] == 0.0
+    near = gt + 1.0
+    assert flip_corrected_error(near, gt, (100, 100), SK)[0] == pytest.approx(math.sqrt(2))
+
+
+def test_grouped_mean_is_mean_of_group_means():
+    overall, per = grouped_mean([1.0, 3.0, 10.0], ["a", "a", "b"])
+    assert per == {"a": 2.0, "b": 10.0}
+    assert overall == 6.0  # not the frame mean 14/3
+
+
+def test_pck():
+    gt = np.zeros((1, 4, 2))
+    pred = np.array([[[1.0, 0.0], [4.9, 0.0], [5.1, 0.0], [0.0, 20.0]]])
+    assert pck(pred, gt, (100, 100), threshold=0.05) == 0.5
+
+
+def test_summarize_keys():
+    gt = np.array([[[50.0, 50.0], [40.0, 50.0], [60.0, 50.0]]] * 2)
+    out = summarize(gt + [2.0, 0.0], gt, (100, 100), SK, groups=["v0", "v1"])
+    assert out["error"] == pytest.approx(2.0) and out["error_flip"] == pytest.approx(2.0)
+    assert out["n_frames"] == 2 and out["pck"] == 1.0 and set(out["per_group"]) == {"v0", "v1"}

@@ -60,6 +60,80 @@ def cmd_make_synthetic(args) -> int:
     return 0
 
 
+def _overrides(args) -> dict:
+    out = {}
+    for name in ("steps", "max_minutes", "seed", "device", "batch_size", "vgg_weights", "pretrain_steps"):
+        v = getattr(args, name, None)
+        if v is not None:
+            out[name] = str(v) if name == "vgg_weights" else v
+    if getattr(args, "no_bottleneck", False):
+        out["bottleneck"] = False
+    if getattr(args, "no_discriminator", False):
+        out["discriminator"] = False
+    return out
+
+
+def cmd_train(args) -> int:
+    from .api import train
+
+    over = _overrides(args)
+    if not args.resume and over.get("steps") is None and over.get("max_minutes") is None:
+        over["max_minutes"] = 10.0
+    res = train(
+        args.data, args.out, prior=args.prior, skeleton=args.skeleton, preset=args.preset, resume=args.resume,
+        regressor=args.regressor, eval_data=args.eval_data, progress=not args.quiet, **over,
+    )
+    print(f"checkpoint: {Path(args.out) / 'checkpoints' / 'latest.pt'}")
+    if res:
+        print(f"error {res['error']:.2f}  flip-corrected {res['error_flip']:.2f}  PCK {res['pck']:.3f}  ({res['n_frames']} frames, % of image size)")
+    return 0
+
+
+def cmd_pretrain(args) -> int:
+    from .api import pretrain_regressor
+
+    over = {k: v for k, v in _overrides(args).items() if k in ("seed", "device")}
+    if args.steps is not None:
+        over["pretrain_steps"] = args.steps
+    res = pretrain_regressor(args.prior, args.skeleton, args.out, preset=args.preset, progress=not args.quiet, **over)
+    print(f"wrote {args.out}: {res['pretrain_steps']} steps, final MSE {res['pretrain_mse']:.2e}")
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from .api import evaluate
+    from .io import atomic_write_text
+
+    res = evaluate(args.checkpoint, args.data, device=args.device, progress=not args.quiet)
+    print(f"{'video':<24} {'error':>8} {'flip-corr.':>10}")
+    for vid, r in res["per_video"].items():
+        print(f"{vid:<24} {r['error']:>8.2f} {r['error_flip']:>10.2f}")
+    print(f"{'overall':<24} {res['error']:>8.2f} {res['error_flip']:>10.2f}")
+    print(f"PCK@{res['pck_threshold']}: {res['pck']:.3f} over {res['n_frames']} frames (errors in % of image size)")
+    if args.json:
+        atomic_write_text(args.json, json.dumps(res, indent=2))
+    return 0
+
+
+def cmd_predict(args) -> int:
+    from .predict import predict_paths
+
+    n = predict_paths(args.checkpoint, args.inputs, args.out, device=args.device, overlay=not args.no_overlay, progress=not args.quiet)
+    print(f"wrote keypoints for {n} image(s) to {args.out}")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from .demo import run_demo
+
+    over = {}
+    if args.vgg_weights:
+        over["vgg_weights"] = str(args.vgg_weights)
+    res = run_demo(args.out, max_minutes=args.max_minutes, seed=args.seed, progress=not args.quiet, **over)
+    print(f"metrics: {Path(args.out) / 'metrics.json'}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from ._version import __version__
 
@@ -82,6 +156,63 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--preview", action="store_true", help="also write preview.png, a contact sheet with keypoints")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=cmd_make_synthetic)
+
+    def budget(s):
+        s.add_argument("--steps", type=_nonneg_int, help="training steps")
+        s.add_argument("--max-minutes", type=_positive_float, help="training time budget in minutes")
+        s.add_argument("--seed", type=_nonneg_int)
+        s.add_argument("--device", help="auto (default), cpu, cuda, cuda:1, mps")
+        s.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    s = sub.add_parser("train", help="train KeypointGAN on a dataset in the generic layout")
+    s.add_argument("--data", type=Path, required=True, help="dataset folder (generic layout)")
+    s.add_argument("--prior", type=Path, help="prior poses .npy (default DATA/prior.npy)")
+    s.add_argument("--skeleton", type=Path, help="skeleton YAML (default DATA/skeleton.yaml)")
+    s.add_argument("--preset", default="cpu-64", choices=["cpu-64", "paper-128"])
+    s.add_argument("--out", type=Path, required=True, help="run folder")
+    s.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/latest.pt")
+    s.add_argument("--regressor", type=Path, help="a pre-trained regressor (from pretrain-regressor)")
+    s.add_argument("--eval-data", type=Path, help="dataset with keypoints for periodic evaluation")
+    s.add_argument("--batch-size", type=_positive_int)
+    s.add_argument("--pretrain-steps", type=_nonneg_int, help="regressor pre-training steps")
+    s.add_argument("--vgg-weights", type=Path, help="torchvision vgg19 state dict for the perceptual loss")
+    s.add_argument("--no-bottleneck", action="store_true", help="ablation: Ψ sees Φ(x) instead of β(η(Φ(x)))")
+    s.add_argument("--no-discriminator", action="store_true", help="ablation: no adversarial term")
+    budget(s)
+    s.set_defaults(func=cmd_train)
+
+    s = sub.add_parser("pretrain-regressor", help="pre-train the keypoint regressor η on prior poses alone")
+    s.add_argument("--prior", type=Path, required=True)
+    s.add_argument("--skeleton", type=Path, required=True)
+    s.add_argument("--out", type=Path, required=True, help="output checkpoint file")
+    s.add_argument("--preset", default="cpu-64", choices=["cpu-64", "paper-128"])
+    budget(s)
+    s.set_defaults(func=cmd_pretrain)
+
+    s = sub.add_parser("evaluate", help="evaluate a checkpoint on a dataset with keypoints")
+    s.add_argument("--checkpoint", type=Path, required=True, help="checkpoint file or run folder")
+    s.add_argument("--data", type=Path, required=True)
+    s.add_argument("--json", type=Path, help="also write the metrics as JSON")
+    s.add_argument("--device")
+    s.add_argument("--quiet", action="store_true")
+    s.set_defaults(func=cmd_evaluate)
+
+    s = sub.add_parser("predict", help="predict keypoints on images or folders of images")
+    s.add_argument("--checkpoint", type=Path, required=True, help="checkpoint file or run folder")
+    s.add_argument("inputs", type=Path, nargs="+", help="image files or folders")
+    s.add_argument("--out", type=Path, required=True)
+    s.add_argument("--no-overlay", action="store_true", help="JSON only, no overlay PNGs")
+    s.add_argument("--device")
+    s.add_argument("--quiet", action="store_true")
+    s.set_defaults(func=cmd_predict)
+
+    s = sub.add_parser("demo", help="synthetic data → KeypointGAN → evaluation next to baselines")
+    s.add_argument("--out", type=Path, default=Path("runs/demo"))
+    s.add_argument("--max-minutes", type=_positive_float, default=14.0, help="total time budget")
+    s.add_argument("--seed", type=_nonneg_int, default=0)
+    s.add_argument("--vgg-weights", type=Path, help="torchvision vgg19 state dict for the perceptual loss")
+    s.add_argument("--quiet", action="store_true")
+    s.set_defaults(func=cmd_demo)
     return p
 
 

@@ -43,7 +43,8 @@ def resize_image(img: np.ndarray, size: int) -> np.ndarray:
 
 def image_to_tensor(img: np.ndarray) -> torch.Tensor:
     """``H×W×3`` uint8 (or ``N×H×W×3``) → ``3×H×W`` float in [-1, 1] (or ``N×3×H×W``)."""
-    t = torch.from_numpy(np.ascontiguousarray(img))
+    img = np.ascontiguousarray(img)
+    t = torch.from_numpy(img if img.flags.writeable else img.copy())
     t = t.permute(0, 3, 1, 2) if t.ndim == 4 else t.permute(2, 0, 1)
     return t.float().div_(127.5).sub_(1.0)
 

@@ -1,0 +1,190 @@
+"""The Python API: train, pre-train the regressor, evaluate, predict.
+
+The CLI is a thin layer over these functions.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from . import geometry as G
+from .checkpoint import load_checkpoint, resolve_checkpoint, save_checkpoint
+from .config import TrainConfig, make_config
+from .data import EvalFrameDataset, Layout, load_prior
+from .data.layout import Video
+from .errors import InputError
+from .skeleton import Skeleton
+from ._version import __version__
+from .data import PriorPoseDataset
+from .train import EvalSet, Trainer, build_networks, pretrain_eta, select_device
+
+__all__ = ["train", "pretrain_regressor", "evaluate", "make_eval_set", "load_data"]
+
+
+def load_data(data: str | Path, prior: str | Path | None = None, skeleton: str | Path | Skeleton | None = None):
+    """Read a generic-layout dataset, its skeleton and a prior; check they agree."""
+    if skeleton is not None and not isinstance(skeleton, Skeleton):
+        skeleton = Skeleton.from_yaml(skeleton)
+    layout = Layout(data, skeleton)
+    prior_path = Path(prior) if prior is not None else layout.prior_path
+    poses = load_prior(prior_path, layout.skeleton)
+    return layout, poses
+
+
+def make_eval_set(layout: Layout, videos: Sequence[Video], size: int, max_frames: int | None = None, seed: int = 0) -> EvalSet | None:
+    """Frames with keypoints from ``videos`` (evenly subsampled to ``max_frames``), or None without keypoints."""
+    videos = [v for v in videos if v.keypoints_path is not None]
+    if not videos:
+        return None
+    ds = EvalFrameDataset(layout, size, videos, preload=True)
+    n = len(ds)
+    idx = np.arange(n) if not max_frames or n <= max_frames else np.linspace(0, n - 1, max_frames).round().astype(int)
+    items = [ds[int(i)] for i in idx]
+    return EvalSet(
+        images=torch.stack([it[0] for it in items]),
+        keypoints=np.stack([it[1].numpy() for it in items]),
+        hw=np.stack([it[2].numpy() for it in items]),
+        groups=[videos[it[3]].id for it in items],
+    )
+
+
+def train(
+    data: str | Path,
+    out: str | Path,
+    *,
+    prior: str | Path | None = None,
+    skeleton: str | Path | Skeleton | None = None,
+    config: TrainConfig | None = None,
+    preset: str = "cpu-64",
+    resume: bool = False,
+    regressor: str | Path | None = None,
+    eval_data: str | Path | None = None,
+    videos: Sequence[Video] | None = None,
+    progress: bool = True,
+    **overrides: Any,
+) -> dict:
+    """Train KeypointGAN on a generic-layout dataset; returns the final metrics (if keypoints exist).
+
+    Args:
+        data: dataset folder (generic layout); its ``keypoints/`` are never used for training.
+        out: run folder: ``checkpoints/latest.pt``, ``log.jsonl``, ``samples/``.
+        prior: prior poses file (default ``DATA/prior.npy``).
+        skeleton: skeleton YAML or object (default ``DATA/skeleton.yaml``).
+        config: a full config; otherwise ``preset`` plus ``overrides``
+            (``steps=…``, ``max_minutes=…``, ``seed=…``, any :class:`TrainConfig` field).
+        resume: continue from ``OUT/checkpoints/latest.pt``.
+        regressor: a pre-trained η (from :func:`pretrain_regressor`); skips pre-training.
+        eval_data: a dataset with keypoints for periodic evaluation (default:
+            ``data`` itself when it has keypoints — labels are only read for the metric).
+        videos: train on these videos of ``data`` only (default: all).
+    """
+    layout, poses = load_data(data, prior, skeleton)
+    out = Path(out)
+    ckpt_path = out / "checkpoints" / "latest.pt"
+    state = None
+    if resume:
+        if not ckpt_path.is_file():
+            raise InputError("nothing to resume: no checkpoints/latest.pt", out)
+        state = load_checkpoint(ckpt_path)
+        cfg = TrainConfig.from_dict(state["config"])
+        for k, v in overrides.items():  # a resumed run may get a new budget
+            if k in ("steps", "max_minutes") and v is not None:
+                setattr(cfg, k, v)
+        if Skeleton.from_dict(state["skeleton"]) != layout.skeleton:
+            raise InputError("the checkpoint was trained with another skeleton than this dataset's", ckpt_path)
+    else:
+        cfg = config if config is not None else make_config(preset, **overrides)
+        if ckpt_path.exists():
+            raise InputError("run folder already holds a checkpoint; use --resume or another --out", out)
+    cfg.validate()
+    ev_layout = Layout(eval_data, layout.skeleton) if eval_data is not None else layout
+    eval_set = make_eval_set(ev_layout, ev_layout.videos, cfg.model.size, cfg.eval_frames, cfg.seed)
+    rank = int(os.environ.get("RANK", 0))
+    world = int(os.environ.get("WORLD_SIZE", 1))
+    trainer = Trainer(cfg, layout.skeleton, poses, videos or layout.videos, out, eval_set=eval_set, rank=rank, world_size=world, progress=progress)
+    if state is not None:
+        trainer.load_state_dict(state)
+    elif regressor is not None:
+        reg = load_checkpoint(regressor)
+        if "eta" not in reg.get("nets", {}):
+            raise InputError("not a regressor checkpoint (no 'eta' network)", regressor)
+        if Skeleton.from_dict(reg["skeleton"]) != layout.skeleton:
+            raise InputError("the regressor was trained for another skeleton", regressor)
+        try:
+            trainer.nets["eta"].load_state_dict(reg["nets"]["eta"])
+        except RuntimeError:
+            raise InputError("the regressor's widths differ from this run's config", regressor) from None
+        trainer.pretrained = True
+    return trainer.run()
+
+
+def pretrain_regressor(
+    prior: str | Path,
+    skeleton: str | Path | Skeleton,
+    out: str | Path,
+    *,
+    preset: str = "cpu-64",
+    config: TrainConfig | None = None,
+    progress: bool = True,
+    **overrides: Any,
+) -> dict:
+    """Pre-train η on rendered prior poses alone and save it as a checkpoint holding ``eta``."""
+    if not isinstance(skeleton, Skeleton):
+        skeleton = Skeleton.from_yaml(skeleton)
+    poses = load_prior(prior, skeleton)
+    overrides.setdefault("steps", 0)
+    cfg = (config or make_config(preset, **overrides)).validate()
+    dev = select_device(cfg.device)
+    eta = build_networks(cfg, skeleton.num_keypoints, with_gan=False)["eta"].to(dev)
+    points = PriorPoseDataset(poses, cfg.model.size).points.to(dev)
+    res = pretrain_eta(eta, skeleton, points, cfg, torch.Generator().manual_seed(cfg.seed), progress=progress)
+    save_checkpoint(
+        {
+            "format": "keypointgan-checkpoint",
+            "kind": "regressor",
+            "version": __version__,
+            "config": cfg.to_dict(),
+            "skeleton": skeleton.to_dict(),
+            "nets": {"eta": eta.state_dict()},
+            **res,
+        },
+        out,
+    )
+    return res
+
+
+def evaluate(checkpoint: str | Path, data: str | Path, *, device: str | None = None, batch_size: int = 64, progress: bool = False) -> dict:
+    """Evaluate a checkpoint on every frame with keypoints of a generic-layout dataset.
+
+    Returns ``error``, ``error_flip`` (% of image size, averaged per video then
+    over videos), ``pck``, ``n_frames`` and ``per_video``.
+    """
+    from .detector import KeypointDetector
+    from .evaluate import summarize
+
+    det = KeypointDetector.from_checkpoint(checkpoint, device=device)
+    layout = Layout(data, det.skeleton)
+    videos = [v for v in layout.videos if v.keypoints_path is not None]
+    if not videos:
+        raise InputError("no keypoints/<video_id>.npy files to evaluate against", Path(data) / "keypoints")
+    preds, gts, hws, groups = [], [], [], []
+    from tqdm.auto import tqdm
+
+    for v in tqdm(videos, desc="evaluate", disable=not progress, leave=False):
+        ds = EvalFrameDataset(layout, det.size, [v], preload=True)
+        items = [ds[i] for i in range(len(ds))]
+        x = torch.stack([it[0] for it in items])
+        pix = G.norm_to_pixel(det.predict_norm(x, batch_size), det.size).numpy()
+        hw = np.stack([it[2].numpy() for it in items])
+        preds.append(np.stack([G.rescale_pixels(pix[i], det.size, tuple(hw[i])) for i in range(len(pix))]))
+        gts.append(np.stack([it[1].numpy() for it in items]))
+        hws.append(hw)
+        groups += [v.id] * len(items)
+    res = summarize(np.concatenate(preds), np.concatenate(gts), np.concatenate(hws), det.skeleton, groups)
+    res["per_video"] = res.pop("per_group")
+    return res

@@ -1,0 +1,198 @@
+"""Typed run configuration: one :class:`TrainConfig` per run, saved in every checkpoint."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import InputError
+from .nets.common import NORMS
+
+__all__ = ["ModelConfig", "TrainConfig", "PRESETS", "make_config"]
+
+
+@dataclass
+class ModelConfig:
+    """Network shapes."""
+
+    size: int = 64
+    """Training resolution (square images of ``size`` pixels); divisible by 8."""
+    encoder_widths: tuple[int, ...] = (32, 64, 128, 256)
+    """Φ channels per U-Net level."""
+    regressor_widths: tuple[int, ...] = (32, 64, 128, 256)
+    """η channels: the 7×7 stem, then one stride-2 stage per further entry."""
+    decoder_widths: tuple[int, ...] = (32, 64, 128, 256)
+    """Ψ channels per level of both of its encoders and of its upsampling path."""
+    disc_ndf: int = 64
+    """Channels of the first discriminator layer."""
+    disc_layers: int = 3
+    """Stride-2 layers per PatchGAN."""
+    disc_scales: int = 3
+    """Number of PatchGANs (scales 1, ½, ¼, …)."""
+    norm: str = "batch"
+    """Normalisation in Φ, η, Ψ: batch, instance, group or none."""
+    sigma: float = 0.2
+    """Renderer width σ in [-1, 1] units (limb value ``exp(-d/σ²)``)."""
+
+    def validate(self) -> None:
+        if self.size < 16 or self.size % 8:
+            raise InputError(f"model size must be a multiple of 8 and at least 16, got {self.size}")
+        for name in ("encoder_widths", "regressor_widths", "decoder_widths"):
+            w = getattr(self, name)
+            if len(w) < 2 or any(int(c) <= 0 for c in w):
+                raise InputError(f"{name} needs at least two positive widths, got {w}")
+        if self.size % (2 ** (len(self.encoder_widths) - 1)) or self.size % (2 ** (len(self.decoder_widths) - 1)):
+            raise InputError(f"size {self.size} must be divisible by 2**(levels-1) of the encoder and decoder")
+        smallest = self.size // 2 ** (self.disc_scales - 1) // 2**self.disc_layers
+        if smallest < 2:
+            raise InputError(
+                f"discriminator too deep for {self.size} px: {self.disc_scales} scales × {self.disc_layers} layers leave {smallest} px"
+            )
+        if self.norm not in NORMS:
+            raise InputError(f"norm must be one of {NORMS}, got {self.norm!r}")
+        if not self.sigma > 0:
+            raise InputError(f"sigma must be positive, got {self.sigma}")
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run needs besides the data."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    preset: str = "custom"
+    """Name of the preset this config started from."""
+    batch_size: int = 16
+    lr: float = 2e-4
+    """Adam learning rate of Φ and Ψ."""
+    lr_disc: float = 2e-4
+    """Adam learning rate of D."""
+    lr_regressor: float = 2e-4
+    """Adam learning rate of η while it is fine-tuned during training."""
+    betas: tuple[float, float] = (0.5, 0.999)
+    grad_clip: float = 1.0
+    """Gradient-norm clip for every network (0 disables)."""
+    w_gan: float = 10.0
+    """Weight of the adversarial term in the G loss."""
+    w_rec: float = 10.0
+    """Weight of the reconstruction term in the G loss."""
+    w_consistency: float = 0.0
+    """Weight of the authors' optional render-consistency term in the G loss,
+    ``MSE(Φ(x), β(η(Φ(x))).detach())``: a dense pixel target for Φ (0 = off, as in the paper)."""
+    w_reg_prior: float = 0.9
+    """η fine-tune: weight of ``MSE(η(β(q)), q)``."""
+    w_reg_self: float = 0.1
+    """η fine-tune: weight of ``MSE(β(η(ŷ)), ŷ)``."""
+    pool_size: int = 50
+    """Image pool of past fakes shown to D (0 disables)."""
+    gap: tuple[int, int] = (1, 20)
+    """Frame gap range between the target and the appearance frame."""
+    prior_rotate: float = 0.0
+    """Prior pose augmentation: rotation range in degrees (±)."""
+    prior_scale: tuple[float, float] = (1.0, 1.0)
+    prior_translate: float = 0.0
+    """Prior pose augmentation: translation range in [-1, 1] units (±)."""
+    prior_flip: bool = False
+    """Prior pose augmentation: random left-right mirror."""
+    pretrain_steps: int = 1500
+    """Regressor pre-training steps on the prior when no pre-trained η is given (0 skips)."""
+    pretrain_lr: float = 1e-3
+    pretrain_batch: int = 32
+    pretrain_rotate: float = 15.0
+    pretrain_scale: tuple[float, float] = (0.85, 1.15)
+    pretrain_translate: float = 0.15
+    bottleneck: bool = True
+    """Ψ sees ``β(η(Φ(x)))`` (True, the method) or ``Φ(x)`` itself (ablation)."""
+    discriminator: bool = True
+    """Train with the adversarial term (False: ablation)."""
+    steps: int | None = None
+    """Stop after this many training steps (None: only the time budget)."""
+    max_minutes: float | None = None
+    """Stop after this many minutes of training (None: only the step budget)."""
+    log_every: int = 25
+    sample_every: int = 250
+    eval_every: int = 500
+    ckpt_every: int = 500
+    eval_frames: int = 500
+    """At most this many frames in periodic evaluation."""
+    seed: int = 0
+    device: str = "auto"
+    vgg_weights: str | None = None
+    """VGG-19 weights for the perceptual loss (None: the fallback reconstruction loss)."""
+    num_threads: int | None = None
+    """torch CPU threads (None: torch's default)."""
+
+    def validate(self) -> "TrainConfig":
+        self.model.validate()
+        if self.batch_size < 2:
+            raise InputError(f"batch size must be at least 2, got {self.batch_size}")
+        for name in ("lr", "lr_disc", "lr_regressor", "pretrain_lr"):
+            if not getattr(self, name) > 0:
+                raise InputError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.gap[0] < 0 or self.gap[1] < self.gap[0]:
+            raise InputError(f"gap must be (min, max) with 0 <= min <= max, got {self.gap}")
+        if self.steps is not None and self.steps < 0:
+            raise InputError(f"steps must be >= 0, got {self.steps}")
+        if self.max_minutes is not None and not self.max_minutes > 0:
+            raise InputError(f"max_minutes must be positive, got {self.max_minutes}")
+        for name in ("log_every", "sample_every", "eval_every", "ckpt_every"):
+            if getattr(self, name) <= 0:
+                raise InputError(f"{name} must be positive, got {getattr(self, name)}")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
+        data = dict(data)
+        model = ModelConfig(**_tuples(ModelConfig, data.pop("model", {})))
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise InputError(f"unknown config field(s): {', '.join(sorted(unknown))}")
+        return cls(model=model, **_tuples(cls, data))
+
+
+def _tuples(cls, data: dict) -> dict:
+    """Lists from JSON/YAML back to tuples where the dataclass default is a tuple."""
+    out = dict(data)
+    defaults = {f.name: f.default for f in dataclasses.fields(cls)}
+    for k, v in out.items():
+        if isinstance(v, list) and isinstance(defaults.get(k), tuple):
+            out[k] = tuple(v)
+    return out
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # The authors' widths and settings at 128 px (for a GPU).
+    "paper-128": dict(
+        model=dict(size=128),
+        batch_size=16,
+    ),
+    # Sized so that the demo learns within its budget on a 2-core CPU (see docs/experiments.md).
+    "cpu-64": dict(
+        model=dict(
+            size=64,
+            encoder_widths=(16, 32, 64, 128),
+            regressor_widths=(16, 32, 64, 128),
+            decoder_widths=(16, 32, 64, 128),
+            disc_ndf=32,
+            disc_layers=2,
+            disc_scales=3,
+        ),
+        batch_size=16,
+    ),
+}
+
+
+def make_config(preset: str = "cpu-64", **overrides: Any) -> TrainConfig:
+    """A :class:`TrainConfig` from a preset name plus field overrides (``model`` may be a dict)."""
+    if preset not in PRESETS:
+        raise InputError(f"unknown preset {preset!r}; choose from {', '.join(sorted(PRESETS))}")
+    base = {k: (dict(v) if isinstance(v, dict) else v) for k, v in PRESETS[preset].items()}
+    model = dict(base.pop("model", {}))
+    model.update(overrides.pop("model", {}) or {})
+    base.update({k: v for k, v in overrides.items() if v is not None})
+    base["preset"] = preset
+    return TrainConfig(model=ModelConfig(**model), **base)

@@ -1,0 +1,173 @@
+"""``keypointgan demo``: synthetic data → pre-train η → KeypointGAN → evaluation next to two baselines.
+
+Baselines, computed in the same run on the same unseen test videos:
+
+* **mean pose** — the mean of the prior poses, predicted for every image;
+* **supervised** — the same Φ + η trained directly on the training videos'
+  true keypoints for the same time as KeypointGAN: the upper bound.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import geometry as G
+from .api import make_eval_set
+from .config import TrainConfig, make_config
+from .data import FramePairDataset, FrameStore, Layout, load_prior
+from .data.datasets import image_to_tensor
+from .evaluate import summarize
+from .io import atomic_write_text
+from .train import EvalSet, Trainer, build_networks, select_device
+
+__all__ = ["run_demo", "mean_pose_metrics", "train_supervised"]
+
+
+def _metrics(pix: np.ndarray, es: EvalSet, skeleton) -> dict:
+    r = summarize(pix, es.keypoints, es.hw, skeleton, es.groups)
+    r.pop("per_group")
+    return r
+
+
+def _to_original(points_norm: torch.Tensor, size: int, es: EvalSet) -> np.ndarray:
+    pix = G.norm_to_pixel(points_norm, size).numpy()
+    return np.stack([G.rescale_pixels(pix[i], size, tuple(es.hw[i])) for i in range(len(pix))])
+
+
+def mean_pose_metrics(prior: np.ndarray, es: EvalSet, skeleton) -> dict:
+    """Predict the prior's mean pose (in [0, 1] units) for every test image."""
+    mean = prior.mean(axis=0)  # K×2 in [0, 1]
+    pix = np.stack([G.unit_to_pixel(mean, tuple(hw)) for hw in es.hw])
+    return _metrics(pix, es, skeleton)
+
+
+def train_supervised(cfg: TrainConfig, layout: Layout, videos, es: EvalSet, *, minutes: float | None, steps: int | None, progress: bool = True) -> dict:
+    """The upper bound: Φ + η trained on true keypoints (``MSE`` on points plus ``MSE(Φ(x), β(p))``)."""
+    from tqdm.auto import tqdm
+
+    dev = select_device(cfg.device)
+    sk = layout.skeleton
+    size = cfg.model.size
+    nets = build_networks(cfg, sk.num_keypoints, with_gan=False)
+    phi, eta = nets["phi"].to(dev), nets["eta"].to(dev)
+    store = FrameStore(videos, size)
+    kps = np.concatenate([layout.load_keypoints(v) for v in videos])
+    hw = np.array([store.original_sizes[i] for i in range(len(store))])
+    # true points in the network's grid: pixel of the original frame → pixel at `size` → [-1, 1]
+    norm = torch.from_numpy(
+        np.stack([G.pixel_to_norm(G.rescale_pixels(kps[i], tuple(hw[i]), size), size) for i in range(len(kps))])
+    ).float()
+    opt = torch.optim.Adam(list(phi.parameters()) + list(eta.parameters()), lr=cfg.lr * 2, betas=(0.9, 0.999))
+    gen = torch.Generator().manual_seed(cfg.seed + 1)
+    t0, step = time.perf_counter(), 0
+    bar = tqdm(desc="supervised", total=steps, disable=not progress, leave=False)
+    while True:
+        if steps is not None and step >= steps:
+            break
+        if minutes is not None and time.perf_counter() - t0 >= minutes * 60:
+            break
+        idx = torch.randint(len(store), (cfg.batch_size,), generator=gen)
+        x = image_to_tensor(np.stack([store.get(int(i)) for i in idx])).to(dev)
+        q = norm[idx].to(dev)
+        ok = torch.isfinite(q).all(-1, keepdim=True)
+        q = torch.where(ok, q, torch.zeros_like(q))
+        y = phi(x)
+        p = eta(y)
+        target = G.to_signed(G.render_skeleton(q, sk, size, cfg.model.sigma))
+        loss = F.mse_loss(p * ok, q * ok) + F.mse_loss(y, target)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        nn.utils.clip_grad_norm_(list(phi.parameters()) + list(eta.parameters()), cfg.grad_clip or 1e9)
+        opt.step()
+        step += 1
+        bar.update(1)
+    bar.close()
+    phi.eval(), eta.eval()
+    with torch.no_grad():
+        pts = torch.cat([eta(phi(es.images[i : i + 64].to(dev))).cpu() for i in range(0, len(es.images), 64)])
+    res = _metrics(_to_original(pts, size, es), es, sk)
+    res.update(steps=step, minutes=(time.perf_counter() - t0) / 60)
+    return res
+
+
+def split_videos(layout: Layout, test_fraction: float = 0.1):
+    """The last ``test_fraction`` of the videos (at least one) are held out for testing."""
+    n = len(layout.videos)
+    n_test = max(1, int(round(n * test_fraction)))
+    return layout.videos[: n - n_test], layout.videos[n - n_test :]
+
+
+def run_demo(
+    out: str | Path = "runs/demo",
+    *,
+    max_minutes: float = 14.0,
+    videos: int = 200,
+    frames: int = 50,
+    seed: int = 0,
+    preset: str = "cpu-64",
+    vgg_weights: str | None = None,
+    progress: bool = True,
+    **overrides,
+) -> dict:
+    """Run the whole demo within about ``max_minutes``; returns and writes ``OUT/metrics.json``.
+
+    The budget is split: data and pre-training first, then the remaining time
+    goes half to KeypointGAN and half to the supervised baseline (minus a
+    reserve for evaluation and the report).
+    """
+    from .data.synthetic import SyntheticConfig, make_synthetic
+
+    t_start = time.perf_counter()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    data = out / "data"
+    if not (data / "skeleton.yaml").is_file():
+        make_synthetic(data, SyntheticConfig(videos=videos, frames=frames, size=64, seed=seed), preview=True, progress=progress)
+    layout = Layout(data)
+    prior = load_prior(layout.prior_path, layout.skeleton)
+    train_videos, test_videos = split_videos(layout)
+    cfg = make_config(preset, seed=seed, vgg_weights=vgg_weights, max_minutes=1.0, **overrides)
+    es = make_eval_set(layout, test_videos, cfg.model.size)
+    results: dict = {"mean_pose": mean_pose_metrics(prior, es, layout.skeleton)}
+    if progress:
+        print(f"mean-pose baseline: error {results['mean_pose']['error']:.2f}  flip-corrected {results['mean_pose']['error_flip']:.2f}", flush=True)
+
+    run_dir = out / "keypointgan"
+    trainer = Trainer(cfg, layout.skeleton, prior, train_videos, run_dir, eval_set=es, progress=progress)
+    trainer.pretrain_regressor()
+    reserve = 0.6  # minutes kept for evaluation and the report
+    left = max_minutes - (time.perf_counter() - t_start) / 60 - reserve
+    per_method = max(left / 2, 0.25)
+    trainer.cfg = replace(cfg, max_minutes=per_method)
+    if progress:
+        print(f"training KeypointGAN for {per_method:.1f} min, then the supervised baseline for the same time", flush=True)
+    results["keypointgan"] = trainer.run()
+    results["keypointgan"].update(steps=trainer.step, minutes=trainer.elapsed / 60)
+    results["supervised"] = train_supervised(trainer.cfg, layout, train_videos, es, minutes=per_method, steps=None, progress=progress)
+    results["minutes"] = (time.perf_counter() - t_start) / 60
+    results["test_videos"] = [v.id for v in test_videos]
+    results["n_test_frames"] = int(len(es.images))
+    atomic_write_text(out / "metrics.json", json.dumps(results, indent=2))
+    if progress:
+        print(format_table(results), flush=True)
+    return results
+
+
+def format_table(results: dict) -> str:
+    rows = [("method", "error", "flip-corrected", "PCK@0.05")]
+    for k, label in (("keypointgan", "KeypointGAN"), ("mean_pose", "mean pose"), ("supervised", "supervised (upper bound)")):
+        r = results[k]
+        rows.append((label, f"{r['error']:.2f}", f"{r['error_flip']:.2f}", f"{r['pck']:.3f}"))
+    w = [max(len(r[i]) for r in rows) for i in range(4)]
+    lines = ["  ".join(c.ljust(w[i]) for i, c in enumerate(r)) for r in rows]
+    lines.insert(1, "  ".join("-" * x for x in w))
+    lines.append(f"(errors in % of image size on {results['n_test_frames']} frames of unseen videos; {results['minutes']:.1f} min in all)")
+    return "\n".join(lines)

@@ -1,0 +1,121 @@
+"""``KeypointDetector``: load a checkpoint, predict keypoints on images."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from . import geometry as G
+from .checkpoint import load_checkpoint
+from .config import TrainConfig
+from .errors import InputError
+from .nets import KeypointRegressor, PoseEncoder
+from .skeleton import Skeleton
+
+__all__ = ["KeypointDetector"]
+
+
+class KeypointDetector:
+    """Φ and η of a trained run, ready to predict.
+
+    Example::
+
+        det = KeypointDetector.from_checkpoint("runs/demo/keypointgan")
+        kp = det.predict(image)          # image: H×W×3 uint8 → K×2 pixel (x, y)
+        det.skeleton.keypoints           # the names of the K rows
+    """
+
+    def __init__(self, *, phi: PoseEncoder, eta: KeypointRegressor, skeleton: Skeleton, size: int, device: torch.device | str = "cpu", config: TrainConfig | None = None):
+        self.device = torch.device(device)
+        self.phi = phi.to(self.device).eval()
+        self.eta = eta.to(self.device).eval()
+        self.skeleton = skeleton
+        self.size = int(size)
+        self.config = config
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, device: str | torch.device | None = None) -> "KeypointDetector":
+        """Load from a checkpoint file or a run folder (its latest checkpoint); GPU checkpoints load on CPU."""
+        from .train import select_device
+
+        dev = select_device("auto") if device is None else select_device(str(device))
+        state = load_checkpoint(path, map_location="cpu")
+        try:
+            cfg = TrainConfig.from_dict(state["config"])
+            skeleton = Skeleton.from_dict(state["skeleton"])
+            phi = PoseEncoder(widths=cfg.model.encoder_widths, norm=cfg.model.norm)
+            eta = KeypointRegressor(num_keypoints=skeleton.num_keypoints, widths=cfg.model.regressor_widths, norm=cfg.model.norm)
+            phi.load_state_dict(state["nets"]["phi"])
+            eta.load_state_dict(state["nets"]["eta"])
+        except (KeyError, RuntimeError, TypeError) as exc:
+            raise InputError(f"checkpoint is incomplete or inconsistent ({exc.__class__.__name__}: {str(exc)[:120]})", path) from None
+        return cls(phi=phi, eta=eta, skeleton=skeleton, size=cfg.model.size, device=dev, config=cfg)
+
+    # ------------------------------------------------------------------ API
+    def _prepare(self, images) -> tuple[torch.Tensor, list[tuple[int, int]], bool]:
+        """Any accepted input → ``N×3×S×S`` in [-1, 1], the original sizes, and whether one image was given."""
+        single = False
+        if isinstance(images, np.ndarray) and images.ndim == 3:
+            images, single = [images], True
+        if isinstance(images, torch.Tensor):
+            if images.ndim == 3:
+                images, single = images.unsqueeze(0), True
+            if images.ndim != 4 or images.shape[1] != 3:
+                raise InputError(f"image tensors must be B×3×H×W in [-1, 1], got shape {tuple(images.shape)}")
+            x = images.float()
+            hw = [(x.shape[2], x.shape[3])] * x.shape[0]
+            if x.shape[-2:] != (self.size, self.size):
+                x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False, antialias=True)
+            return x, hw, single
+        if isinstance(images, np.ndarray) and images.ndim == 4:
+            images = list(images)
+        if not isinstance(images, (list, tuple)) or not images:
+            raise InputError("predict takes an H×W×3 uint8 array, a list of them, or a B×3×H×W tensor")
+        from .data.datasets import image_to_tensor, resize_image
+
+        tensors, hw = [], []
+        for i, img in enumerate(images):
+            img = np.asarray(img)
+            if img.ndim == 2:
+                img = np.repeat(img[..., None], 3, axis=2)
+            if img.ndim != 3 or img.shape[2] not in (3, 4):
+                raise InputError(f"image {i} must be H×W×3 (or H×W, H×W×4), got shape {img.shape}")
+            if img.dtype != np.uint8:
+                raise InputError(f"image {i} must be uint8, got {img.dtype}")
+            img = img[..., :3]
+            hw.append((img.shape[0], img.shape[1]))
+            tensors.append(image_to_tensor(resize_image(img, self.size)))
+        return torch.stack(tensors), hw, single
+
+    @torch.no_grad()
+    def predict_norm(self, x: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
+        """``N×3×S×S`` in [-1, 1] at the model's size → ``N×K×2`` in [-1, 1]."""
+        outs = [self.eta(self.phi(x[i : i + batch_size].to(self.device))).float().cpu() for i in range(0, x.shape[0], batch_size)]
+        return torch.cat(outs, 0)
+
+    def predict(self, images, batch_size: int = 64) -> np.ndarray:
+        """Keypoints in pixel ``(x, y)`` of the input images.
+
+        Args:
+            images: an ``H×W×3`` uint8 array, a list of them (sizes may
+                differ), or a ``B×3×H×W`` float tensor in [-1, 1].
+
+        Returns:
+            ``K×2`` for a single image, else ``N×K×2`` float32 — pixel
+            coordinates with the centre of pixel column ``j`` at ``x = j``.
+        """
+        x, hw, single = self._prepare(images)
+        pts = self.predict_norm(x, batch_size)
+        pix = G.norm_to_pixel(pts, self.size).numpy()
+        out = np.stack([G.rescale_pixels(pix[i], self.size, hw[i]) for i in range(len(hw))]).astype(np.float32)
+        return out[0] if single else out
+
+    def skeleton_image(self, images) -> np.ndarray:
+        """Φ's raw skeleton images for inspection: ``N×S×S`` in [-1, 1]."""
+        x, _, _ = self._prepare(images)
+        with torch.no_grad():
+            return self.phi(x.to(self.device)).cpu().numpy()[:, 0]

@@ -1,0 +1,46 @@
+"""Ψ, the conditional decoder: (skeleton image, appearance frame) → image."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from .common import ConvBlock, upsample2
+
+
+class ConditionalDecoder(nn.Module):
+    """Reconstruct the target frame from its skeleton and another frame of the video.
+
+    ``skeleton``: ``B×1×H×W`` in [-1, 1]; ``appearance``: ``B×3×H×W`` in
+    [-1, 1] → ``B×3×H×W`` in [-1, 1] (tanh).  Two encoders bring each input to
+    ``widths[-1]`` channels at ``H / 2**(len(widths)-1)``; their features are
+    concatenated and brought back to full size by bilinear ×2 stages.
+    """
+
+    def __init__(self, *, widths: Sequence[int] = (32, 64, 128, 256), norm: str = "batch"):
+        super().__init__()
+        widths = list(widths)
+
+        def encoder(cin: int) -> nn.Sequential:
+            layers = [ConvBlock(cin, widths[0], norm=norm)]
+            for a, b in zip(widths[:-1], widths[1:]):
+                layers.append(ConvBlock(a, b, norm=norm, stride=2))
+            return nn.Sequential(*layers)
+
+        self.pose_encoder = encoder(1)
+        self.appearance_encoder = encoder(3)
+        ups = []
+        cin = 2 * widths[-1]
+        for w in reversed(widths[:-1]):
+            ups.append(ConvBlock(cin, w, norm=norm))
+            cin = w
+        self.ups = nn.ModuleList(ups)
+        self.head = nn.Conv2d(widths[0], 3, 3, padding=1)
+
+    def forward(self, skeleton: torch.Tensor, appearance: torch.Tensor) -> torch.Tensor:
+        x = torch.cat([self.pose_encoder(skeleton), self.appearance_encoder(appearance)], dim=1)
+        for block in self.ups:
+            x = block(upsample2(x))
+        return torch.tanh(self.head(x))

@@ -1,0 +1,46 @@
+"""D, the multi-scale PatchGAN discriminator on skeleton images."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .common import norm_layer
+
+
+class PatchDiscriminator(nn.Module):
+    """PatchGAN: ``n_layers`` stride-2 4×4 convs (ndf, 2·ndf, … capped at 8·ndf), LeakyReLU 0.2."""
+
+    def __init__(self, *, in_channels: int = 1, ndf: int = 64, n_layers: int = 3, norm: str = "instance"):
+        super().__init__()
+        layers: list[nn.Module] = [nn.Conv2d(in_channels, ndf, 4, stride=2, padding=1), nn.LeakyReLU(0.2, True)]
+        mult = 1
+        for n in range(1, n_layers):
+            prev, mult = mult, min(2**n, 8)
+            layers += [nn.Conv2d(ndf * prev, ndf * mult, 4, stride=2, padding=1, bias=norm == "none"), norm_layer(norm, ndf * mult), nn.LeakyReLU(0.2, True)]
+        prev, mult = mult, min(2**n_layers, 8)
+        layers += [nn.Conv2d(ndf * prev, ndf * mult, 4, stride=1, padding=1, bias=norm == "none"), norm_layer(norm, ndf * mult), nn.LeakyReLU(0.2, True)]
+        layers += [nn.Conv2d(ndf * mult, 1, 4, stride=1, padding=1)]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class MultiScaleDiscriminator(nn.Module):
+    """``num_scales`` PatchGANs on the input at scales 1, ½, ¼, …; returns a list of ``B×1×h×w`` maps."""
+
+    def __init__(self, *, in_channels: int = 1, ndf: int = 64, n_layers: int = 3, num_scales: int = 3, norm: str = "instance"):
+        super().__init__()
+        self.scales = nn.ModuleList(
+            PatchDiscriminator(in_channels=in_channels, ndf=ndf, n_layers=n_layers, norm=norm) for _ in range(num_scales)
+        )
+        self.down = nn.AvgPool2d(3, stride=2, padding=1, count_include_pad=False)
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        outs = []
+        for i, d in enumerate(self.scales):
+            if i:
+                x = self.down(x)
+            outs.append(d(x))
+        return outs

@@ -1,0 +1,479 @@
+"""The training loop: regressor pre-training, then G / D / η steps.
+
+Plain PyTorch.  One :class:`Trainer` holds the four networks, their
+optimisers, the image pool and the random generators; :meth:`Trainer.run`
+trains within a step and/or time budget, logging to ``RUN/log.jsonl``, saving
+sample grids to ``RUN/samples/`` and checkpoints to ``RUN/checkpoints/``.
+
+Per step (DESIGN.md):
+
+* G (Φ, Ψ; η frozen but differentiable):
+  ``w_gan · LSGAN(D(ŷ), real) + w_rec · Rec(Ψ(β(η(ŷ)), x'), x)`` with ``ŷ = Φ(x)``
+* D: ``0.5 · [LSGAN(D(β(q)), real) + LSGAN(D(pool(ŷ)), fake)]``
+* η: ``w_reg_prior · MSE(η(β(q)), q) + w_reg_self · MSE(β(η(ŷ)), ŷ)``
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import geometry as G
+from ._version import __version__
+from .config import TrainConfig
+from .data import FramePairDataset, FrameStore, PriorPoseDataset, augment_poses
+from .data.layout import Video
+from .errors import InputError
+from .losses import lsgan_loss, make_reconstruction_loss, regressor_prior_loss, regressor_self_loss
+from .nets import ConditionalDecoder, KeypointRegressor, MultiScaleDiscriminator, PoseEncoder, init_weights
+from .skeleton import Skeleton
+
+__all__ = ["Trainer", "build_networks", "select_device", "ImagePool", "EvalSet", "CHECKPOINT_NAME"]
+
+CHECKPOINT_NAME = "latest.pt"
+
+
+def select_device(name: str = "auto") -> torch.device:
+    """``auto`` → CUDA if available, else MPS, else CPU; otherwise the named device."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise InputError(f"unknown device {name!r}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"device {name!r} requested but CUDA is not available")
+    return dev
+
+
+def build_networks(cfg: TrainConfig, num_keypoints: int, *, with_gan: bool = True) -> dict[str, nn.Module]:
+    """Φ (``phi``), η (``eta``) and, with ``with_gan``, Ψ (``psi``) and D (``disc``), initialised N(0, 0.02)."""
+    m = cfg.model
+    nets: dict[str, nn.Module] = {
+        "phi": PoseEncoder(widths=m.encoder_widths, norm=m.norm),
+        "eta": KeypointRegressor(num_keypoints=num_keypoints, widths=m.regressor_widths, norm=m.norm),
+    }
+    if with_gan:
+        nets["psi"] = ConditionalDecoder(widths=m.decoder_widths, norm=m.norm)
+        nets["disc"] = MultiScaleDiscriminator(ndf=m.disc_ndf, n_layers=m.disc_layers, num_scales=m.disc_scales)
+    for net in nets.values():
+        init_weights(net)
+    return nets
+
+
+class ImagePool:
+    """The pix2pix history of fakes: with probability ½ a fake is swapped for an older one."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self.images: list[torch.Tensor] = []
+
+    def query(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        if self.size == 0:
+            return images
+        out = []
+        for img in images.detach():
+            img = img.unsqueeze(0)
+            if len(self.images) < self.size:
+                self.images.append(img.clone())
+                out.append(img)
+            elif torch.rand((), generator=generator).item() < 0.5:
+                i = int(torch.randint(self.size, (), generator=generator))
+                out.append(self.images[i].clone())
+                self.images[i] = img.clone()
+            else:
+                out.append(img)
+        return torch.cat(out, 0)
+
+    def state_dict(self) -> dict:
+        return {"images": torch.cat(self.images, 0).cpu() if self.images else torch.empty(0)}
+
+    def load_state_dict(self, state: dict, device) -> None:
+        imgs = state["images"]
+        self.images = [imgs[i : i + 1].to(device) for i in range(imgs.shape[0])]
+
+
+@dataclass
+class EvalSet:
+    """Frames with true keypoints for periodic evaluation (never used for training)."""
+
+    images: torch.Tensor  # N×3×S×S in [-1, 1]
+    keypoints: np.ndarray  # N×K×2 pixel of the original frames
+    hw: np.ndarray  # N×2 original (H, W)
+    groups: list[str]  # video id per frame
+
+
+def _rng_state(gen: torch.Generator) -> torch.Tensor:
+    return gen.get_state()
+
+
+def sample_prior(prior: torch.Tensor, n: int, cfg: TrainConfig, skeleton: Skeleton, gen: torch.Generator, *, pretrain: bool) -> torch.Tensor:
+    """``n`` prior poses (``n×K×2`` in [-1, 1]) drawn with replacement and augmented per ``cfg``."""
+    idx = torch.randint(prior.shape[0], (n,), generator=gen).to(prior.device)
+    q = prior[idx]
+    if pretrain:
+        rot, sc, tr = cfg.pretrain_rotate, cfg.pretrain_scale, cfg.pretrain_translate
+    else:
+        rot, sc, tr = cfg.prior_rotate, cfg.prior_scale, cfg.prior_translate
+    flip = cfg.prior_flip
+    if rot or tr or tuple(sc) != (1.0, 1.0) or flip:
+        g = torch.Generator(device=prior.device).manual_seed(int(torch.randint(2**62, (), generator=gen)))
+        q = augment_poses(q, g, rotate_deg=rot, scale=tuple(sc), translate=tr, flip=flip, flip_permutation=skeleton.flip_permutation)
+    return q
+
+
+def pretrain_eta(
+    eta: nn.Module,
+    skeleton: Skeleton,
+    prior: torch.Tensor,
+    cfg: TrainConfig,
+    gen: torch.Generator,
+    *,
+    steps: int | None = None,
+    progress: bool = True,
+    log=None,
+) -> dict:
+    """Pre-train η on the prior alone: ``MSE(η(β(q)), q)`` with pose augmentation.
+
+    ``prior`` is ``N×K×2`` in [-1, 1] on η's device.  Adam at
+    ``cfg.pretrain_lr`` with cosine decay; batches of ``cfg.pretrain_batch``
+    poses rotated, scaled and shifted by the ``pretrain_*`` ranges.
+    """
+    from tqdm.auto import tqdm
+
+    steps = cfg.pretrain_steps if steps is None else steps
+    eta.train()
+    opt = torch.optim.Adam(eta.parameters(), lr=cfg.pretrain_lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(steps, 1))
+    size, sigma = cfg.model.size, cfg.model.sigma
+    loss = torch.tensor(float("nan"))
+    bar = tqdm(range(steps), desc="pre-train η", disable=not progress, leave=False)
+    for i in bar:
+        q = sample_prior(prior, cfg.pretrain_batch, cfg, skeleton, gen, pretrain=True)
+        loss = regressor_prior_loss(eta(G.to_signed(G.render_skeleton(q, skeleton, size, sigma))), q)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip > 0:
+            nn.utils.clip_grad_norm_(eta.parameters(), cfg.grad_clip)
+        opt.step()
+        sched.step()
+        if i % 25 == 0:
+            bar.set_postfix(mse=f"{loss.item():.2e}")
+            if log is not None:
+                log({"phase": "pretrain", "step": i, "loss_eta_prior": loss.item()})
+    return {"pretrain_mse": float(loss.item()), "pretrain_steps": int(steps)}
+
+
+class Trainer:
+    """Holds the networks, optimisers and random state of one KeypointGAN run.
+
+    Args:
+        cfg: the run's configuration (validated here).
+        skeleton: the keypoint layout.
+        prior: ``(N, K, 2)`` prior poses in [0, 1].
+        videos: the training videos (frames only; keypoints are never read).
+        out: the run folder.
+        eval_set: optional frames with keypoints for periodic evaluation.
+        rank, world_size: this process's place in a multi-process run.
+    """
+
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        skeleton: Skeleton,
+        prior: np.ndarray,
+        videos: Sequence[Video],
+        out: str | Path,
+        *,
+        eval_set: EvalSet | None = None,
+        rank: int = 0,
+        world_size: int = 1,
+        progress: bool = True,
+    ):
+        self.cfg = cfg.validate()
+        self.skeleton = skeleton
+        if prior.shape[1] != skeleton.num_keypoints:
+            raise InputError(f"the prior has K={prior.shape[1]} but the skeleton has {skeleton.num_keypoints} keypoints")
+        self.out = Path(out)
+        self.rank, self.world_size = rank, world_size
+        self.progress = progress and rank == 0
+        if cfg.num_threads:
+            torch.set_num_threads(cfg.num_threads)
+        self.device = select_device(cfg.device)
+        size = cfg.model.size
+        self.size = size
+        self.prior = PriorPoseDataset(prior, size).points.to(self.device)
+        self.store = FrameStore(videos, size)
+        self.pairs = FramePairDataset(self.store, gap=cfg.gap, seed=cfg.seed)
+        self.eval_set = eval_set
+
+        # per-process generators derived from the seed: no process-global state is relied upon
+        torch.manual_seed(cfg.seed * 1009 + rank)
+        self.gen = torch.Generator().manual_seed(cfg.seed * 1009 + rank)
+
+        K = skeleton.num_keypoints
+        self.nets = build_networks(cfg, K)
+        for n in self.nets.values():
+            n.to(self.device)
+        adam = lambda params, lr: torch.optim.Adam(params, lr=lr, betas=tuple(cfg.betas))  # noqa: E731
+        self.opt = {
+            "g": adam(list(self.nets["phi"].parameters()) + list(self.nets["psi"].parameters()), cfg.lr),
+            "d": adam(self.nets["disc"].parameters(), cfg.lr_disc),
+            "eta": adam(self.nets["eta"].parameters(), cfg.lr_regressor),
+        }
+        self.rec_loss = make_reconstruction_loss(cfg.vgg_weights).to(self.device)
+        self.pool = ImagePool(cfg.pool_size)
+        self.step = 0
+        self.epoch = 0
+        self.batch_in_epoch = 0
+        self.pretrained = False
+        self.elapsed = 0.0  # training seconds so far (over resumes)
+
+    # ------------------------------------------------------------ utilities
+    def render(self, points: torch.Tensor) -> torch.Tensor:
+        """``B×K×2`` in [-1, 1] → skeleton image in [-1, 1] (what Φ should emit)."""
+        return G.to_signed(G.render_skeleton(points, self.skeleton, self.size, self.cfg.model.sigma))
+
+    def sample_prior(self, n: int) -> torch.Tensor:
+        return sample_prior(self.prior, n, self.cfg, self.skeleton, self.gen, pretrain=False)
+
+    def batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Endless shuffled frame pairs; each epoch is a permutation seeded by (seed, epoch), sharded by rank."""
+        bs = self.cfg.batch_size
+        n = len(self.pairs)
+        if n < bs:
+            raise InputError(f"the training videos hold {n} frames, fewer than the batch size {bs}")
+        while True:
+            self.pairs.set_epoch(self.epoch)
+            perm = torch.randperm(n, generator=torch.Generator().manual_seed(self.cfg.seed * 7919 + self.epoch))
+            perm = perm[self.rank :: self.world_size]
+            nb = len(perm) // bs
+            while self.batch_in_epoch < nb:
+                idx = perm[self.batch_in_epoch * bs : (self.batch_in_epoch + 1) * bs].tolist()
+                self.batch_in_epoch += 1
+                items = [self.pairs[i] for i in idx]
+                x = torch.stack([a for a, _ in items]).to(self.device, non_blocking=True)
+                xa = torch.stack([b for _, b in items]).to(self.device, non_blocking=True)
+                yield x, xa
+            self.epoch += 1
+            self.batch_in_epoch = 0
+
+    def _clip_step(self, opt: torch.optim.Optimizer, loss: torch.Tensor, params) -> None:
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.cfg.grad_clip > 0:
+            nn.utils.clip_grad_norm_(params, self.cfg.grad_clip)
+        opt.step()
+
+    # ------------------------------------------------------- pre-training η
+    def pretrain_regressor(self, steps: int | None = None, log=None) -> dict:
+        """Train η alone on rendered (augmented) prior poses: see :func:`pretrain_eta`."""
+        res = pretrain_eta(self.nets["eta"], self.skeleton, self.prior, self.cfg, self.gen, steps=steps, progress=self.progress, log=log)
+        self.pretrained = True
+        return res
+
+    # ------------------------------------------------------------ one step
+    def train_step(self, x: torch.Tensor, xa: torch.Tensor) -> dict[str, float]:
+        cfg = self.cfg
+        phi, eta, psi, disc = (self.nets[k] for k in ("phi", "eta", "psi", "disc"))
+        bs = x.shape[0]
+        q = self.sample_prior(bs)
+
+        # ---- G step: Φ and Ψ (η frozen, still differentiable)
+        eta.requires_grad_(False)
+        y_hat = phi(x)
+        p = eta(y_hat)
+        y_rend = self.render(p) if (cfg.bottleneck or cfg.w_consistency) else None
+        x_rec = psi(y_rend if cfg.bottleneck else y_hat, xa)
+        loss_rec = self.rec_loss(x_rec, x)
+        loss_g = cfg.w_rec * loss_rec
+        out = {"loss_rec": loss_rec.item()}
+        if cfg.w_consistency:
+            loss_cons = F.mse_loss(y_hat, y_rend.detach())
+            loss_g = loss_g + cfg.w_consistency * loss_cons
+            out["loss_consistency"] = loss_cons.item()
+        if cfg.discriminator:
+            disc.requires_grad_(False)
+            loss_adv = lsgan_loss(disc(y_hat), True)
+            loss_g = loss_g + cfg.w_gan * loss_adv
+            out["loss_g_adv"] = loss_adv.item()
+            disc.requires_grad_(True)
+        self._clip_step(self.opt["g"], loss_g, list(phi.parameters()) + list(psi.parameters()))
+        eta.requires_grad_(True)
+
+        y_real = self.render(q)
+        # ---- D step
+        if cfg.discriminator:
+            fake = self.pool.query(y_hat.detach(), self.gen)
+            loss_d_real = lsgan_loss(disc(y_real), True)
+            loss_d_fake = lsgan_loss(disc(fake), False)
+            loss_d = 0.5 * (loss_d_real + loss_d_fake)
+            self._clip_step(self.opt["d"], loss_d, disc.parameters())
+            out.update(loss_d_real=loss_d_real.item(), loss_d_fake=loss_d_fake.item())
+
+        # ---- η fine-tune
+        l_prior = regressor_prior_loss(eta(y_real), q)
+        y_det = y_hat.detach()
+        l_self = regressor_self_loss(self.render(eta(y_det)), y_det)
+        self._clip_step(self.opt["eta"], cfg.w_reg_prior * l_prior + cfg.w_reg_self * l_self, eta.parameters())
+        out.update(loss_eta_prior=l_prior.item(), loss_eta_self=l_self.item())
+        self._last = (x, y_hat.detach(), p.detach(), xa, x_rec.detach())
+        return out
+
+    # ---------------------------------------------------------- evaluation
+    @torch.no_grad()
+    def predict_norm(self, images: torch.Tensor, batch: int = 64) -> torch.Tensor:
+        """``N×3×S×S`` → ``N×K×2`` points in [-1, 1] (eval mode)."""
+        phi, eta = self.nets["phi"], self.nets["eta"]
+        was = phi.training, eta.training
+        phi.eval(), eta.eval()
+        outs = [eta(phi(images[i : i + batch].to(self.device))).cpu() for i in range(0, images.shape[0], batch)]
+        phi.train(was[0]), eta.train(was[1])
+        return torch.cat(outs, 0)
+
+    def evaluate(self) -> dict | None:
+        if self.eval_set is None:
+            return None
+        from .evaluate import summarize
+
+        es = self.eval_set
+        pts = self.predict_norm(es.images)
+        pix = G.norm_to_pixel(pts, self.size).numpy()
+        pix = np.stack([G.rescale_pixels(pix[i], self.size, tuple(es.hw[i])) for i in range(len(pix))])
+        res = summarize(pix, es.keypoints, es.hw, self.skeleton, es.groups)
+        res.pop("per_group")
+        return res
+
+    # --------------------------------------------------------- checkpoints
+    def state_dict(self) -> dict:
+        return {
+            "format": "keypointgan-checkpoint",
+            "version": __version__,
+            "config": self.cfg.to_dict(),
+            "skeleton": self.skeleton.to_dict(),
+            "step": self.step,
+            "epoch": self.epoch,
+            "batch_in_epoch": self.batch_in_epoch,
+            "pretrained": self.pretrained,
+            "elapsed": self.elapsed,
+            "nets": {k: v.state_dict() for k, v in self.nets.items()},
+            "optims": {k: v.state_dict() for k, v in self.opt.items()},
+            "rec_loss": self.rec_loss.state_dict(),
+            "pool": self.pool.state_dict(),
+            "rng": {
+                "gen": _rng_state(self.gen),
+                "torch": torch.get_rng_state(),
+                "numpy": np.random.get_state()[1].tolist(),
+                "python": list(random.getstate()[1]),
+            },
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        for k, v in self.nets.items():
+            v.load_state_dict(state["nets"][k])
+        for k, v in self.opt.items():
+            v.load_state_dict(state["optims"][k])
+        self.rec_loss.load_state_dict(state["rec_loss"])
+        self.pool.load_state_dict(state["pool"], self.device)
+        self.step, self.epoch, self.batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
+        self.pretrained, self.elapsed = state["pretrained"], state["elapsed"]
+        self.gen.set_state(state["rng"]["gen"])
+        torch.set_rng_state(state["rng"]["torch"])
+
+    def save(self, path: Path | None = None) -> Path:
+        from .checkpoint import save_checkpoint
+
+        path = path or self.out / "checkpoints" / CHECKPOINT_NAME
+        save_checkpoint(self.state_dict(), path)
+        return path
+
+    # ----------------------------------------------------------- the loop
+    def run(self) -> dict:
+        """Pre-train η if needed, then train until the budget is spent. Returns the final metrics."""
+        from tqdm.auto import tqdm
+
+        from .viz import save_sample_grid
+
+        cfg = self.cfg
+        if cfg.steps is None and cfg.max_minutes is None:
+            raise InputError("give a training budget: steps and/or max_minutes")
+        self.out.mkdir(parents=True, exist_ok=True)
+        log_path = self.out / "log.jsonl"
+        logf = open(log_path, "a", buffering=1) if self.rank == 0 else None
+
+        def log(rec: dict) -> None:
+            if logf is not None:
+                logf.write(json.dumps(rec) + "\n")
+
+        log({"event": "start", "step": self.step, "device": str(self.device), "rec_loss": self.rec_loss.name,
+             "version": __version__, "config": cfg.to_dict()})
+        if self.progress:
+            print(f"device {self.device}; reconstruction loss: {self.rec_loss.name}", flush=True)
+        if not self.pretrained and cfg.pretrain_steps > 0:
+            t0 = time.perf_counter()
+            r = self.pretrain_regressor(log=log)
+            log({"event": "pretrained", **r, "seconds": time.perf_counter() - t0})
+        budget_s = cfg.max_minutes * 60 if cfg.max_minutes else math.inf
+        start = time.perf_counter()
+        base_elapsed = self.elapsed
+        total = cfg.steps if cfg.steps is not None else None
+        bar = tqdm(total=total, initial=self.step, desc="train", disable=not self.progress, dynamic_ncols=True)
+        it = self.batches()
+        for n in self.nets.values():
+            n.train()
+        seen, t_win = 0, time.perf_counter()
+        result: dict = {}
+        while True:
+            if cfg.steps is not None and self.step >= cfg.steps:
+                break
+            if base_elapsed + (time.perf_counter() - start) >= budget_s:
+                break
+            x, xa = next(it)
+            losses = self.train_step(x, xa)
+            self.step += 1
+            seen += x.shape[0]
+            self.elapsed = base_elapsed + (time.perf_counter() - start)
+            bar.update(1)
+            if self.step % cfg.log_every == 0:
+                now = time.perf_counter()
+                ips = seen / max(now - t_win, 1e-9)
+                seen, t_win = 0, now
+                log({"step": self.step, "time": self.elapsed, "img_per_s": ips, **losses})
+                bar.set_postfix(rec=f"{losses['loss_rec']:.3f}", d=f"{losses.get('loss_d_fake', 0):.3f}", ips=f"{ips:.0f}")
+            if self.rank == 0 and self.step % cfg.sample_every == 0:
+                save_sample_grid(self.out / "samples" / f"step_{self.step:07d}.png", *self._last, self.skeleton)
+            if self.step % cfg.eval_every == 0:
+                m = self.evaluate()
+                if m is not None:
+                    log({"step": self.step, "time": self.elapsed, "eval": m})
+                    bar.write(f"step {self.step}: error {m['error']:.2f}  flip-corrected {m['error_flip']:.2f}  PCK {m['pck']:.3f}")
+            if self.rank == 0 and self.step % cfg.ckpt_every == 0:
+                self.save()
+        bar.close()
+        m = self.evaluate()
+        if m is not None:
+            log({"step": self.step, "time": self.elapsed, "eval": m, "final": True})
+            result = m
+        if self.rank == 0:
+            self.save()
+            if getattr(self, "_last", None) is not None:
+                save_sample_grid(self.out / "samples" / f"step_{self.step:07d}.png", *self._last, self.skeleton)
+        log({"event": "end", "step": self.step, "time": self.elapsed})
+        if logf is not None:
+            logf.close()
+        return result

@@ -1,0 +1,87 @@
+"""Drawing: keypoints and skeletons over images, sample grids, contact sheets (PIL only)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from . import geometry as G
+from .io import write_image
+from .skeleton import Skeleton
+
+LEFT, RIGHT, CENTRE = (255, 80, 40), (40, 140, 255), (60, 220, 60)
+
+
+def _side_colour(skeleton: Skeleton, i: int):
+    name = skeleton.keypoints[i].lower()
+    if name.startswith(("l_", "left")):
+        return LEFT
+    if name.startswith(("r_", "right")):
+        return RIGHT
+    return CENTRE
+
+
+def draw_keypoints(image: np.ndarray, points: np.ndarray, skeleton: Skeleton, *, scale: int = 1, radius: float = 1.5, width: int = 1) -> np.ndarray:
+    """Draw limbs and keypoints (pixel ``(x, y)``, ``K×2``) on an ``H×W×3`` uint8 image.
+
+    The image is upscaled by ``scale`` (nearest) first; left-side parts are
+    drawn in orange, right-side in blue, the rest in green.  NaN points are skipped.
+    """
+    from PIL import Image, ImageDraw
+
+    im = Image.fromarray(np.ascontiguousarray(image))
+    if scale != 1:
+        im = im.resize((im.width * scale, im.height * scale), Image.NEAREST)
+    d = ImageDraw.Draw(im)
+    # pixel centre j sits at (j + 0.5) * scale - 0.5 after nearest upscaling
+    p = (np.asarray(points, dtype=np.float64) + 0.5) * scale - 0.5
+    for a, b in skeleton.limbs:
+        if np.isfinite(p[[a, b]]).all():
+            colour = _side_colour(skeleton, b) if _side_colour(skeleton, b) != CENTRE else _side_colour(skeleton, a)
+            d.line([tuple(p[a]), tuple(p[b])], fill=colour, width=width)
+    r = radius * max(1, scale // 2)
+    for i, (x, y) in enumerate(p):
+        if np.isfinite([x, y]).all():
+            d.ellipse([x - r, y - r, x + r, y + r], fill=_side_colour(skeleton, i), outline=(0, 0, 0))
+    return np.asarray(im)
+
+
+def tensor_to_uint8(images: torch.Tensor) -> np.ndarray:
+    """``B×C×H×W`` in [-1, 1] → ``B×H×W×3`` uint8 (one channel is repeated)."""
+    x = images.detach().float().cpu().clamp(-1, 1).add(1).mul(127.5).round().to(torch.uint8)
+    if x.shape[1] == 1:
+        x = x.repeat(1, 3, 1, 1)
+    return x.permute(0, 2, 3, 1).numpy()
+
+
+def grid(rows: Sequence[Sequence[np.ndarray]], pad: int = 2, fill: int = 255) -> np.ndarray:
+    """Tile equally sized ``H×W×3`` images into rows and columns with padding."""
+    h, w = rows[0][0].shape[:2]
+    ncol = max(len(r) for r in rows)
+    out = np.full((len(rows) * (h + pad) + pad, ncol * (w + pad) + pad, 3), fill, np.uint8)
+    for i, r in enumerate(rows):
+        for j, img in enumerate(r):
+            out[pad + i * (h + pad) : pad + i * (h + pad) + h, pad + j * (w + pad) : pad + j * (w + pad) + w] = img
+    return out
+
+
+def save_sample_grid(path: str | Path, x, y_hat, points, x_app, x_rec, skeleton: Skeleton, n: int = 8, scale: int = 2) -> None:
+    """A PNG with one row per example: x, Φ(x), β(η(Φ(x))) with keypoints, x′, x̂."""
+    n = min(n, x.shape[0])
+    size = x.shape[-1]
+    rendered = G.to_signed(G.render_skeleton(points[:n].float(), skeleton, size))
+    cols = [tensor_to_uint8(t[:n]) for t in (x, y_hat, rendered, x_app, x_rec)]
+    pix = G.norm_to_pixel(points[:n].float().cpu(), size).numpy()
+    rows = []
+    for i in range(n):
+        row = [np.asarray(_up(c[i], scale)) for c in cols]
+        row[2] = draw_keypoints(cols[2][i], pix[i], skeleton, scale=scale)
+        rows.append(row)
+    write_image(path, grid(rows))
+
+
+def _up(img: np.ndarray, scale: int) -> np.ndarray:
+    return img.repeat(scale, 0).repeat(scale, 1) if scale != 1 else img

@@ -1,0 +1,71 @@
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import tiny_config
+from keypointgan.cli import main
+
+
+def run_cli(*args):
+    return subprocess.run([sys.executable, "-m", "keypointgan.cli", *map(str, args)], capture_output=True, text=True)
+
+
+@pytest.mark.parametrize(
+    "setup, args, message",
+    [
+        (lambda d: d.mkdir(), ["train", "--data", "{d}", "--out", "{d}/run", "--steps", "1"], "no videos/ folder"),
+        (lambda d: None, ["evaluate", "--checkpoint", "{d}/nope.pt", "--data", "{d}"], "checkpoint not found"),
+        (lambda d: (d.mkdir(), (d / "x.pt").write_bytes(b"garbage")), ["evaluate", "--checkpoint", "{d}/x.pt", "--data", "{d}"], "not a readable checkpoint"),
+    ],
+)
+def test_errors_are_one_line_exit_2(tmp_path, setup, args, message):
+    d = tmp_path / "ds"
+    setup(d)
+    r = run_cli(*[a.format(d=d) for a in args])
+    assert r.returncode == 2
+    assert message in r.stderr and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_bad_skeleton_prior_and_images_in_cli(tiny_data, tmp_path):
+    import shutil
+
+    d = tmp_path / "d"
+    shutil.copytree(tiny_data, d)
+    (d / "skeleton.yaml").write_text((d / "skeleton.yaml").read_text().replace("[head, neck]", "[head, nose]", 1))
+    r = run_cli("train", "--data", d, "--out", tmp_path / "run", "--steps", "1")
+    assert r.returncode == 2 and "skeleton.yaml" in r.stderr and "unknown keypoint 'nose'" in r.stderr
+    shutil.copy(tiny_data / "skeleton.yaml", d / "skeleton.yaml")
+    np.save(d / "prior.npy", np.zeros((5, 3, 2), np.float32))
+    r = run_cli("train", "--data", d, "--out", tmp_path / "run", "--steps", "1")
+    assert r.returncode == 2 and "prior.npy" in r.stderr and "K=3" in r.stderr
+    r = run_cli("make-synthetic", d)
+    assert r.returncode == 2 and "not empty" in r.stderr
+    r = run_cli("train", "--data", tiny_data, "--out", tmp_path / "run", "--steps", "-3")
+    assert r.returncode == 2 and "expected an integer >= 0" in r.stderr
+
+
+def test_cli_train_evaluate_predict(tiny_data, tmp_path, capsys, monkeypatch):
+    import keypointgan.config as C
+
+    # the CLI's preset, shrunk to the tiny test widths
+    monkeypatch.setitem(C.PRESETS, "cpu-64", {**tiny_config().to_dict(), "preset": "cpu-64"} | {"steps": None})
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(tiny_data), "--out", str(run), "--steps", "2", "--quiet"]) == 0
+    out = tmp_path / "m.json"
+    assert main(["evaluate", "--checkpoint", str(run), "--data", str(tiny_data), "--json", str(out), "--quiet"]) == 0
+    m = json.loads(out.read_text())
+    assert {"error", "error_flip", "pck", "n_frames"} <= set(m) and m["n_frames"] == 32
+    assert m["error_flip"] <= m["error"]
+    printed = capsys.readouterr().out
+    assert "overall" in printed and "v0003" in printed
+    pred = tmp_path / "pred"
+    frames = tiny_data / "videos" / "v0000"
+    assert main(["predict", "--checkpoint", str(run), str(frames), "--out", str(pred), "--quiet"]) == 0
+    js = sorted(pred.glob("*.json"))
+    assert len(js) == 8 and len(list(pred.glob("*_overlay.png"))) == 8
+    rec = json.loads(js[0].read_text())
+    assert list(rec["keypoints"])[:2] == ["head", "neck"] and rec["width"] == 32

@@ -125,3 +125,27 @@ def test_detector_real_forward_matches_training_eval(tiny_data, tmp_path):
     pix_list = det.predict([store.get(i) for i in range(4)])
     assert np.allclose(pix_tensor, pix_list, atol=1e-4)
     assert np.isfinite(pix_list).all() and (pix_list > -1).all() and (pix_list < 33).all()
+
+
+def test_ema_and_lr_decay(tiny_data, tmp_path):
+    t = make_trainer(tiny_data, tmp_path, ema_decay=0.9, lr_decay_fraction=0.5, steps=4, lr=1e-3)
+    x, xa = next(t.batches())
+    for _ in range(3):
+        t.train_step(x, xa)
+        t.step += 1
+    raw = t.nets["phi"].head.weight
+    avg = t.ema["phi"].head.weight
+    assert not torch.equal(raw, avg)
+    assert t.inference_nets()[0] is t.ema["phi"]
+    # lr: constant for the first half of the budget, then linear to 0
+    t._set_lr(0.25)
+    assert t.opt["g"].param_groups[0]["lr"] == pytest.approx(1e-3)
+    t._set_lr(0.75)
+    assert t.opt["g"].param_groups[0]["lr"] == pytest.approx(0.5e-3)
+    t._set_lr(1.0)
+    assert t.opt["d"].param_groups[0]["lr"] == 0.0
+    path = t.save()
+    state = torch.load(path, weights_only=True)
+    assert torch.equal(state["ema"]["phi"]["head.weight"], avg)
+    det = KeypointDetector.from_checkpoint(path)
+    assert torch.equal(det.phi.head.weight, avg)

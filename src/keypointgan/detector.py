@@ -49,8 +49,10 @@ class KeypointDetector:
             skeleton = Skeleton.from_dict(state["skeleton"])
             phi = PoseEncoder(widths=cfg.model.encoder_widths, norm=cfg.model.norm)
             eta = KeypointRegressor(num_keypoints=skeleton.num_keypoints, widths=cfg.model.regressor_widths, norm=cfg.model.norm)
-            phi.load_state_dict(state["nets"]["phi"])
-            eta.load_state_dict(state["nets"]["eta"])
+            # the moving averages when the run kept them, else the raw weights
+            weights = {**state["nets"], **(state.get("ema") or {})}
+            phi.load_state_dict(weights["phi"])
+            eta.load_state_dict(weights["eta"])
         except (KeyError, RuntimeError, TypeError) as exc:
             raise InputError(f"checkpoint is incomplete or inconsistent ({exc.__class__.__name__}: {str(exc)[:120]})", path) from None
         return cls(phi=phi, eta=eta, skeleton=skeleton, size=cfg.model.size, device=dev, config=cfg)

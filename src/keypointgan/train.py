@@ -15,6 +15,7 @@ Per step (DESIGN.md):
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
@@ -69,10 +70,12 @@ def build_networks(cfg: TrainConfig, num_keypoints: int, *, with_gan: bool = Tru
         "eta": KeypointRegressor(num_keypoints=num_keypoints, widths=m.regressor_widths, norm=m.norm),
     }
     if with_gan:
-        nets["psi"] = ConditionalDecoder(widths=m.decoder_widths, norm=m.norm)
+        nets["psi"] = ConditionalDecoder(widths=m.decoder_widths, norm=m.norm, pose_skips=m.decoder_pose_skips)
         nets["disc"] = MultiScaleDiscriminator(ndf=m.disc_ndf, n_layers=m.disc_layers, num_scales=m.disc_scales)
     for net in nets.values():
         init_weights(net)
+    # Φ starts by emitting the background value of rendered skeletons (-1) rather than 0
+    nn.init.constant_(nets["phi"].head.bias, -1.0)
     return nets
 
 
@@ -236,6 +239,11 @@ class Trainer:
             "d": adam(self.nets["disc"].parameters(), cfg.lr_disc),
             "eta": adam(self.nets["eta"].parameters(), cfg.lr_regressor),
         }
+        self.base_lr = {"g": cfg.lr, "d": cfg.lr_disc, "eta": cfg.lr_regressor}
+        # moving averages of Φ and η (what evaluation and the detector use when enabled)
+        self.ema: dict[str, nn.Module] = {}
+        if cfg.ema_decay > 0:
+            self.ema = {k: copy.deepcopy(self.nets[k]).eval().requires_grad_(False) for k in ("phi", "eta")}
         self.rec_loss = make_reconstruction_loss(cfg.vgg_weights).to(self.device)
         self.pool = ImagePool(cfg.pool_size)
         self.step = 0
@@ -284,6 +292,8 @@ class Trainer:
     def pretrain_regressor(self, steps: int | None = None, log=None) -> dict:
         """Train η alone on rendered (augmented) prior poses: see :func:`pretrain_eta`."""
         res = pretrain_eta(self.nets["eta"], self.skeleton, self.prior, self.cfg, self.gen, steps=steps, progress=self.progress, log=log)
+        if self.ema:
+            self.ema["eta"].load_state_dict(self.nets["eta"].state_dict())
         self.pretrained = True
         return res
 
@@ -333,13 +343,32 @@ class Trainer:
         self._clip_step(self.opt["eta"], cfg.w_reg_prior * l_prior + cfg.w_reg_self * l_self, eta.parameters())
         out.update(loss_eta_prior=l_prior.item(), loss_eta_self=l_self.item())
         self._last = (x, y_hat.detach(), p.detach(), xa, x_rec.detach())
+        self._update_ema()
         return out
+
+    @torch.no_grad()
+    def _update_ema(self) -> None:
+        if not self.ema:
+            return
+        # follow the raw weights closely at first (an average over ~step/10 steps), then with ema_decay
+        d = min(self.cfg.ema_decay, (1 + self.step) / (10 + self.step))
+        for k, avg in self.ema.items():
+            for pa, p in zip(avg.parameters(), self.nets[k].parameters()):
+                pa.lerp_(p, 1.0 - d)
+            for ba, b in zip(avg.buffers(), self.nets[k].buffers()):
+                ba.copy_(b)
+
+    def inference_nets(self) -> tuple[nn.Module, nn.Module]:
+        """Φ and η as used for prediction: the moving averages when enabled, else the raw networks."""
+        if self.ema:
+            return self.ema["phi"], self.ema["eta"]
+        return self.nets["phi"], self.nets["eta"]
 
     # ---------------------------------------------------------- evaluation
     @torch.no_grad()
     def predict_norm(self, images: torch.Tensor, batch: int = 64) -> torch.Tensor:
         """``N×3×S×S`` → ``N×K×2`` points in [-1, 1] (eval mode)."""
-        phi, eta = self.nets["phi"], self.nets["eta"]
+        phi, eta = self.inference_nets()
         was = phi.training, eta.training
         phi.eval(), eta.eval()
         outs = [eta(phi(images[i : i + batch].to(self.device))).cpu() for i in range(0, images.shape[0], batch)]
@@ -372,6 +401,7 @@ class Trainer:
             "pretrained": self.pretrained,
             "elapsed": self.elapsed,
             "nets": {k: v.state_dict() for k, v in self.nets.items()},
+            "ema": {k: v.state_dict() for k, v in self.ema.items()},
             "optims": {k: v.state_dict() for k, v in self.opt.items()},
             "rec_loss": self.rec_loss.state_dict(),
             "pool": self.pool.state_dict(),
@@ -386,6 +416,8 @@ class Trainer:
     def load_state_dict(self, state: dict) -> None:
         for k, v in self.nets.items():
             v.load_state_dict(state["nets"][k])
+        for k, v in self.ema.items():
+            v.load_state_dict(state.get("ema", {}).get(k, state["nets"][k]))
         for k, v in self.opt.items():
             v.load_state_dict(state["optims"][k])
         self.rec_loss.load_state_dict(state["rec_loss"])
@@ -401,6 +433,22 @@ class Trainer:
         path = path or self.out / "checkpoints" / CHECKPOINT_NAME
         save_checkpoint(self.state_dict(), path)
         return path
+
+    def _progress(self, elapsed_s: float, budget_s: float) -> float:
+        """Fraction of the budget spent: the larger of the step and the time fractions."""
+        p = 0.0
+        if self.cfg.steps:
+            p = self.step / self.cfg.steps
+        if math.isfinite(budget_s):
+            p = max(p, elapsed_s / budget_s)
+        return min(p, 1.0)
+
+    def _set_lr(self, progress: float) -> None:
+        f = self.cfg.lr_decay_fraction
+        scale = 1.0 if f <= 0 or progress <= 1 - f else max(0.0, (1.0 - progress) / f)
+        for k, opt in self.opt.items():
+            for g in opt.param_groups:
+                g["lr"] = self.base_lr[k] * scale
 
     # ----------------------------------------------------------- the loop
     def run(self) -> dict:
@@ -443,6 +491,7 @@ class Trainer:
                 break
             if base_elapsed + (time.perf_counter() - start) >= budget_s:
                 break
+            self._set_lr(self._progress(base_elapsed + time.perf_counter() - start, budget_s))
             x, xa = next(it)
             losses = self.train_step(x, xa)
             self.step += 1

@@ -127,10 +127,14 @@ class FramePairDataset(Dataset):
         rng = np.random.default_rng((self.seed, self.epoch, index))
         lo, hi = self.gap[0], min(self.gap[1], n - 1)
         lo = min(max(lo, 1), hi)
-        choices = [t + g for g in range(lo, hi + 1) if t + g < n] + [t - g for g in range(lo, hi + 1) if t - g >= 0]
-        if not choices:  # gap range falls outside the video on both sides: take the farthest frame
-            choices = [0 if t >= n - 1 - t else n - 1]
-        return int(self.store.offsets[v] + choices[int(rng.integers(len(choices)))])
+        # legal partners: t + lo .. t + hi after t, and t - hi .. t - lo before it (inside the video)
+        after = max(0, min(t + hi, n - 1) - (t + lo) + 1)
+        before = max(0, (t - lo) - max(t - hi, 0) + 1)
+        if after + before == 0:  # the gap range falls outside the video on both sides: farthest frame
+            return int(self.store.offsets[v] + (0 if t >= n - 1 - t else n - 1))
+        k = int(rng.integers(after + before))
+        j = t + lo + k if k < after else max(t - hi, 0) + (k - after)
+        return int(self.store.offsets[v] + j)
 
     def __getitem__(self, index: int):
         j = self.partner(index)

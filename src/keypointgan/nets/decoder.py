@@ -17,11 +17,17 @@ class ConditionalDecoder(nn.Module):
     [-1, 1] → ``B×3×H×W`` in [-1, 1] (tanh).  Two encoders bring each input to
     ``widths[-1]`` channels at ``H / 2**(len(widths)-1)``; their features are
     concatenated and brought back to full size by bilinear ×2 stages.
+
+    With ``pose_skips`` (not in the paper) each upsampling stage also receives
+    the skeleton encoder's features of its resolution, so the pose reaches the
+    output at full resolution; the appearance path keeps its low-resolution
+    bottleneck.
     """
 
-    def __init__(self, *, widths: Sequence[int] = (32, 64, 128, 256), norm: str = "batch"):
+    def __init__(self, *, widths: Sequence[int] = (32, 64, 128, 256), norm: str = "batch", pose_skips: bool = False):
         super().__init__()
         widths = list(widths)
+        self.pose_skips = pose_skips
 
         def encoder(cin: int) -> nn.Sequential:
             layers = [ConvBlock(cin, widths[0], norm=norm)]
@@ -34,13 +40,21 @@ class ConditionalDecoder(nn.Module):
         ups = []
         cin = 2 * widths[-1]
         for w in reversed(widths[:-1]):
-            ups.append(ConvBlock(cin, w, norm=norm))
+            ups.append(ConvBlock(cin + (w if pose_skips else 0), w, norm=norm))
             cin = w
         self.ups = nn.ModuleList(ups)
         self.head = nn.Conv2d(widths[0], 3, 3, padding=1)
 
     def forward(self, skeleton: torch.Tensor, appearance: torch.Tensor) -> torch.Tensor:
-        x = torch.cat([self.pose_encoder(skeleton), self.appearance_encoder(appearance)], dim=1)
+        skips = []
+        y = skeleton
+        for stage in self.pose_encoder:
+            y = stage(y)
+            skips.append(y)
+        x = torch.cat([skips.pop(), self.appearance_encoder(appearance)], dim=1)
         for block in self.ups:
-            x = block(upsample2(x))
+            x = upsample2(x)
+            if self.pose_skips:
+                x = torch.cat([x, skips.pop()], dim=1)
+            x = block(x)
         return torch.tanh(self.head(x))

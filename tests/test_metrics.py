@@ -53,3 +53,13 @@ def test_summarize_keys():
     out = summarize(gt + [2.0, 0.0], gt, (100, 100), SK, groups=["v0", "v1"])
     assert out["error"] == pytest.approx(2.0) and out["error_flip"] == pytest.approx(2.0)
     assert out["n_frames"] == 2 and out["pck"] == 1.0 and set(out["per_group"]) == {"v0", "v1"}
+
+
+def test_nan_predictions_are_an_error_not_a_zero():
+    gt = np.zeros((1, 3, 2))
+    pred = np.array([[[np.nan, np.nan], [0.0, 0.0], [0.0, 0.0]]])
+    with pytest.raises(ValueError, match="NaN"):
+        keypoint_error(pred, gt, (10, 10))
+    gt_missing = gt.copy()
+    gt_missing[0, 0] = np.nan  # where the truth is missing, any prediction is ignored
+    assert keypoint_error(pred, gt_missing, (10, 10))[0] == 0.0

@@ -64,7 +64,7 @@ def test_ablation_switches_change_the_step(tiny_data, tmp_path):
 
 def test_train_save_load_identical_predictions_and_resume(tiny_data, tmp_path):
     out = tmp_path / "run"
-    res = train(tiny_data, out, config=tiny_config(steps=3), progress=False)
+    res = train(tiny_data, out, config=tiny_config(steps=3), eval_data=tiny_data, progress=False)
     assert set(res) >= {"error", "error_flip", "pck", "n_frames"}
     log = [json.loads(l) for l in (out / "log.jsonl").read_text().splitlines()]
     assert any("eval" in r for r in log) and any(r.get("event") == "pretrained" for r in log)
@@ -83,6 +83,8 @@ def test_train_save_load_identical_predictions_and_resume(tiny_data, tmp_path):
 
     with pytest.raises(InputError, match="already holds a checkpoint"):
         train(tiny_data, out, config=tiny_config(steps=3), progress=False)
+    with pytest.raises(InputError, match="cannot change batch_size when resuming"):
+        train(tiny_data, out, resume=True, steps=5, batch_size=8, progress=False)
     train(tiny_data, out, resume=True, steps=5, progress=False)
     ck = torch.load(out / "checkpoints" / "latest.pt", weights_only=True)
     assert ck["step"] == 5

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from . import geometry as G
-from .checkpoint import load_checkpoint, resolve_checkpoint, save_checkpoint
+from .checkpoint import load_checkpoint, save_checkpoint
 from .config import TrainConfig, make_config
 from .data import EvalFrameDataset, Layout, load_prior
 from .data.layout import Video
@@ -36,7 +36,15 @@ def load_data(data: str | Path, prior: str | Path | None = None, skeleton: str |
     return layout, poses
 
 
-def make_eval_set(layout: Layout, videos: Sequence[Video], size: int, max_frames: int | None = None, seed: int = 0) -> EvalSet | None:
+def _matching_skeleton(root: str | Path, skeleton: Skeleton) -> Skeleton:
+    """``skeleton``, after checking it against ``ROOT/skeleton.yaml`` when that file exists."""
+    path = Path(root) / "skeleton.yaml"
+    if path.is_file() and Skeleton.from_yaml(path) != skeleton:
+        raise InputError("this dataset's skeleton differs from the model's (names, order or limbs)", path)
+    return skeleton
+
+
+def make_eval_set(layout: Layout, videos: Sequence[Video], size: int, max_frames: int | None = None) -> EvalSet | None:
     """Frames with keypoints from ``videos`` (evenly subsampled to ``max_frames``), or None without keypoints."""
     videos = [v for v in videos if v.keypoints_path is not None]
     if not videos:
@@ -79,8 +87,8 @@ def train(
             (``steps=…``, ``max_minutes=…``, ``seed=…``, any :class:`TrainConfig` field).
         resume: continue from ``OUT/checkpoints/latest.pt``.
         regressor: a pre-trained η (from :func:`pretrain_regressor`); skips pre-training.
-        eval_data: a dataset with keypoints for periodic evaluation (default:
-            ``data`` itself when it has keypoints — labels are only read for the metric).
+        eval_data: a dataset of held-out videos with keypoints for periodic evaluation
+            (default: none).
         videos: train on these videos of ``data`` only (default: all).
     """
     layout, poses = load_data(data, prior, skeleton)
@@ -91,19 +99,31 @@ def train(
         if not ckpt_path.is_file():
             raise InputError("nothing to resume: no checkpoints/latest.pt", out)
         state = load_checkpoint(ckpt_path)
-        cfg = TrainConfig.from_dict(state["config"])
-        for k, v in overrides.items():  # a resumed run may get a new budget
-            if k in ("steps", "max_minutes") and v is not None:
+        try:
+            cfg = TrainConfig.from_dict(state["config"])
+            saved_skeleton = Skeleton.from_dict(state["skeleton"])
+        except (KeyError, TypeError) as exc:
+            raise InputError(f"not a training checkpoint ({exc.__class__.__name__}: {exc})", ckpt_path) from None
+        for k, v in overrides.items():
+            if v is None:
+                continue
+            if k in ("steps", "max_minutes", "device", "num_threads"):  # may change on resume
                 setattr(cfg, k, v)
-        if Skeleton.from_dict(state["skeleton"]) != layout.skeleton:
+            elif getattr(cfg, k, v) != v:
+                raise InputError(f"cannot change {k} when resuming (the run has {getattr(cfg, k)!r})", ckpt_path)
+        if saved_skeleton != layout.skeleton:
             raise InputError("the checkpoint was trained with another skeleton than this dataset's", ckpt_path)
     else:
         cfg = config if config is not None else make_config(preset, **overrides)
         if ckpt_path.exists():
             raise InputError("run folder already holds a checkpoint; use --resume or another --out", out)
     cfg.validate()
-    ev_layout = Layout(eval_data, layout.skeleton) if eval_data is not None else layout
-    eval_set = make_eval_set(ev_layout, ev_layout.videos, cfg.model.size, cfg.eval_frames, cfg.seed)
+    eval_set = None
+    if eval_data is not None:
+        ev_layout = Layout(eval_data, _matching_skeleton(eval_data, layout.skeleton))
+        eval_set = make_eval_set(ev_layout, ev_layout.videos, cfg.model.size, cfg.eval_frames)
+        if eval_set is None:
+            raise InputError("evaluation data has no keypoints/<video_id>.npy files", eval_data)
     rank = int(os.environ.get("RANK", 0))
     world = int(os.environ.get("WORLD_SIZE", 1))
     trainer = Trainer(cfg, layout.skeleton, poses, videos or layout.videos, out, eval_set=eval_set, rank=rank, world_size=world, progress=progress)
@@ -168,7 +188,7 @@ def evaluate(checkpoint: str | Path, data: str | Path, *, device: str | None = N
     from .evaluate import summarize
 
     det = KeypointDetector.from_checkpoint(checkpoint, device=device)
-    layout = Layout(data, det.skeleton)
+    layout = Layout(data, _matching_skeleton(data, det.skeleton))
     videos = [v for v in layout.videos if v.keypoints_path is not None]
     if not videos:
         raise InputError("no keypoints/<video_id>.npy files to evaluate against", Path(data) / "keypoints")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -41,8 +42,8 @@ def _positive_float(text: str) -> float:
         v = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not v > 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {v}")
+    if not (v > 0 and math.isfinite(v)):
+        raise argparse.ArgumentTypeError(f"expected a positive finite number, got {v}")
     return v
 
 
@@ -111,8 +112,19 @@ def cmd_evaluate(args) -> int:
     print(f"{'overall':<24} {res['error']:>8.2f} {res['error_flip']:>10.2f}")
     print(f"PCK@{res['pck_threshold']}: {res['pck']:.3f} over {res['n_frames']} frames (errors in % of image size)")
     if args.json:
-        atomic_write_text(args.json, json.dumps(res, indent=2))
+        atomic_write_text(args.json, json.dumps(_json_safe(res), indent=2))
     return 0
+
+
+def _json_safe(obj):
+    """NaN/inf → None so the file is valid JSON."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_safe(v) for v in obj]
+    return obj
 
 
 def cmd_predict(args) -> int:
@@ -129,8 +141,15 @@ def cmd_demo(args) -> int:
     over = {}
     if args.vgg_weights:
         over["vgg_weights"] = str(args.vgg_weights)
-    res = run_demo(args.out, max_minutes=args.max_minutes, seed=args.seed, progress=not args.quiet, **over)
+    run_demo(args.out, max_minutes=args.max_minutes, seed=args.seed, progress=not args.quiet, **over)
     print(f"metrics: {Path(args.out) / 'metrics.json'}")
+    return 0
+
+
+def cmd_report(args) -> int:
+    from .report import report_run
+
+    print(f"wrote {report_run(args.run, args.out)}")
     return 0
 
 
@@ -159,7 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     def budget(s):
         s.add_argument("--steps", type=_nonneg_int, help="training steps")
-        s.add_argument("--max-minutes", type=_positive_float, help="training time budget in minutes")
+        s.add_argument("--max-minutes", type=_positive_float, help="training time budget in minutes (after η pre-training)")
         s.add_argument("--seed", type=_nonneg_int)
         s.add_argument("--device", help="auto (default), cpu, cuda, cuda:1, mps")
         s.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -186,7 +205,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--skeleton", type=Path, required=True)
     s.add_argument("--out", type=Path, required=True, help="output checkpoint file")
     s.add_argument("--preset", default="cpu-64", choices=["cpu-64", "paper-128"])
-    budget(s)
+    s.add_argument("--steps", type=_positive_int, help="pre-training steps (default: the preset's)")
+    s.add_argument("--seed", type=_nonneg_int)
+    s.add_argument("--device")
+    s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=cmd_pretrain)
 
     s = sub.add_parser("evaluate", help="evaluate a checkpoint on a dataset with keypoints")
@@ -206,6 +228,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=cmd_predict)
 
+    s = sub.add_parser("report", help="write an HTML report (curves, samples, settings) for a run folder")
+    s.add_argument("run", type=Path, help="run folder (holds log.jsonl)")
+    s.add_argument("--out", type=Path, help="output HTML (default RUN/report.html)")
+    s.set_defaults(func=cmd_report)
+
     s = sub.add_parser("demo", help="synthetic data → KeypointGAN → evaluation next to baselines")
     s.add_argument("--out", type=Path, default=Path("runs/demo"))
     s.add_argument("--max-minutes", type=_positive_float, default=14.0, help="total time budget")
@@ -221,9 +248,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except KeypointGANError as exc:
+    except (KeypointGANError, OSError) as exc:
         if args.debug:
             raise
+        if isinstance(exc, OSError) and exc.filename:
+            exc = f"{exc.filename}: {exc.strerror or exc}"
         print(f"keypointgan {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -47,10 +47,12 @@ class ModelConfig:
         if self.size % (2 ** (len(self.encoder_widths) - 1)) or self.size % (2 ** (len(self.decoder_widths) - 1)):
             raise InputError(f"size {self.size} must be divisible by 2**(levels-1) of the encoder and decoder")
         smallest = self.size // 2 ** (self.disc_scales - 1) // 2**self.disc_layers
-        if smallest < 2:
+        if smallest < 3:
             raise InputError(
                 f"discriminator too deep for {self.size} px: {self.disc_scales} scales × {self.disc_layers} layers leave {smallest} px"
             )
+        if self.size // 2 ** (len(self.regressor_widths) - 1) < 2:
+            raise InputError(f"regressor too deep for {self.size} px: its heatmaps would be smaller than 2×2")
         if self.norm not in NORMS:
             raise InputError(f"norm must be one of {NORMS}, got {self.norm!r}")
         if not self.sigma > 0:
@@ -127,6 +129,8 @@ class TrainConfig:
     device: str = "auto"
     vgg_weights: str | None = None
     """VGG-19 weights for the perceptual loss (None: the fallback reconstruction loss)."""
+    channels_last: bool = True
+    """Run the networks in channels-last memory format (faster convolutions on CPU and GPU)."""
     num_threads: int | None = None
     """torch CPU threads (None: torch's default)."""
 

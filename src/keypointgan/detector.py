@@ -68,7 +68,14 @@ class KeypointDetector:
                 images, single = images.unsqueeze(0), True
             if images.ndim != 4 or images.shape[1] != 3:
                 raise InputError(f"image tensors must be B×3×H×W in [-1, 1], got shape {tuple(images.shape)}")
-            x = images.float()
+            if images.dtype == torch.uint8:  # e.g. from torchvision: 0..255
+                x = images.float() / 127.5 - 1.0
+            else:
+                x = images.float()
+                if not torch.isfinite(x).all():
+                    raise InputError("image tensor contains NaN or infinite values")
+                if x.min() < -1.01 or x.max() > 1.01:
+                    raise InputError(f"float image tensors must be in [-1, 1], got [{x.min():.3g}, {x.max():.3g}]")
             hw = [(x.shape[2], x.shape[3])] * x.shape[0]
             if x.shape[-2:] != (self.size, self.size):
                 x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False, antialias=True)

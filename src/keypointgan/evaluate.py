@@ -31,6 +31,9 @@ def _distances(pred: np.ndarray, gt: np.ndarray, hw) -> np.ndarray:
     gt = np.asarray(gt)
     if pred.shape != gt.shape or pred.ndim != 3 or pred.shape[-1] != 2:
         raise ValueError(f"pred and gt must both be (N, K, 2), got {pred.shape} and {gt.shape}")
+    valid = np.isfinite(gt).all(-1)
+    if not np.isfinite(pred[valid]).all():
+        raise ValueError("predictions contain NaN or infinite values where the truth is valid")
     return np.linalg.norm(_as_unit(pred, hw) - _as_unit(gt, hw), axis=-1)  # N×K, NaN where gt missing
 
 
@@ -74,12 +77,13 @@ def grouped_mean(values: Sequence[float], groups: Sequence[Hashable]) -> tuple[f
     groups = list(groups)
     if len(groups) != len(values):
         raise ValueError("values and groups differ in length")
-    per: dict = {}
-    for g in dict.fromkeys(groups):
-        sel = np.array([x == g for x in groups])
-        v = values[sel]
-        v = v[np.isfinite(v)]
-        per[g] = float(v.mean()) if v.size else float("nan")
+    order = list(dict.fromkeys(groups))
+    where = {g: i for i, g in enumerate(order)}
+    gi = np.array([where[g] for g in groups], dtype=np.int64)
+    ok = np.isfinite(values)
+    sums = np.bincount(gi[ok], weights=values[ok], minlength=len(order))
+    counts = np.bincount(gi[ok], minlength=len(order))
+    per = {g: (float(sums[i] / counts[i]) if counts[i] else float("nan")) for i, g in enumerate(order)}
     finite = [m for m in per.values() if np.isfinite(m)]
     return (float(np.mean(finite)) if finite else float("nan")), per
 

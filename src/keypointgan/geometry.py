@@ -51,21 +51,23 @@ def as_size(size: Size) -> tuple[int, int]:
     return h, w
 
 
-def _wh(size: Size, like: torch.Tensor | None = None):
+def _wh(size: Size):
     h, w = as_size(size)
     return w, h
 
 
-def _scale(points, size: Size, fn):
-    """Apply ``fn(coord, extent)`` to x with W and to y with H; works for tensors and arrays."""
-    w, h = _wh(size)
-    x = fn(points[..., 0], w)
-    y = fn(points[..., 1], h)
+def _stack_like(points, x, y):
     if isinstance(points, torch.Tensor):
         return torch.stack([x, y], dim=-1)
     import numpy as np
 
     return np.stack([x, y], axis=-1).astype(points.dtype, copy=False)
+
+
+def _scale(points, size: Size, fn):
+    """Apply ``fn(coord, extent)`` to x with W and to y with H; works for tensors and arrays."""
+    w, h = _wh(size)
+    return _stack_like(points, fn(points[..., 0], w), fn(points[..., 1], h))
 
 
 def pixel_to_norm(points, size: Size):
@@ -110,13 +112,7 @@ def rescale_pixels(points, from_size: Size, to_size: Size):
     def f(c, n_from, n_to):
         return (c + 0.5) * (n_to / n_from) - 0.5
 
-    x = f(points[..., 0], fw, tw)
-    y = f(points[..., 1], fh, th)
-    if isinstance(points, torch.Tensor):
-        return torch.stack([x, y], dim=-1)
-    import numpy as np
-
-    return np.stack([x, y], axis=-1).astype(points.dtype, copy=False)
+    return _stack_like(points, f(points[..., 0], fw, tw), f(points[..., 1], fh, th))
 
 
 def _grid(n: int, like: torch.Tensor) -> torch.Tensor:

@@ -39,11 +39,19 @@ def predict_paths(checkpoint, inputs: Sequence[str | Path], out: str | Path, *, 
     files = collect_images(inputs)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    names = [f.stem for f in files]
+    from collections import Counter
+
+    counts = Counter(f.stem for f in files)
+    used: set[str] = set()
     for f in tqdm(files, desc="predict", disable=not progress):
         img = read_image(f)
         kp = det.predict(img)
-        stem = f.stem if names.count(f.stem) == 1 else f"{f.parent.name}_{f.stem}"
+        # output name: the file's stem, made unique when several inputs share it
+        stem = f.stem if counts[f.stem] == 1 else f"{f.parent.name}_{f.name.replace('.', '_')}"
+        base, k = stem, 1
+        while stem in used:
+            stem, k = f"{base}_{k}", k + 1
+        used.add(stem)
         rec = {
             "image": str(f),
             "width": int(img.shape[1]),

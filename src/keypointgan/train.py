@@ -18,8 +18,6 @@ from __future__ import annotations
 import copy
 import json
 import math
-import os
-import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,18 +45,23 @@ CHECKPOINT_NAME = "latest.pt"
 
 def select_device(name: str = "auto") -> torch.device:
     """``auto`` → CUDA if available, else MPS, else CPU; otherwise the named device."""
+    mps = getattr(torch.backends, "mps", None)
+    mps_ok = mps is not None and mps.is_available()
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
+        return torch.device("mps") if mps_ok else torch.device("cpu")
     try:
         dev = torch.device(name)
     except RuntimeError:
         raise InputError(f"unknown device {name!r}") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise InputError(f"device {name!r} requested but CUDA is not available")
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise InputError(f"device {name!r} requested but CUDA is not available")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise InputError(f"device {name!r} requested but only {torch.cuda.device_count()} CUDA device(s) exist")
+    if dev.type == "mps" and not mps_ok:
+        raise InputError(f"device {name!r} requested but MPS is not available")
     return dev
 
 
@@ -119,10 +122,6 @@ class EvalSet:
     keypoints: np.ndarray  # N×K×2 pixel of the original frames
     hw: np.ndarray  # N×2 original (H, W)
     groups: list[str]  # video id per frame
-
-
-def _rng_state(gen: torch.Generator) -> torch.Tensor:
-    return gen.get_state()
 
 
 def sample_prior(prior: torch.Tensor, n: int, cfg: TrainConfig, skeleton: Skeleton, gen: torch.Generator, *, pretrain: bool) -> torch.Tensor:
@@ -225,14 +224,16 @@ class Trainer:
         self.pairs = FramePairDataset(self.store, gap=cfg.gap, seed=cfg.seed)
         self.eval_set = eval_set
 
-        # per-process generators derived from the seed: no process-global state is relied upon
-        torch.manual_seed(cfg.seed * 1009 + rank)
+        # per-process generators derived from the seed; the global RNG is forked for the
+        # weight initialisation so the caller's random state is left untouched
         self.gen = torch.Generator().manual_seed(cfg.seed * 1009 + rank)
-
         K = skeleton.num_keypoints
-        self.nets = build_networks(cfg, K)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(cfg.seed)  # the same initial weights in every process
+            self.nets = build_networks(cfg, K)
+        self.memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
         for n in self.nets.values():
-            n.to(self.device)
+            n.to(self.device, memory_format=self.memory_format)
         adam = lambda params, lr: torch.optim.Adam(params, lr=lr, betas=tuple(cfg.betas))  # noqa: E731
         self.opt = {
             "g": adam(list(self.nets["phi"].parameters()) + list(self.nets["psi"].parameters()), cfg.lr),
@@ -275,8 +276,9 @@ class Trainer:
                 idx = perm[self.batch_in_epoch * bs : (self.batch_in_epoch + 1) * bs].tolist()
                 self.batch_in_epoch += 1
                 items = [self.pairs[i] for i in idx]
-                x = torch.stack([a for a, _ in items]).to(self.device, non_blocking=True)
-                xa = torch.stack([b for _, b in items]).to(self.device, non_blocking=True)
+                mf = self.memory_format
+                x = torch.stack([a for a, _ in items]).to(self.device, non_blocking=True, memory_format=mf)
+                xa = torch.stack([b for _, b in items]).to(self.device, non_blocking=True, memory_format=mf)
                 yield x, xa
             self.epoch += 1
             self.batch_in_epoch = 0
@@ -403,14 +405,9 @@ class Trainer:
             "nets": {k: v.state_dict() for k, v in self.nets.items()},
             "ema": {k: v.state_dict() for k, v in self.ema.items()},
             "optims": {k: v.state_dict() for k, v in self.opt.items()},
-            "rec_loss": self.rec_loss.state_dict(),
+            "rec_loss": {k: v for k, v in self.rec_loss.state_dict().items() if not k.startswith("vgg.")},
             "pool": self.pool.state_dict(),
-            "rng": {
-                "gen": _rng_state(self.gen),
-                "torch": torch.get_rng_state(),
-                "numpy": np.random.get_state()[1].tolist(),
-                "python": list(random.getstate()[1]),
-            },
+            "rng": {"gen": self.gen.get_state()},
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -420,12 +417,11 @@ class Trainer:
             v.load_state_dict(state.get("ema", {}).get(k, state["nets"][k]))
         for k, v in self.opt.items():
             v.load_state_dict(state["optims"][k])
-        self.rec_loss.load_state_dict(state["rec_loss"])
+        self.rec_loss.load_state_dict(state["rec_loss"], strict=False)
         self.pool.load_state_dict(state["pool"], self.device)
         self.step, self.epoch, self.batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
         self.pretrained, self.elapsed = state["pretrained"], state["elapsed"]
         self.gen.set_state(state["rng"]["gen"])
-        torch.set_rng_state(state["rng"]["torch"])
 
     def save(self, path: Path | None = None) -> Path:
         from .checkpoint import save_checkpoint
@@ -452,11 +448,11 @@ class Trainer:
 
     # ----------------------------------------------------------- the loop
     def run(self) -> dict:
-        """Pre-train η if needed, then train until the budget is spent. Returns the final metrics."""
-        from tqdm.auto import tqdm
+        """Pre-train η if needed, then train until the budget is spent. Returns the final metrics.
 
-        from .viz import save_sample_grid
-
+        The time budget (``max_minutes``) counts GAN training only, not η pre-training.
+        Ctrl-C saves a checkpoint before the interrupt propagates.
+        """
         cfg = self.cfg
         if cfg.steps is None and cfg.max_minutes is None:
             raise InputError("give a training budget: steps and/or max_minutes")
@@ -468,6 +464,23 @@ class Trainer:
             if logf is not None:
                 logf.write(json.dumps(rec) + "\n")
 
+        try:
+            return self._loop(log)
+        except KeyboardInterrupt:
+            if self.rank == 0:
+                self.save()
+                log({"event": "interrupted", "step": self.step, "time": self.elapsed})
+            raise
+        finally:
+            if logf is not None:
+                logf.close()
+
+    def _loop(self, log) -> dict:
+        from tqdm.auto import tqdm
+
+        from .viz import save_sample_grid
+
+        cfg = self.cfg
         log({"event": "start", "step": self.step, "device": str(self.device), "rec_loss": self.rec_loss.name,
              "version": __version__, "config": cfg.to_dict()})
         if self.progress:
@@ -505,7 +518,7 @@ class Trainer:
                 log({"step": self.step, "time": self.elapsed, "img_per_s": ips, **losses})
                 bar.set_postfix(rec=f"{losses['loss_rec']:.3f}", d=f"{losses.get('loss_d_fake', 0):.3f}", ips=f"{ips:.0f}")
             if self.rank == 0 and self.step % cfg.sample_every == 0:
-                save_sample_grid(self.out / "samples" / f"step_{self.step:07d}.png", *self._last, self.skeleton)
+                save_sample_grid(self.out / "samples" / f"step_{self.step:07d}.png", *self._last, self.skeleton, sigma=cfg.model.sigma)
             if self.step % cfg.eval_every == 0:
                 m = self.evaluate()
                 if m is not None:
@@ -521,8 +534,6 @@ class Trainer:
         if self.rank == 0:
             self.save()
             if getattr(self, "_last", None) is not None:
-                save_sample_grid(self.out / "samples" / f"step_{self.step:07d}.png", *self._last, self.skeleton)
+                save_sample_grid(self.out / "samples" / f"step_{self.step:07d}.png", *self._last, self.skeleton, sigma=cfg.model.sigma)
         log({"event": "end", "step": self.step, "time": self.elapsed})
-        if logf is not None:
-            logf.close()
         return result

@@ -68,11 +68,11 @@ def grid(rows: Sequence[Sequence[np.ndarray]], pad: int = 2, fill: int = 255) ->
     return out
 
 
-def save_sample_grid(path: str | Path, x, y_hat, points, x_app, x_rec, skeleton: Skeleton, n: int = 8, scale: int = 2) -> None:
+def save_sample_grid(path: str | Path, x, y_hat, points, x_app, x_rec, skeleton: Skeleton, n: int = 8, scale: int = 2, sigma: float = 0.2) -> None:
     """A PNG with one row per example: x, Φ(x), β(η(Φ(x))) with keypoints, x′, x̂."""
     n = min(n, x.shape[0])
     size = x.shape[-1]
-    rendered = G.to_signed(G.render_skeleton(points[:n].float(), skeleton, size))
+    rendered = G.to_signed(G.render_skeleton(points[:n].float(), skeleton, size, sigma))
     cols = [tensor_to_uint8(t[:n]) for t in (x, y_hat, rendered, x_app, x_rec)]
     pix = G.norm_to_pixel(points[:n].float().cpu(), size).numpy()
     rows = []

@@ -1,0 +1,24 @@
+import json
+
+from keypointgan.cli import main
+
+
+def test_demo_end_to_end_tiny(tmp_path, capsys):
+    from keypointgan.demo import run_demo
+
+    out = tmp_path / "demo"
+    tiny = dict(size=32, encoder_widths=(4, 8, 16), regressor_widths=(4, 8, 16), decoder_widths=(4, 8, 16), disc_ndf=4, disc_layers=2, disc_scales=2)
+    res = run_demo(out, max_minutes=0.9, videos=6, frames=8, model=tiny, pretrain_steps=5, batch_size=4, progress=False)
+    m = json.loads((out / "metrics.json").read_text())
+    for k in ("keypointgan", "mean_pose", "supervised"):
+        assert {"error", "error_flip"} <= set(m[k]) and m[k]["error_flip"] <= m[k]["error"]
+    assert m["minutes"] > 0 and m["n_test_frames"] == 8 and m["test_videos"] == ["v0005"]
+    assert m["keypointgan"]["steps"] > 0 and m["supervised"]["steps"] > 0
+    assert res["mean_pose"] == m["mean_pose"]
+    html = (out / "report.html").read_text()
+    assert "report_curves.png" in html and "test_predictions.png" in html and "keypointgan" in html
+    assert (out / "report_curves.png").stat().st_size > 1000 and (out / "test_predictions.png").is_file()
+    # the report command regenerates the run's page
+    assert main(["report", str(out / "keypointgan")]) == 0
+    assert (out / "keypointgan" / "report.html").is_file()
+    assert "wrote" in capsys.readouterr().out

@@ -69,3 +69,46 @@ def test_cli_train_evaluate_predict(tiny_data, tmp_path, capsys, monkeypatch):
     assert len(js) == 8 and len(list(pred.glob("*_overlay.png"))) == 8
     rec = json.loads(js[0].read_text())
     assert list(rec["keypoints"])[:2] == ["head", "neck"] and rec["width"] == 32
+
+
+def test_train_and_evaluate_on_a_foreign_generic_dataset(tmp_path, monkeypatch):
+    """Another skeleton, other image content (JPEG, 40×48 frames), no keypoints/ in the training folder."""
+    import keypointgan.config as C
+    from keypointgan import Skeleton
+    from keypointgan.io import write_image
+
+    sk = Skeleton(keypoints=["nose", "tail", "l_ear", "r_ear"], limbs=[("nose", "tail"), ("nose", "l_ear"), ("nose", "r_ear")],
+                  symmetric=[("l_ear", "r_ear")], name="critter")
+    rng = np.random.default_rng(0)
+
+    def make(root, with_kp):
+        sk.to_yaml(root / "skeleton.yaml")
+        for v in range(3):
+            kps = []
+            for t in range(6):
+                img = np.full((40, 48, 3), 30 + 40 * v, np.uint8)
+                x, y = 10 + 4 * t, 12 + v * 5
+                img[y : y + 8, x : x + 12] = (200, 180, 40)
+                write_image(root / "videos" / f"clip_{v}" / f"img{t}.jpg", img)
+                kps.append([[x, y], [x + 11, y + 7], [x, y + 7], [x + 11, y]])
+            if with_kp:
+                (root / "keypoints").mkdir(exist_ok=True)
+                np.save(root / "keypoints" / f"clip_{v}.npy", np.array(kps, np.float32))
+        np.save(root / "prior.npy", rng.uniform(0.2, 0.8, (50, 4, 2)).astype(np.float32))
+
+    train_root, test_root = tmp_path / "train", tmp_path / "test"
+    make(train_root, with_kp=False)
+    make(test_root, with_kp=True)
+    monkeypatch.setitem(C.PRESETS, "cpu-64", {**tiny_config().to_dict(), "preset": "cpu-64"} | {"steps": None})
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(train_root), "--out", str(run), "--steps", "2", "--eval-data", str(test_root), "--quiet"]) == 0
+    out = tmp_path / "m.json"
+    assert main(["evaluate", "--checkpoint", str(run), "--data", str(test_root), "--json", str(out), "--quiet"]) == 0
+    m = json.loads(out.read_text())
+    assert m["n_frames"] == 18 and set(m["per_video"]) == {"clip_0", "clip_1", "clip_2"}
+    assert 0 <= m["error_flip"] <= m["error"] < 100
+    # a dataset whose skeleton differs from the model's is refused
+    sk2 = Skeleton(keypoints=["tail", "nose", "l_ear", "r_ear"], limbs=[("nose", "tail")], name="other")
+    sk2.to_yaml(test_root / "skeleton.yaml")
+    r = run_cli("evaluate", "--checkpoint", run, "--data", test_root)
+    assert r.returncode == 2 and "skeleton differs" in r.stderr

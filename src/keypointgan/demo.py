@@ -57,7 +57,8 @@ def train_supervised(cfg: TrainConfig, layout: Layout, videos, es: EvalSet, *, m
     sk = layout.skeleton
     size = cfg.model.size
     nets = build_networks(cfg, sk.num_keypoints, with_gan=False)
-    phi, eta = nets["phi"].to(dev), nets["eta"].to(dev)
+    mf = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    phi, eta = nets["phi"].to(dev, memory_format=mf), nets["eta"].to(dev, memory_format=mf)
     store = FrameStore(videos, size)
     kps = np.concatenate([layout.load_keypoints(v) for v in videos])
     hw = np.array([store.original_sizes[i] for i in range(len(store))])
@@ -75,7 +76,7 @@ def train_supervised(cfg: TrainConfig, layout: Layout, videos, es: EvalSet, *, m
         if minutes is not None and time.perf_counter() - t0 >= minutes * 60:
             break
         idx = torch.randint(len(store), (cfg.batch_size,), generator=gen)
-        x = image_to_tensor(np.stack([store.get(int(i)) for i in idx])).to(dev)
+        x = image_to_tensor(np.stack([store.get(int(i)) for i in idx])).to(dev, memory_format=mf)
         q = norm[idx].to(dev)
         ok = torch.isfinite(q).all(-1, keepdim=True)
         q = torch.where(ok, q, torch.zeros_like(q))
@@ -141,7 +142,9 @@ def run_demo(
         print(f"mean-pose baseline: error {results['mean_pose']['error']:.2f}  flip-corrected {results['mean_pose']['error_flip']:.2f}", flush=True)
 
     run_dir = out / "keypointgan"
-    trainer = Trainer(cfg, layout.skeleton, prior, train_videos, run_dir, eval_set=es, progress=progress)
+    # periodic evaluation on every 4th test frame (it costs training time); the final one on all
+    es_periodic = EvalSet(es.images[::4], es.keypoints[::4], es.hw[::4], es.groups[::4])
+    trainer = Trainer(cfg, layout.skeleton, prior, train_videos, run_dir, eval_set=es_periodic, progress=progress)
     trainer.pretrain_regressor()
     reserve = 0.6  # minutes kept for evaluation and the report
     left = max_minutes - (time.perf_counter() - t_start) / 60 - reserve
@@ -149,7 +152,9 @@ def run_demo(
     trainer.cfg = replace(cfg, max_minutes=per_method)
     if progress:
         print(f"training KeypointGAN for {per_method:.1f} min, then the supervised baseline for the same time", flush=True)
-    results["keypointgan"] = trainer.run()
+    trainer.run()
+    trainer.eval_set = es
+    results["keypointgan"] = trainer.evaluate()
     results["keypointgan"].update(steps=trainer.step, minutes=trainer.elapsed / 60)
     results["supervised"] = train_supervised(trainer.cfg, layout, train_videos, es, minutes=per_method, steps=None, progress=progress)
     results["minutes"] = (time.perf_counter() - t_start) / 60

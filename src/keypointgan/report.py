@@ -62,10 +62,11 @@ def plot_curves(records: list[dict], path: str | Path) -> Path:
         xs = [r["step"] for r in steps if k in r]
         ys = [r[k] for r in steps if k in r]
         axes[0].plot(xs, ys, label=k.replace("loss_", ""))
-    axes[0].set_yscale("log")
     axes[0].set_xlabel("step")
     axes[0].set_title("losses")
-    axes[0].legend(fontsize=7)
+    if keys:
+        axes[0].set_yscale("log")
+        axes[0].legend(fontsize=7)
     if evals:
         xs = [r["step"] for r in evals]
         axes[1].plot(xs, [r["eval"]["error"] for r in evals], "o-", label="error")

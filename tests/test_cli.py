@@ -112,3 +112,22 @@ def test_train_and_evaluate_on_a_foreign_generic_dataset(tmp_path, monkeypatch):
     sk2.to_yaml(test_root / "skeleton.yaml")
     r = run_cli("evaluate", "--checkpoint", run, "--data", test_root)
     assert r.returncode == 2 and "skeleton differs" in r.stderr
+
+
+def test_pretrain_regressor_then_train_with_it(tiny_data, tmp_path, monkeypatch):
+    import torch
+
+    import keypointgan.config as C
+
+    monkeypatch.setitem(C.PRESETS, "cpu-64", {**tiny_config().to_dict(), "preset": "cpu-64"} | {"steps": None})
+    reg = tmp_path / "eta.pt"
+    assert main(["pretrain-regressor", "--prior", str(tiny_data / "prior.npy"), "--skeleton", str(tiny_data / "skeleton.yaml"),
+                 "--out", str(reg), "--steps", "3", "--quiet"]) == 0
+    state = torch.load(reg, weights_only=True)
+    assert state["kind"] == "regressor" and state["pretrain_steps"] == 3 and "eta" in state["nets"]
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(tiny_data), "--out", str(run), "--regressor", str(reg), "--steps", "1", "--quiet"]) == 0
+    log = (run / "log.jsonl").read_text()
+    assert '"pretrained"' not in log  # the given regressor replaced pre-training
+    ck = torch.load(run / "checkpoints" / "latest.pt", weights_only=True)
+    assert ck["step"] == 1 and ck["pretrained"]

@@ -352,8 +352,8 @@ class Trainer:
     def _update_ema(self) -> None:
         if not self.ema:
             return
-        # average over about the last third of the steps so far, until that reaches ema_decay's window
-        d = min(self.cfg.ema_decay, 1.0 - 3.0 / (self.step + 6.0))
+        # follow the raw weights closely at first (an average over ~step/10 steps), then with ema_decay
+        d = min(self.cfg.ema_decay, (1 + self.step) / (10 + self.step))
         for k, avg in self.ema.items():
             for pa, p in zip(avg.parameters(), self.nets[k].parameters()):
                 pa.lerp_(p, 1.0 - d)

@@ -129,3 +129,15 @@ def test_unit_conversions_round_trip_and_values():
     # pixel edges map onto pixel edges under resizing
     edge = np.array([[-0.5, -0.5], [63.5, 47.5]], dtype=np.float32)
     assert np.allclose(G.rescale_pixels(edge, size, (96, 128)), [[-0.5, -0.5], [127.5, 95.5]])
+
+
+def test_norm_to_image_pixels_matches_the_two_step_conversion_and_inverts():
+    rng = np.random.default_rng(0)
+    pts = rng.uniform(-1, 1, (3, 4, 2)).astype(np.float32)
+    hw = np.array([[64, 64], [48, 128], [200, 30]])
+    out = G.norm_to_image_pixels(torch.from_numpy(pts), 64, hw)
+    for i in range(3):
+        ref = G.rescale_pixels(G.norm_to_pixel(pts[i], 64), 64, tuple(hw[i]))
+        assert np.allclose(out[i], ref, atol=1e-4)
+    assert np.allclose(G.image_pixels_to_norm(out, 64, hw), pts, atol=1e-5)
+    assert np.allclose(G.norm_to_image_pixels(pts, 64, (64, 64)), G.norm_to_pixel(pts, 64), atol=1e-4)

@@ -6,11 +6,10 @@ import torch
 
 from conftest import tiny_config
 from keypointgan import InputError, KeypointDetector
-from keypointgan import geometry as G
 from keypointgan.api import train
 from keypointgan.data import Layout, load_prior
 from keypointgan.nets import ConditionalDecoder, KeypointRegressor, MultiScaleDiscriminator, PoseEncoder
-from keypointgan.train import Trainer, pretrain_eta
+from keypointgan.train import Trainer
 
 
 def test_network_shapes():

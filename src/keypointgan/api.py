@@ -199,9 +199,8 @@ def evaluate(checkpoint: str | Path, data: str | Path, *, device: str | None = N
         ds = EvalFrameDataset(layout, det.size, [v], preload=True)
         items = [ds[i] for i in range(len(ds))]
         x = torch.stack([it[0] for it in items])
-        pix = G.norm_to_pixel(det.predict_norm(x, batch_size), det.size).numpy()
         hw = np.stack([it[2].numpy() for it in items])
-        preds.append(np.stack([G.rescale_pixels(pix[i], det.size, tuple(hw[i])) for i in range(len(pix))]))
+        preds.append(G.norm_to_image_pixels(det.predict_norm(x, batch_size), det.size, hw))
         gts.append(np.stack([it[1].numpy() for it in items]))
         hws.append(hw)
         groups += [v.id] * len(items)

@@ -37,11 +37,6 @@ def _metrics(pix: np.ndarray, es: EvalSet, skeleton) -> dict:
     return r
 
 
-def _to_original(points_norm: torch.Tensor, size: int, es: EvalSet) -> np.ndarray:
-    pix = G.norm_to_pixel(points_norm, size).numpy()
-    return np.stack([G.rescale_pixels(pix[i], size, tuple(es.hw[i])) for i in range(len(pix))])
-
-
 def mean_pose_metrics(prior: np.ndarray, es: EvalSet, skeleton) -> dict:
     """Predict the prior's mean pose (in [0, 1] units) for every test image."""
     mean = prior.mean(axis=0)  # K×2 in [0, 1]
@@ -61,11 +56,8 @@ def train_supervised(cfg: TrainConfig, layout: Layout, videos, es: EvalSet, *, m
     phi, eta = nets["phi"].to(dev, memory_format=mf), nets["eta"].to(dev, memory_format=mf)
     store = FrameStore(videos, size)
     kps = np.concatenate([layout.load_keypoints(v) for v in videos])
-    hw = np.array([store.original_sizes[i] for i in range(len(store))])
-    # true points in the network's grid: pixel of the original frame → pixel at `size` → [-1, 1]
-    norm = torch.from_numpy(
-        np.stack([G.pixel_to_norm(G.rescale_pixels(kps[i], tuple(hw[i]), size), size) for i in range(len(kps))])
-    ).float()
+    hw = np.array([store.original_size(i) for i in range(len(store))])
+    norm = torch.from_numpy(G.image_pixels_to_norm(kps, size, hw))  # true points on the network's grid
     opt = torch.optim.Adam(list(phi.parameters()) + list(eta.parameters()), lr=cfg.lr * 2, betas=(0.9, 0.999))
     gen = torch.Generator().manual_seed(cfg.seed + 1)
     t0, step = time.perf_counter(), 0
@@ -94,7 +86,7 @@ def train_supervised(cfg: TrainConfig, layout: Layout, videos, es: EvalSet, *, m
     phi.eval(), eta.eval()
     with torch.no_grad():
         pts = torch.cat([eta(phi(es.images[i : i + 64].to(dev))).cpu() for i in range(0, len(es.images), 64)])
-    res = _metrics(_to_original(pts, size, es), es, sk)
+    res = _metrics(G.norm_to_image_pixels(pts, size, es.hw), es, sk)
     res.update(steps=step, minutes=(time.perf_counter() - t0) / 60)
     return res
 
@@ -174,7 +166,7 @@ def write_demo_report(out: Path, trainer: Trainer, es: EvalSet, results: dict) -
     from .report import overlay_sheet, write_report
     from .viz import tensor_to_uint8
 
-    pix = _to_original(trainer.predict_norm(es.images), trainer.size, es)
+    pix = G.norm_to_image_pixels(trainer.predict_norm(es.images), trainer.size, es.hw)
     sheet = overlay_sheet(tensor_to_uint8(es.images), pix, es.keypoints, trainer.skeleton, out / "test_predictions.png")
     return write_report(trainer.out, out / "report.html", metrics=results, overlays=sheet)
 

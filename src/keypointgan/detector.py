@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
-
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -119,8 +117,7 @@ class KeypointDetector:
         """
         x, hw, single = self._prepare(images)
         pts = self.predict_norm(x, batch_size)
-        pix = G.norm_to_pixel(pts, self.size).numpy()
-        out = np.stack([G.rescale_pixels(pix[i], self.size, hw[i]) for i in range(len(hw))]).astype(np.float32)
+        out = G.norm_to_image_pixels(pts, self.size, np.asarray(hw))
         return out[0] if single else out
 
     def skeleton_image(self, images) -> np.ndarray:

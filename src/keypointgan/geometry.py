@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import numpy as np
 import torch
 
 from .skeleton import Skeleton
@@ -34,6 +35,8 @@ __all__ = [
     "unit_to_norm",
     "norm_to_unit",
     "rescale_pixels",
+    "norm_to_image_pixels",
+    "image_pixels_to_norm",
     "as_size",
 ]
 
@@ -59,8 +62,6 @@ def _wh(size: Size):
 def _stack_like(points, x, y):
     if isinstance(points, torch.Tensor):
         return torch.stack([x, y], dim=-1)
-    import numpy as np
-
     return np.stack([x, y], axis=-1).astype(points.dtype, copy=False)
 
 
@@ -113,6 +114,37 @@ def rescale_pixels(points, from_size: Size, to_size: Size):
         return (c + 0.5) * (n_to / n_from) - 0.5
 
     return _stack_like(points, f(points[..., 0], fw, tw), f(points[..., 1], fh, th))
+
+
+def _per_image_wh(hw, n: int):
+    hw = np.asarray(hw, dtype=np.float64)
+    hw = np.broadcast_to(hw, (n, 2)) if hw.ndim == 1 else hw
+    return hw[:, 1].reshape(-1, 1), hw[:, 0].reshape(-1, 1)  # W, H as N×1
+
+
+def norm_to_image_pixels(points, size: int, hw) -> np.ndarray:
+    """``N×K×2`` points in [-1, 1] on the ``size``-pixel network grid → pixel ``(x, y)`` of each original image.
+
+    ``hw`` is one ``(H, W)`` or an ``N×2`` array of them; the image was resized to ``size×size``
+    with pixel edges on pixel edges (see :func:`rescale_pixels`).
+    """
+    pts = points.detach().cpu().numpy() if isinstance(points, torch.Tensor) else np.asarray(points)
+    pts = pts.astype(np.float64)
+    w, h = _per_image_wh(hw, pts.shape[0])
+    px = (pts[..., 0] + 1.0) * (size - 1) / 2.0
+    py = (pts[..., 1] + 1.0) * (size - 1) / 2.0
+    x = (px + 0.5) * (w / size) - 0.5
+    y = (py + 0.5) * (h / size) - 0.5
+    return np.stack([x, y], axis=-1).astype(np.float32)
+
+
+def image_pixels_to_norm(points, size: int, hw) -> np.ndarray:
+    """Inverse of :func:`norm_to_image_pixels`: pixel ``(x, y)`` of each original image → [-1, 1] at ``size``."""
+    pts = np.asarray(points, dtype=np.float64)
+    w, h = _per_image_wh(hw, pts.shape[0])
+    px = (pts[..., 0] + 0.5) * (size / w) - 0.5
+    py = (pts[..., 1] + 0.5) * (size / h) - 0.5
+    return np.stack([2.0 * px / (size - 1) - 1.0, 2.0 * py / (size - 1) - 1.0], axis=-1).astype(np.float32)
 
 
 def _grid(n: int, like: torch.Tensor) -> torch.Tensor:

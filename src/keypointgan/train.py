@@ -383,9 +383,7 @@ class Trainer:
         from .evaluate import summarize
 
         es = self.eval_set
-        pts = self.predict_norm(es.images)
-        pix = G.norm_to_pixel(pts, self.size).numpy()
-        pix = np.stack([G.rescale_pixels(pix[i], self.size, tuple(es.hw[i])) for i in range(len(pix))])
+        pix = G.norm_to_image_pixels(self.predict_norm(es.images), self.size, es.hw)
         res = summarize(pix, es.keypoints, es.hw, self.skeleton, es.groups)
         res.pop("per_group")
         return res

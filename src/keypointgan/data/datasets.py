@@ -89,6 +89,12 @@ class FrameStore:
         self.original_sizes[index] = (img.shape[0], img.shape[1])
         return resize_image(img, self.size)
 
+    def original_size(self, index: int) -> tuple[int, int]:
+        """``(H, W)`` of frame ``index`` before resizing (reads the frame if it was never read)."""
+        if index not in self.original_sizes:
+            self._read(index)
+        return self.original_sizes[index]
+
     def get(self, index: int) -> np.ndarray:
         """Frame ``index`` as ``S×S×3`` uint8."""
         return self._cache[index] if self._cache is not None else self._read(index)
@@ -172,19 +178,13 @@ class EvalFrameDataset(Dataset):
         self.videos = list(videos if videos is not None else layout.videos)
         self.store = FrameStore(self.videos, size, preload=preload)
         self.keypoints = np.concatenate([layout.load_keypoints(v) for v in self.videos], axis=0)
-        self._hw = [self._original_size(i) for i in range(len(self.store))] if preload is not False else None
-
-    def _original_size(self, index: int) -> tuple[int, int]:
-        if index not in self.store.original_sizes:
-            self.store._read(index)
-        return self.store.original_sizes[index]
 
     def __len__(self) -> int:
         return len(self.store)
 
     def __getitem__(self, index: int):
         img = image_to_tensor(self.store.get(index))
-        hw = self._hw[index] if self._hw is not None else self._original_size(index)
+        hw = self.store.original_size(index)
         v, _ = self.store.locate(index)
         return img, torch.from_numpy(self.keypoints[index]), torch.tensor(hw), v
 

@@ -141,7 +141,9 @@ def cmd_demo(args) -> int:
     over = {}
     if args.vgg_weights:
         over["vgg_weights"] = str(args.vgg_weights)
-    run_demo(args.out, max_minutes=args.max_minutes, seed=args.seed, progress=not args.quiet, **over)
+    if args.max_minutes is not None:
+        over["max_minutes"] = args.max_minutes
+    run_demo(args.out, seed=args.seed, progress=not args.quiet, **over)
     print(f"metrics: {Path(args.out) / 'metrics.json'}")
     return 0
 
@@ -235,7 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("demo", help="synthetic data → KeypointGAN → evaluation next to baselines")
     s.add_argument("--out", type=Path, default=Path("runs/demo"))
-    s.add_argument("--max-minutes", type=_positive_float, default=14.0, help="total time budget")
+    s.add_argument("--max-minutes", type=_positive_float, default=None, help="total time budget (default 13)")
     s.add_argument("--seed", type=_nonneg_int, default=0)
     s.add_argument("--vgg-weights", type=Path, help="torchvision vgg19 state dict for the perceptual loss")
     s.add_argument("--quiet", action="store_true")

@@ -26,6 +26,8 @@ class ModelConfig:
     """Ψ channels per level of both of its encoders and of its upsampling path."""
     decoder_pose_skips: bool = False
     """Ψ: skip connections from its skeleton encoder at every resolution (not in the paper)."""
+    decoder_appearance_skips: bool = False
+    """Ψ: skip connections from its appearance encoder at every resolution (not in the paper)."""
     disc_ndf: int = 64
     """Channels of the first discriminator layer."""
     disc_layers: int = 3

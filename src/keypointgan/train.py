@@ -73,7 +73,12 @@ def build_networks(cfg: TrainConfig, num_keypoints: int, *, with_gan: bool = Tru
         "eta": KeypointRegressor(num_keypoints=num_keypoints, widths=m.regressor_widths, norm=m.norm),
     }
     if with_gan:
-        nets["psi"] = ConditionalDecoder(widths=m.decoder_widths, norm=m.norm, pose_skips=m.decoder_pose_skips)
+        nets["psi"] = ConditionalDecoder(
+            widths=m.decoder_widths,
+            norm=m.norm,
+            pose_skips=m.decoder_pose_skips,
+            appearance_skips=m.decoder_appearance_skips,
+        )
         nets["disc"] = MultiScaleDiscriminator(ndf=m.disc_ndf, n_layers=m.disc_layers, num_scales=m.disc_scales)
     for net in nets.values():
         init_weights(net)

@@ -175,3 +175,10 @@ def test_cli_train_simple_h36m_preset_two_steps(simple_h36m, tmp_path, monkeypat
     ck = torch.load(run / "checkpoints" / "latest.pt", map_location="cpu", weights_only=False)
     assert ck["step"] == 2 and ck["config"]["preset"] == "simple-human36m"
     assert ck["skeleton"]["name"] == "human36m" and len(ck["skeleton"]["keypoints"]) == 32
+    # the checkpoint evaluates with the protocol: per activity, then over activities
+    out = tmp_path / "m.json"
+    assert main(["evaluate", "--checkpoint", str(run), "--data", str(root), "--json", str(out), "--quiet"]) == 0
+    m = json.loads(out.read_text())
+    assert m["n_frames"] == 5 and set(m["per_video"]) == {"Directions", "Walking"}
+    per = [m["per_video"][a]["error_flip"] for a in ("Directions", "Walking")]
+    assert m["error_flip"] == pytest.approx(sum(per) / 2, abs=1e-9)

@@ -37,7 +37,6 @@ mirrors the simplified one: the same subjects, activities and halves, every
 from __future__ import annotations
 
 import re
-from functools import partial
 from pathlib import Path
 from typing import Callable, Sequence
 

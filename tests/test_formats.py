@@ -264,3 +264,26 @@ def test_human36m_malformed_cdf_names_the_file(tmp_path):
     c.close()
     with pytest.raises(InputError, match="no 'Pose' variable .has: Angles"):
         read_d2_positions(bad)
+
+
+def test_faces_in_the_generic_layout_with_interocular_metric(tmp_path):
+    """Face videos as frame folders in the generic layout, scored in % of the inter-ocular distance."""
+    from keypointgan.cli import main
+
+    sk = SKELETONS["face68"]
+    sk.to_yaml(tmp_path / "skeleton.yaml")
+    rng = np.random.default_rng(4)
+    gt = np.stack([_face(rng) for _ in range(2)]).astype(np.float32)
+    (tmp_path / "videos" / "clip").mkdir(parents=True)
+    (tmp_path / "keypoints").mkdir()
+    for t in range(2):
+        Image.new("RGB", (64, 64)).save(tmp_path / "videos" / "clip" / f"{t}.png")
+    np.save(tmp_path / "keypoints" / "clip.npy", gt)
+    preds = tmp_path / "p.npz"
+    np.savez(preds, clip=gt + [0.0, 2.4])  # 2.4 px of 24: 10 %
+    out = tmp_path / "m.json"
+    assert main(["evaluate", "--predictions", str(preds), "--data", str(tmp_path), "--metric", "interocular", "--json", str(out), "--quiet"]) == 0
+    m = json.loads(out.read_text())
+    assert m["metric"] == "interocular" and m["error_flip"] == pytest.approx(10.0, abs=1e-4)
+    assert main(["evaluate", "--predictions", str(preds), "--data", str(tmp_path), "--json", str(out), "--quiet"]) == 0
+    assert json.loads(out.read_text())["error"] == pytest.approx(2.4 / 64 * 100, abs=1e-4)

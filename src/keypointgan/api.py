@@ -237,10 +237,13 @@ def _load_predictions(path: str | Path, videos: Sequence[Video], num_keypoints: 
     return out
 
 
-def _summarize_dataset(data, preds, gts, hws, groups, skeleton) -> dict:
-    from .evaluate import summarize
+def _summarize_dataset(data, preds, gts, hws, groups, skeleton, metric: str | None = None) -> dict:
+    from .evaluate import METRICS, summarize
 
-    metric = data.metric if isinstance(data, Benchmark) else "image"
+    if metric is None:
+        metric = data.metric if isinstance(data, Benchmark) else "image"
+    if metric not in METRICS:
+        raise InputError(f"unknown metric {metric!r}; choose from {', '.join(METRICS)}")
     res = summarize(np.concatenate(preds), np.concatenate(gts), np.concatenate(hws), skeleton, groups, metric=metric)
     res["per_video"] = res.pop("per_group")
     res["group_name"] = data.group_name if isinstance(data, Benchmark) else "video"
@@ -250,10 +253,18 @@ def _summarize_dataset(data, preds, gts, hws, groups, skeleton) -> dict:
     return res
 
 
-def evaluate_predictions(predictions: str | Path, data: str | Path, *, format: str = "auto", skeleton: str | Path | Skeleton | None = None) -> dict:
+def evaluate_predictions(
+    predictions: str | Path,
+    data: str | Path,
+    *,
+    format: str = "auto",
+    skeleton: str | Path | Skeleton | None = None,
+    metric: str | None = None,
+) -> dict:
     """Score stored predictions (``.npz``/``.json``: video id → ``T×K×2`` pixel ``(x, y)``) with a dataset's protocol.
 
-    Returns the same dictionary as :func:`evaluate`.
+    ``metric`` overrides the dataset's error (``image`` or ``interocular``, e.g. for
+    faces in the generic layout).  Returns the same dictionary as :func:`evaluate`.
     """
     ds = open_data(data, skeleton, format)
     videos, vgroups = _eval_videos(ds)
@@ -270,7 +281,7 @@ def evaluate_predictions(predictions: str | Path, data: str | Path, *, format: s
         gts.append(gt)
         hws.append(np.broadcast_to(hw, (len(v), 2)))
         groups += [g] * len(v)
-    return _summarize_dataset(ds, preds, gts, hws, groups, ds.skeleton)
+    return _summarize_dataset(ds, preds, gts, hws, groups, ds.skeleton, metric)
 
 
 def evaluate(
@@ -281,8 +292,11 @@ def evaluate(
     batch_size: int = 64,
     progress: bool = False,
     format: str = "auto",
+    metric: str | None = None,
 ) -> dict:
     """Evaluate a checkpoint on a dataset: every frame with keypoints (generic layout) or the protocol's test set.
+
+    ``metric``: ``image`` or ``interocular`` (default: the dataset format's; ``image`` for the generic layout).
 
     Returns ``error``, ``error_flip`` (% of image size — or of the inter-ocular
     distance for faces — averaged per group then over groups), ``pck``,
@@ -310,4 +324,4 @@ def evaluate(
         gts.append(np.stack([it[1].numpy() for it in items]))
         hws.append(hw)
         groups += [g] * len(items)
-    return _summarize_dataset(layout, preds, gts, hws, groups, det.skeleton)
+    return _summarize_dataset(layout, preds, gts, hws, groups, det.skeleton, metric)

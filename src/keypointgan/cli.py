@@ -108,9 +108,9 @@ def cmd_evaluate(args) -> int:
     if (args.checkpoint is None) == (args.predictions is None):
         raise KeypointGANError("give exactly one of --checkpoint and --predictions")
     if args.predictions is not None:
-        res = evaluate_predictions(args.predictions, args.data, format=args.format)
+        res = evaluate_predictions(args.predictions, args.data, format=args.format, metric=args.metric)
     else:
-        res = evaluate(args.checkpoint, args.data, device=args.device, progress=not args.quiet, format=args.format)
+        res = evaluate(args.checkpoint, args.data, device=args.device, progress=not args.quiet, format=args.format, metric=args.metric)
     for note in res.get("notes", []):
         print(f"note: {note}")
     group = res.get("group_name", "video")
@@ -230,6 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--predictions", type=Path, help="instead of a checkpoint: .npz/.json of video id -> T×K×2 pixel (x, y)")
     s.add_argument("--data", type=Path, required=True)
     s.add_argument("--format", default="auto", choices=_FORMATS, help="dataset format (default: recognised from the folder)")
+    s.add_argument("--metric", choices=["image", "interocular"], help="error in %% of image size or of the inter-ocular distance (default: the format's)")
     s.add_argument("--json", type=Path, help="also write the metrics as JSON")
     s.add_argument("--device")
     s.add_argument("--quiet", action="store_true")

@@ -85,12 +85,13 @@ class FrameStore:
         return self.videos[v].frames[t]
 
     def _read(self, index: int) -> np.ndarray:
+        img = read_image(self.path(index))
         v, t = self.locate(index)
-        img = read_image(self.videos[v].frames[t])
-        if getattr(self.videos[v], "masks", None) is not None:
+        masks = getattr(self.videos[v], "masks", None)  # foreground masks (Simplified Human3.6M)
+        if masks is not None:
             from .masks import apply_mask
 
-            img = apply_mask(img, self.videos[v].masks[t])
+            img = apply_mask(img, masks[t])
         self.original_sizes[index] = (img.shape[0], img.shape[1])
         return resize_image(img, self.size)
 

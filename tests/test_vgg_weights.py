@@ -114,3 +114,16 @@ def test_missing_mean_pixel(matconvnet_mat, tmp_path):
     scipy_io.savemat(bad, {"layers": m["layers"]})
     with pytest.raises(InputError, match="no meta.normalization.averageImage"):
         VGG19Features.from_file(bad)
+
+
+def test_vgg_weights_flag_checked_before_any_work(tmp_path, capsys):
+    from keypointgan.cli import main
+
+    missing = tmp_path / "imagenet-vgg-verydeep-19.mat"
+    assert main(["train", "--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "run"), "--vgg-weights", str(missing), "--steps", "1"]) == 2
+    assert f"{missing}: VGG-19 weights file not found" in capsys.readouterr().err
+    bad = tmp_path / "vgg19.mat"
+    bad.write_bytes(b"not a mat file")
+    assert main(["demo", "--out", str(tmp_path / "demo"), "--vgg-weights", str(bad), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert f"{bad}: cannot read MatConvNet VGG-19 file" in err and not (tmp_path / "demo").exists()

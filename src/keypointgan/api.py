@@ -60,6 +60,17 @@ def _matching_skeleton(root: str | Path, skeleton: Skeleton) -> Skeleton:
     return skeleton
 
 
+def _check_vgg_weights(path: str | Path | None) -> None:
+    """Fail early (before reading a dataset) when the named VGG-19 weights file is missing or of an unknown kind."""
+    if not path:
+        return
+    path = Path(path)
+    if not path.is_file():
+        raise InputError("VGG-19 weights file not found", path)
+    if path.suffix.lower() not in (".pth", ".pt", ".mat"):
+        raise InputError("VGG-19 weights must be a torchvision state dict (.pth) or MatConvNet's .mat", path)
+
+
 def _eval_videos(data: Layout | Benchmark) -> tuple[list[Video], list[str]]:
     """The videos a dataset is evaluated on and the group of each (video id, or e.g. the activity)."""
     if isinstance(data, Benchmark):
@@ -119,6 +130,7 @@ def train(
         format: ``auto`` (recognise the folder structure), ``generic``, ``simple-human36m``,
             ``human36m``, ``penn-action`` or ``300vw``.
     """
+    _check_vgg_weights(overrides.get("vgg_weights") or (config.vgg_weights if config is not None else None))
     layout, poses = load_data(data, prior, skeleton, format)
     out = Path(out)
     ckpt_path = out / "checkpoints" / "latest.pt"

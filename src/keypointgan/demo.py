@@ -119,6 +119,10 @@ def run_demo(
     from .data.synthetic import SyntheticConfig, make_synthetic
 
     t_start = time.perf_counter()
+    if vgg_weights:  # read the weights now, not after minutes of data generation
+        from .losses import VGG19Features
+
+        VGG19Features.from_file(vgg_weights)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     data = out / "data"

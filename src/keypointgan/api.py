@@ -16,23 +16,39 @@ from . import geometry as G
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import TrainConfig, make_config
 from .data import EvalFrameDataset, Layout, load_prior
-from .data.layout import Video
+from .data.benchmark import Benchmark, open_dataset
+from .data.layout import Video, check_poses
 from .errors import InputError
 from .skeleton import Skeleton
 from ._version import __version__
 from .data import PriorPoseDataset
 from .train import EvalSet, Trainer, build_networks, pretrain_eta, select_device
 
-__all__ = ["train", "pretrain_regressor", "evaluate", "make_eval_set", "load_data"]
+__all__ = ["train", "pretrain_regressor", "evaluate", "evaluate_predictions", "make_eval_set", "load_data", "open_data"]
 
 
-def load_data(data: str | Path, prior: str | Path | None = None, skeleton: str | Path | Skeleton | None = None):
-    """Read a generic-layout dataset, its skeleton and a prior; check they agree."""
+def open_data(data: str | Path, skeleton: str | Path | Skeleton | None = None, format: str = "auto") -> Layout | Benchmark:
+    """A dataset folder in the generic layout or in a dataset's own format (see :mod:`keypointgan.data.benchmark`)."""
     if skeleton is not None and not isinstance(skeleton, Skeleton):
         skeleton = Skeleton.from_yaml(skeleton)
-    layout = Layout(data, skeleton)
-    prior_path = Path(prior) if prior is not None else layout.prior_path
-    poses = load_prior(prior_path, layout.skeleton)
+    return open_dataset(data, format, skeleton=skeleton)
+
+
+def load_data(
+    data: str | Path, prior: str | Path | None = None, skeleton: str | Path | Skeleton | None = None, format: str = "auto"
+):
+    """Read a dataset (generic layout or a dataset format), its skeleton and a prior; check they agree.
+
+    Without ``prior`` the generic layout reads ``DATA/prior.npy`` and a dataset format
+    its protocol's prior (e.g. the second halves of Simplified Human3.6M's sequences).
+    """
+    layout = open_data(data, skeleton, format)
+    if prior is not None:
+        poses = load_prior(prior, layout.skeleton)
+    elif isinstance(layout, Benchmark):
+        poses = check_poses(layout.load_prior(), layout.skeleton, layout.root, what="prior", allow_nan=False)
+    else:
+        poses = load_prior(layout.prior_path, layout.skeleton)
     return layout, poses
 
 
@@ -44,7 +60,26 @@ def _matching_skeleton(root: str | Path, skeleton: Skeleton) -> Skeleton:
     return skeleton
 
 
-def make_eval_set(layout: Layout, videos: Sequence[Video], size: int, max_frames: int | None = None) -> EvalSet | None:
+def _check_vgg_weights(path: str | Path | None) -> None:
+    """Fail early (before reading a dataset) when the named VGG-19 weights file is missing or of an unknown kind."""
+    if not path:
+        return
+    path = Path(path)
+    if not path.is_file():
+        raise InputError("VGG-19 weights file not found", path)
+    if path.suffix.lower() not in (".pth", ".pt", ".mat"):
+        raise InputError("VGG-19 weights must be a torchvision state dict (.pth) or MatConvNet's .mat", path)
+
+
+def _eval_videos(data: Layout | Benchmark) -> tuple[list[Video], list[str]]:
+    """The videos a dataset is evaluated on and the group of each (video id, or e.g. the activity)."""
+    if isinstance(data, Benchmark):
+        return list(data.test_videos), [data.group_of(v) for v in data.test_videos]
+    videos = [v for v in data.videos if v.keypoints_path is not None]
+    return videos, [v.id for v in videos]
+
+
+def make_eval_set(layout: Layout, videos: Sequence[Video], size: int, max_frames: int | None = None, groups: Sequence[str] | None = None) -> EvalSet | None:
     """Frames with keypoints from ``videos`` (evenly subsampled to ``max_frames``), or None without keypoints."""
     videos = [v for v in videos if v.keypoints_path is not None]
     if not videos:
@@ -57,7 +92,7 @@ def make_eval_set(layout: Layout, videos: Sequence[Video], size: int, max_frames
         images=torch.stack([it[0] for it in items]),
         keypoints=np.stack([it[1].numpy() for it in items]),
         hw=np.stack([it[2].numpy() for it in items]),
-        groups=[videos[it[3]].id for it in items],
+        groups=[(groups[it[3]] if groups is not None else videos[it[3]].id) for it in items],
     )
 
 
@@ -74,12 +109,14 @@ def train(
     eval_data: str | Path | None = None,
     videos: Sequence[Video] | None = None,
     progress: bool = True,
+    format: str = "auto",
     **overrides: Any,
 ) -> dict:
-    """Train KeypointGAN on a generic-layout dataset; returns the final metrics (if keypoints exist).
+    """Train KeypointGAN on a dataset; returns the final metrics (if keypoints exist).
 
     Args:
-        data: dataset folder (generic layout); its ``keypoints/`` are never used for training.
+        data: dataset folder (generic layout, or a dataset format: ``format``); its keypoints
+            are never used for training.
         out: run folder: ``checkpoints/latest.pt``, ``log.jsonl``, ``samples/``.
         prior: prior poses file (default ``DATA/prior.npy``).
         skeleton: skeleton YAML or object (default ``DATA/skeleton.yaml``).
@@ -89,9 +126,12 @@ def train(
         regressor: a pre-trained η (from :func:`pretrain_regressor`); skips pre-training.
         eval_data: a dataset of held-out videos with keypoints for periodic evaluation
             (default: none).
-        videos: train on these videos of ``data`` only (default: all).
+        videos: train on these videos of ``data`` only (default: all, or the protocol's training videos).
+        format: ``auto`` (recognise the folder structure), ``generic``, ``simple-human36m``,
+            ``human36m``, ``penn-action`` or ``300vw``.
     """
-    layout, poses = load_data(data, prior, skeleton)
+    _check_vgg_weights(overrides.get("vgg_weights") or (config.vgg_weights if config is not None else None))
+    layout, poses = load_data(data, prior, skeleton, format)
     out = Path(out)
     ckpt_path = out / "checkpoints" / "latest.pt"
     state = None
@@ -120,10 +160,13 @@ def train(
     cfg.validate()
     eval_set = None
     if eval_data is not None:
-        ev_layout = Layout(eval_data, _matching_skeleton(eval_data, layout.skeleton))
-        eval_set = make_eval_set(ev_layout, ev_layout.videos, cfg.model.size, cfg.eval_frames)
+        ev_layout = open_data(eval_data, _matching_skeleton(eval_data, layout.skeleton))
+        if isinstance(ev_layout, Benchmark) and ev_layout.skeleton != layout.skeleton:
+            raise InputError("the evaluation dataset's skeleton differs from the training data's", eval_data)
+        ev_videos, ev_groups = _eval_videos(ev_layout)
+        eval_set = make_eval_set(ev_layout, ev_videos, cfg.model.size, cfg.eval_frames, ev_groups) if ev_videos else None
         if eval_set is None:
-            raise InputError("evaluation data has no keypoints/<video_id>.npy files", eval_data)
+            raise InputError("evaluation data has no keypoints to evaluate against", eval_data)
     rank = int(os.environ.get("RANK", 0))
     world = int(os.environ.get("WORLD_SIZE", 1))
     trainer = Trainer(cfg, layout.skeleton, poses, videos or layout.videos, out, eval_set=eval_set, rank=rank, world_size=world, progress=progress)
@@ -178,24 +221,113 @@ def pretrain_regressor(
     return res
 
 
-def evaluate(checkpoint: str | Path, data: str | Path, *, device: str | None = None, batch_size: int = 64, progress: bool = False) -> dict:
-    """Evaluate a checkpoint on every frame with keypoints of a generic-layout dataset.
+def _load_predictions(path: str | Path, videos: Sequence[Video], num_keypoints: int) -> list[np.ndarray]:
+    """Per-video ``(T, K, 2)`` pixel predictions from a ``.npz`` or ``.json`` keyed by video id."""
+    import json
 
-    Returns ``error``, ``error_flip`` (% of image size, averaged per video then
-    over videos), ``pck``, ``n_frames`` and ``per_video``.
+    path = Path(path)
+    if not path.is_file():
+        raise InputError("predictions file not found", path)
+    try:
+        if path.suffix.lower() == ".json":
+            table = json.loads(path.read_text())
+            if not isinstance(table, dict):
+                raise ValueError("expected an object {video id: frames × keypoints × 2}")
+        else:
+            with np.load(path, allow_pickle=False) as z:
+                table = {k: z[k] for k in z.files}
+    except (ValueError, OSError, EOFError, UnicodeDecodeError) as exc:
+        raise InputError(f"cannot read predictions ({exc.__class__.__name__}: {exc})", path) from None
+    out = []
+    for v in videos:
+        if v.id not in table:
+            raise InputError(f"no predictions for video {v.id!r} ({len(table)} videos in the file)", path)
+        arr = np.asarray(table[v.id], dtype=np.float64)
+        if arr.shape != (len(v), num_keypoints, 2):
+            raise InputError(f"predictions for {v.id!r} must be {len(v)} × {num_keypoints} × 2 pixel (x, y), got {arr.shape}", path)
+        out.append(arr)
+    return out
+
+
+def _summarize_dataset(data, preds, gts, hws, groups, skeleton, metric: str | None = None) -> dict:
+    from .evaluate import METRICS, summarize
+
+    if metric is None:
+        metric = data.metric if isinstance(data, Benchmark) else "image"
+    if metric not in METRICS:
+        raise InputError(f"unknown metric {metric!r}; choose from {', '.join(METRICS)}")
+    res = summarize(np.concatenate(preds), np.concatenate(gts), np.concatenate(hws), skeleton, groups, metric=metric)
+    res["per_video"] = res.pop("per_group")
+    res["group_name"] = data.group_name if isinstance(data, Benchmark) else "video"
+    res["format"] = data.name if isinstance(data, Benchmark) else "generic"
+    if isinstance(data, Benchmark) and data.notes:
+        res["notes"] = list(data.notes)
+    return res
+
+
+def evaluate_predictions(
+    predictions: str | Path,
+    data: str | Path,
+    *,
+    format: str = "auto",
+    skeleton: str | Path | Skeleton | None = None,
+    metric: str | None = None,
+) -> dict:
+    """Score stored predictions (``.npz``/``.json``: video id → ``T×K×2`` pixel ``(x, y)``) with a dataset's protocol.
+
+    ``metric`` overrides the dataset's error (``image`` or ``interocular``, e.g. for
+    faces in the generic layout).  Returns the same dictionary as :func:`evaluate`.
+    """
+    ds = open_data(data, skeleton, format)
+    videos, vgroups = _eval_videos(ds)
+    if not videos:
+        raise InputError("no videos with keypoints to evaluate against", data)
+    preds = _load_predictions(predictions, videos, ds.skeleton.num_keypoints)
+    gts, hws, groups = [], [], []
+    from .data.datasets import FrameStore
+
+    for v, g, p in zip(videos, vgroups, preds):
+        gt = ds.load_keypoints(v)
+        store = FrameStore([v], 8, preload=False)
+        hw = np.array(store.original_size(0), dtype=np.float64)  # frames of one video share a size
+        gts.append(gt)
+        hws.append(np.broadcast_to(hw, (len(v), 2)))
+        groups += [g] * len(v)
+    return _summarize_dataset(ds, preds, gts, hws, groups, ds.skeleton, metric)
+
+
+def evaluate(
+    checkpoint: str | Path,
+    data: str | Path,
+    *,
+    device: str | None = None,
+    batch_size: int = 64,
+    progress: bool = False,
+    format: str = "auto",
+    metric: str | None = None,
+) -> dict:
+    """Evaluate a checkpoint on a dataset: every frame with keypoints (generic layout) or the protocol's test set.
+
+    ``metric``: ``image`` or ``interocular`` (default: the dataset format's; ``image`` for the generic layout).
+
+    Returns ``error``, ``error_flip`` (% of image size — or of the inter-ocular
+    distance for faces — averaged per group then over groups), ``pck``,
+    ``n_frames``, ``per_video`` (per group: video id, or e.g. activity),
+    ``group_name`` and ``format``.
     """
     from .detector import KeypointDetector
-    from .evaluate import summarize
 
     det = KeypointDetector.from_checkpoint(checkpoint, device=device)
-    layout = Layout(data, _matching_skeleton(data, det.skeleton))
-    videos = [v for v in layout.videos if v.keypoints_path is not None]
+    layout = open_data(data, _matching_skeleton(data, det.skeleton), format)
+    if isinstance(layout, Benchmark) and layout.skeleton != det.skeleton:
+        raise InputError(f"the checkpoint's skeleton differs from the {layout.name} skeleton", checkpoint)
+    videos, vgroups = _eval_videos(layout)
     if not videos:
         raise InputError("no keypoints/<video_id>.npy files to evaluate against", Path(data) / "keypoints")
     preds, gts, hws, groups = [], [], [], []
     from tqdm.auto import tqdm
 
-    for v in tqdm(videos, desc="evaluate", disable=not progress, leave=False):
+    for v, g in tqdm(list(zip(videos, vgroups)), desc="evaluate", disable=not progress, leave=False):
         ds = EvalFrameDataset(layout, det.size, [v], preload=True)
         items = [ds[i] for i in range(len(ds))]
         x = torch.stack([it[0] for it in items])
@@ -203,7 +335,5 @@ def evaluate(checkpoint: str | Path, data: str | Path, *, device: str | None = N
         preds.append(G.norm_to_image_pixels(det.predict_norm(x, batch_size), det.size, hw))
         gts.append(np.stack([it[1].numpy() for it in items]))
         hws.append(hw)
-        groups += [v.id] * len(items)
-    res = summarize(np.concatenate(preds), np.concatenate(gts), np.concatenate(hws), det.skeleton, groups)
-    res["per_video"] = res.pop("per_group")
-    return res
+        groups += [g] * len(items)
+    return _summarize_dataset(layout, preds, gts, hws, groups, det.skeleton, metric)

@@ -82,7 +82,7 @@ def cmd_train(args) -> int:
         over["max_minutes"] = 10.0
     res = train(
         args.data, args.out, prior=args.prior, skeleton=args.skeleton, preset=args.preset, resume=args.resume,
-        regressor=args.regressor, eval_data=args.eval_data, progress=not args.quiet, **over,
+        regressor=args.regressor, eval_data=args.eval_data, progress=not args.quiet, format=args.format, **over,
     )
     print(f"checkpoint: {Path(args.out) / 'checkpoints' / 'latest.pt'}")
     if res:
@@ -102,15 +102,24 @@ def cmd_pretrain(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from .api import evaluate
+    from .api import evaluate, evaluate_predictions
     from .io import atomic_write_text
 
-    res = evaluate(args.checkpoint, args.data, device=args.device, progress=not args.quiet)
-    print(f"{'video':<24} {'error':>8} {'flip-corr.':>10}")
+    if (args.checkpoint is None) == (args.predictions is None):
+        raise KeypointGANError("give exactly one of --checkpoint and --predictions")
+    if args.predictions is not None:
+        res = evaluate_predictions(args.predictions, args.data, format=args.format, metric=args.metric)
+    else:
+        res = evaluate(args.checkpoint, args.data, device=args.device, progress=not args.quiet, format=args.format, metric=args.metric)
+    for note in res.get("notes", []):
+        print(f"note: {note}")
+    group = res.get("group_name", "video")
+    print(f"{group:<24} {'error':>8} {'flip-corr.':>10}")
     for vid, r in res["per_video"].items():
         print(f"{vid:<24} {r['error']:>8.2f} {r['error_flip']:>10.2f}")
     print(f"{'overall':<24} {res['error']:>8.2f} {res['error_flip']:>10.2f}")
-    print(f"PCK@{res['pck_threshold']}: {res['pck']:.3f} over {res['n_frames']} frames (errors in % of image size)")
+    unit = "% of the inter-ocular distance" if res.get("metric") == "interocular" else "% of image size"
+    print(f"PCK@{res['pck_threshold']}: {res['pck']:.3f} over {res['n_frames']} frames (errors in {unit})")
     if args.json:
         atomic_write_text(args.json, json.dumps(_json_safe(res), indent=2))
     return 0
@@ -155,8 +164,12 @@ def cmd_report(args) -> int:
     return 0
 
 
+_FORMATS = ["auto", "generic", "simple-human36m", "human36m", "penn-action", "300vw"]
+
+
 def build_parser() -> argparse.ArgumentParser:
     from ._version import __version__
+    from .config import PRESETS
 
     p = argparse.ArgumentParser(
         prog="keypointgan",
@@ -185,18 +198,19 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("--device", help="auto (default), cpu, cuda, cuda:1, mps")
         s.add_argument("--quiet", action="store_true", help="no progress bars")
 
-    s = sub.add_parser("train", help="train KeypointGAN on a dataset in the generic layout")
-    s.add_argument("--data", type=Path, required=True, help="dataset folder (generic layout)")
-    s.add_argument("--prior", type=Path, help="prior poses .npy (default DATA/prior.npy)")
+    s = sub.add_parser("train", help="train KeypointGAN on a dataset (generic layout or a dataset format)")
+    s.add_argument("--data", type=Path, required=True, help="dataset folder (generic layout or a dataset format, see --format)")
+    s.add_argument("--format", default="auto", choices=_FORMATS, help="dataset format (default: recognised from the folder)")
+    s.add_argument("--prior", type=Path, help="prior poses .npy/.csv/.json/.pts (default DATA/prior.npy, or the format's protocol prior)")
     s.add_argument("--skeleton", type=Path, help="skeleton YAML (default DATA/skeleton.yaml)")
-    s.add_argument("--preset", default="cpu-64", choices=["cpu-64", "paper-128"])
+    s.add_argument("--preset", default="cpu-64", choices=sorted(PRESETS))
     s.add_argument("--out", type=Path, required=True, help="run folder")
     s.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/latest.pt")
     s.add_argument("--regressor", type=Path, help="a pre-trained regressor (from pretrain-regressor)")
     s.add_argument("--eval-data", type=Path, help="dataset with keypoints for periodic evaluation")
     s.add_argument("--batch-size", type=_positive_int)
     s.add_argument("--pretrain-steps", type=_nonneg_int, help="regressor pre-training steps")
-    s.add_argument("--vgg-weights", type=Path, help="torchvision vgg19 state dict for the perceptual loss")
+    s.add_argument("--vgg-weights", type=Path, help="VGG-19 weights for the perceptual loss: torchvision vgg19 .pth or MatConvNet imagenet-vgg-verydeep-19.mat")
     s.add_argument("--no-bottleneck", action="store_true", help="ablation: Ψ sees Φ(x) instead of β(η(Φ(x)))")
     s.add_argument("--no-discriminator", action="store_true", help="ablation: no adversarial term")
     budget(s)
@@ -206,16 +220,19 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--prior", type=Path, required=True)
     s.add_argument("--skeleton", type=Path, required=True)
     s.add_argument("--out", type=Path, required=True, help="output checkpoint file")
-    s.add_argument("--preset", default="cpu-64", choices=["cpu-64", "paper-128"])
+    s.add_argument("--preset", default="cpu-64", choices=sorted(PRESETS))
     s.add_argument("--steps", type=_positive_int, help="pre-training steps (default: the preset's)")
     s.add_argument("--seed", type=_nonneg_int)
     s.add_argument("--device")
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=cmd_pretrain)
 
-    s = sub.add_parser("evaluate", help="evaluate a checkpoint on a dataset with keypoints")
-    s.add_argument("--checkpoint", type=Path, required=True, help="checkpoint file or run folder")
+    s = sub.add_parser("evaluate", help="evaluate a checkpoint (or stored predictions) on a dataset with keypoints")
+    s.add_argument("--checkpoint", type=Path, help="checkpoint file or run folder")
+    s.add_argument("--predictions", type=Path, help="instead of a checkpoint: .npz/.json of video id -> T×K×2 pixel (x, y)")
     s.add_argument("--data", type=Path, required=True)
+    s.add_argument("--format", default="auto", choices=_FORMATS, help="dataset format (default: recognised from the folder)")
+    s.add_argument("--metric", choices=["image", "interocular"], help="error in %% of image size or of the inter-ocular distance (default: the format's)")
     s.add_argument("--json", type=Path, help="also write the metrics as JSON")
     s.add_argument("--device")
     s.add_argument("--quiet", action="store_true")
@@ -239,7 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", type=Path, default=Path("runs/demo"))
     s.add_argument("--max-minutes", type=_positive_float, default=None, help="total time budget (default 13)")
     s.add_argument("--seed", type=_nonneg_int, default=0)
-    s.add_argument("--vgg-weights", type=Path, help="torchvision vgg19 state dict for the perceptual loss")
+    s.add_argument("--vgg-weights", type=Path, help="VGG-19 weights for the perceptual loss: torchvision vgg19 .pth or MatConvNet .mat")
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=cmd_demo)
     return p

@@ -143,6 +143,10 @@ def run_demo(
 
     t_start = time.perf_counter()
     deadline = t_start + max_minutes * 60
+    if vgg_weights:  # read the weights now, not after minutes of data generation
+        from .losses import VGG19Features
+
+        VGG19Features.from_file(vgg_weights)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     data = out / "data"

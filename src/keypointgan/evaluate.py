@@ -4,6 +4,10 @@ Errors are in **% of image size**: keypoints are first normalised to [0, 1]
 as ``(x / width, y / height)`` and the mean over keypoints of the L2 distance
 is multiplied by 100 (the convention of the paper's Simplified Human3.6M
 protocol).  Missing true keypoints (NaN) are left out of the mean.
+
+For faces the error is in **% of the inter-ocular distance** (the distance
+between the outer eye corners of the truth, points 36 and 45 of the 68-point
+300-W layout), measured in pixels: :func:`interocular_error`.
 """
 
 from __future__ import annotations
@@ -14,7 +18,11 @@ import numpy as np
 
 from .skeleton import Skeleton
 
-__all__ = ["keypoint_error", "flip_corrected_error", "grouped_mean", "pck", "summarize"]
+__all__ = ["keypoint_error", "flip_corrected_error", "interocular_error", "grouped_mean", "pck", "summarize", "METRICS"]
+
+METRICS = ("image", "interocular")
+# outer eye corners of the 68-point 300-W layout (0-based): the right eye of the subject, then the left
+IOD_POINTS = (36, 45)
 
 
 def _as_unit(points: np.ndarray, hw) -> np.ndarray:
@@ -71,6 +79,26 @@ def flip_corrected_error(pred, gt, hw, skeleton: Skeleton, visible=None) -> np.n
     return np.fmin(direct, swapped)
 
 
+def interocular_error(pred, gt, eyes: tuple[int, int] = IOD_POINTS, visible=None) -> np.ndarray:
+    """Per-image mean pixel L2 error divided by the true inter-ocular distance, in %.
+
+    Args:
+        pred, gt: ``(N, K, 2)`` pixel ``(x, y)``; NaN in ``gt`` marks a missing point.
+        eyes: indices of the two points whose true distance normalises the error
+            (default the outer eye corners 36 and 45 of the 68-point layout).
+        visible: optional ``(N, K)`` boolean mask of points to count.
+
+    Returns:
+        ``(N,)`` errors (NaN where an eye corner is missing or no point is valid).
+    """
+    pred = np.asarray(pred, dtype=np.float64)
+    gt = np.asarray(gt, dtype=np.float64)
+    d = _distances(pred, gt, (1.0, 1.0))  # pixels
+    iod = np.linalg.norm(gt[:, eyes[0]] - gt[:, eyes[1]], axis=-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return 100.0 * _mean_valid(d, visible) / np.where(iod > 0, iod, np.nan)
+
+
 def grouped_mean(values: Sequence[float], groups: Sequence[Hashable]) -> tuple[float, dict]:
     """Mean per group, then the mean over groups. Returns ``(overall, {group: mean})``."""
     values = np.asarray(values, dtype=np.float64)
@@ -99,14 +127,23 @@ def pck(pred, gt, hw, threshold: float = 0.05, visible=None) -> float:
     return float((d[mask] <= threshold).mean())
 
 
-def summarize(pred, gt, hw, skeleton: Skeleton, groups: Sequence[Hashable] | None = None, *, pck_threshold: float = 0.05) -> dict:
-    """All metrics at once: ``error``, ``error_flip``, ``pck``, ``n_frames`` and ``per_group``.
+def summarize(
+    pred, gt, hw, skeleton: Skeleton, groups: Sequence[Hashable] | None = None, *, pck_threshold: float = 0.05, metric: str = "image"
+) -> dict:
+    """All metrics at once: ``error``, ``error_flip``, ``pck``, ``n_frames``, ``metric`` and ``per_group``.
 
     With ``groups`` (e.g. a video id or activity per frame) the errors are
-    averaged per group, then over groups; otherwise over frames.
+    averaged per group, then over groups; otherwise over frames.  ``metric``:
+    ``image`` (% of image size) or ``interocular`` (% of the inter-ocular distance).
     """
-    err = keypoint_error(pred, gt, hw)
-    err_f = flip_corrected_error(pred, gt, hw, skeleton)
+    if metric == "image":
+        err = keypoint_error(pred, gt, hw)
+        err_f = flip_corrected_error(pred, gt, hw, skeleton)
+    elif metric == "interocular":
+        err = interocular_error(pred, gt)
+        err_f = np.fmin(err, interocular_error(pred, np.asarray(gt)[:, skeleton.flip_permutation]))
+    else:
+        raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
     groups = list(groups) if groups is not None else [0] * len(err)
     e, per_e = grouped_mean(err, groups)
     ef, per_ef = grouped_mean(err_f, groups)
@@ -116,5 +153,6 @@ def summarize(pred, gt, hw, skeleton: Skeleton, groups: Sequence[Hashable] | Non
         "pck": pck(pred, gt, hw, pck_threshold),
         "pck_threshold": pck_threshold,
         "n_frames": int(len(err)),
+        "metric": metric,
         "per_group": {str(g): {"error": per_e[g], "error_flip": per_ef[g]} for g in per_e},
     }

@@ -196,6 +196,19 @@ _H36M_SYM = tuple(
     (n, "r_" + n[2:]) for n in _H36M_JOINTS if n.startswith("l_")
 )
 
+# Penn Action's 13 joints, in the order of its x / y / visibility columns.
+PENN_KEYPOINTS = (
+    "head", "l_shoulder", "r_shoulder", "l_elbow", "r_elbow", "l_wrist", "r_wrist",
+    "l_hip", "r_hip", "l_knee", "r_knee", "l_ankle", "r_ankle",
+)
+_PENN_LIMBS = (
+    ("head", "l_shoulder"), ("head", "r_shoulder"), ("l_shoulder", "r_shoulder"),
+    ("l_shoulder", "l_elbow"), ("l_elbow", "l_wrist"), ("r_shoulder", "r_elbow"), ("r_elbow", "r_wrist"),
+    ("l_shoulder", "l_hip"), ("r_shoulder", "r_hip"), ("l_hip", "r_hip"),
+    ("l_hip", "l_knee"), ("l_knee", "l_ankle"), ("r_hip", "r_knee"), ("r_knee", "r_ankle"),
+)
+_PENN_SYM = tuple((n, "r_" + n[2:]) for n in PENN_KEYPOINTS if n.startswith("l_"))
+
 # The built-in synthetic figure (see keypointgan.data.synthetic).
 SYNTHETIC_KEYPOINTS = (
     "head", "neck", "pelvis",
@@ -213,14 +226,45 @@ _SYN_LIMBS = (
 )
 _SYN_SYM = tuple((n, "r_" + n[2:]) for n in SYNTHETIC_KEYPOINTS if n.startswith("l_"))
 
+# The 68-point face layout of 300-W / iBUG (0-based indices in the comments).  "r_"/"l_" are the
+# subject's right/left: points 36-41 are the subject's right eye (on the image's left).
+_FACE_GROUPS = (
+    ("jaw", 17, False),       # 0-16, chin contour from the subject's right ear to the left
+    ("r_brow", 5, False),     # 17-21
+    ("l_brow", 5, False),     # 22-26
+    ("nose_bridge", 4, False),  # 27-30
+    ("nose_base", 5, False),  # 31-35
+    ("r_eye", 6, True),       # 36-41, a closed contour
+    ("l_eye", 6, True),       # 42-47
+    ("outer_lip", 12, True),  # 48-59
+    ("inner_lip", 8, True),   # 60-67
+)
+FACE68_KEYPOINTS = tuple(f"{g}_{i}" for g, n, _ in _FACE_GROUPS for i in range(n))
+_FACE_LIMBS = tuple(
+    (f"{g}_{i}", f"{g}_{(i + 1) % n}") for g, n, closed in _FACE_GROUPS for i in range(n if closed else n - 1)
+) + (("nose_bridge_3", "nose_base_2"),)
+_FACE_MIRROR = {  # index -> its left/right mirror in the 68-point layout
+    **{i: 16 - i for i in range(17)},
+    **{17 + i: 26 - i for i in range(5)},
+    31: 35, 32: 34,
+    36: 45, 37: 44, 38: 43, 39: 42, 40: 47, 41: 46,
+    48: 54, 49: 53, 50: 52, 55: 59, 56: 58,
+    60: 64, 61: 63, 65: 67,
+}
+_FACE_SYM = tuple(
+    (FACE68_KEYPOINTS[a], FACE68_KEYPOINTS[b]) for a, b in _FACE_MIRROR.items() if a < b
+)
+
 PRESETS: dict[str, Skeleton] = {
+    "face68": Skeleton(keypoints=FACE68_KEYPOINTS, limbs=_FACE_LIMBS, symmetric=_FACE_SYM, name="face68"),
     "human36m": Skeleton(keypoints=_H36M_JOINTS, limbs=_H36M_LIMBS, symmetric=_H36M_SYM, name="human36m"),
+    "penn-action": Skeleton(keypoints=PENN_KEYPOINTS, limbs=_PENN_LIMBS, symmetric=_PENN_SYM, name="penn-action"),
     "synthetic": Skeleton(keypoints=SYNTHETIC_KEYPOINTS, limbs=_SYN_LIMBS, symmetric=_SYN_SYM, name="synthetic"),
 }
 
 
 def preset(name: str) -> Skeleton:
-    """Return a preset skeleton by name (``human36m``, ``synthetic``)."""
+    """Return a preset skeleton by name (``human36m``, ``penn-action``, ``face68``, ``synthetic``)."""
     try:
         return PRESETS[name]
     except KeyError:

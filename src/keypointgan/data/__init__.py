@@ -9,12 +9,16 @@ from .datasets import (
     image_to_tensor,
     resize_image,
 )
+from .benchmark import Benchmark, detect_format, open_dataset
 from .layout import Layout, Video, load_prior
 
 __all__ = [
     "Layout",
     "Video",
     "load_prior",
+    "Benchmark",
+    "open_dataset",
+    "detect_format",
     "FrameStore",
     "FramePairDataset",
     "PriorPoseDataset",

@@ -86,6 +86,12 @@ class FrameStore:
 
     def _read(self, index: int) -> np.ndarray:
         img = read_image(self.path(index))
+        v, t = self.locate(index)
+        masks = getattr(self.videos[v], "masks", None)  # foreground masks (Simplified Human3.6M)
+        if masks is not None:
+            from .masks import apply_mask
+
+            img = apply_mask(img, masks[t])
         self.original_sizes[index] = (img.shape[0], img.shape[1])
         return resize_image(img, self.size)
 

@@ -36,11 +36,16 @@ def frame_sort_key(path: Path):
 
 @dataclass(frozen=True)
 class Video:
-    """One video of the layout: its id, its frame files in order, its keypoint file if any."""
+    """One video: its id, its frame files in order, its keypoint file if any.
+
+    ``masks`` (optional, one file per frame) are foreground masks multiplied into
+    the frames when they are read (e.g. Simplified Human3.6M's ``BackgroudMask``).
+    """
 
     id: str
     frames: tuple[Path, ...]
     keypoints_path: Path | None
+    masks: tuple[Path, ...] | None = None
 
     def __len__(self) -> int:
         return len(self.frames)
@@ -68,14 +73,25 @@ def check_poses(arr: np.ndarray, skeleton: Skeleton | None, path: Path | str, *,
 
 
 def load_prior(path: str | Path, skeleton: Skeleton | None = None) -> np.ndarray:
-    """Read a prior file: ``(N, K, 2)`` float32 poses in [0, 1] as ``(x / width, y / height)``."""
+    """Read a prior file: ``(N, K, 2)`` float32 poses in [0, 1] as ``(x / width, y / height)``.
+
+    Formats by suffix (see :mod:`keypointgan.data.priors`): ``.npy``, ``.csv``
+    (one pose per row ``x1, y1, x2, y2, …``), ``.json`` (a list of poses, or
+    COCO-style ``keypoints`` triples), ``.pts`` or a folder of ``.pts`` files
+    (300-W landmarks, normalised by the size of the image next to each file).
+    """
     path = Path(path)
-    if not path.is_file():
-        raise InputError("prior file not found", path)
-    try:
-        arr = np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as exc:
-        raise InputError(f"cannot read prior as .npy ({exc})", path) from None
+    if path.is_dir() or path.suffix.lower() in (".csv", ".json", ".pts"):
+        from .priors import read_prior_file
+
+        arr = read_prior_file(path, skeleton)
+    else:
+        if not path.is_file():
+            raise InputError("prior file not found", path)
+        try:
+            arr = np.load(path, allow_pickle=False)
+        except (ValueError, OSError, EOFError) as exc:
+            raise InputError(f"cannot read prior as .npy ({exc})", path) from None
     arr = check_poses(arr, skeleton, path, what="prior", allow_nan=False)
     lo, hi = float(arr.min()), float(arr.max())
     if lo < -0.5 or hi > 1.5:
@@ -101,7 +117,11 @@ class Layout:
             raise InputError("dataset folder not found", self.root)
         vdir = self.root / "videos"
         if not vdir.is_dir():
-            raise InputError("dataset has no videos/ folder", self.root)
+            raise InputError(
+                "dataset has no videos/ folder (generic layout) and is in none of the dataset formats: S*/WithBackground "
+                "(simple-human36m), S*/MyPoseFeatures/D2_Positions (human36m), frames/ + labels/ (penn-action), */annot/*.pts (300vw)",
+                self.root,
+            )
         if skeleton is None:
             skeleton = Skeleton.from_yaml(self.root / "skeleton.yaml")
         self.skeleton = skeleton

@@ -1,0 +1,386 @@
+"""Human3.6M: the Simplified release (Zhang et al. 2018) and the full dataset.
+
+Simplified Human3.6M (what the paper and the authors' code use)::
+
+    ROOT/<subject>/WithBackground/<sequence>/<frame>.jpg   frames, named 0.jpg, 1.jpg, …
+    ROOT/<subject>/BackgroudMask/<sequence>/<frame>.png    foreground masks (the dataset's spelling)
+    ROOT/<subject>/Landmarks/<sequence>/<frame>.mat        variable ``keypoints_2d``: 32 × 2
+
+``<sequence>`` is e.g. ``Directions 1.54138969`` (activity, take, camera); its
+activity is the text before the first space or dot.
+
+**Coordinate order of** ``keypoints_2d``: each row is ``(row, column)`` — that is
+``(y / height, x / width)`` — normalised by the image size (the authors multiply
+by 128, the frames' size, then swap the two columns before rendering a skeleton
+whose points are ``(x, y)``).  The reader therefore returns
+``(x, y) = (keypoints_2d[:, 1] · W, keypoints_2d[:, 0] · H)`` in pixels, and
+``(keypoints_2d[:, 1], keypoints_2d[:, 0])`` as [0, 1] prior poses.
+
+Protocol (the authors' release): activities directions, discussion, greeting,
+posing, waiting, walking; training frame pairs from the **first half** of every
+sequence of S1 S5 S6 S7 S8 S9; prior poses from the **second halves** of the same
+sequences (never paired with a training image); test on every frame of S11; the
+foreground mask is multiplied into every frame; 32 joints; flip-corrected error
+in % of image size, averaged per activity, then over the activities.
+
+Full Human3.6M::
+
+    ROOT/<subject>/MyPoseFeatures/D2_Positions/<sequence>.cdf   variable ``Pose``: (1, T, 64) pixel x, y of 32 joints
+    ROOT/<subject>/Videos/<sequence>.mp4                        the video (decoded by a frame source)
+    ROOT/<subject>/Videos/<sequence>/<n>.jpg                    or its frames, extracted (e.g. ffmpeg -i X.mp4 X/%06d.jpg)
+
+read with ``cdflib`` (``pip install keypointgan[human36m]``).  Its protocol
+mirrors the simplified one: the same subjects, activities and halves, every
+``frame_step``-th frame (default 5: 10 frames per second), full frames.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from ..errors import InputError
+from ..skeleton import PRESETS as SKELETONS
+from ..skeleton import Skeleton
+from .benchmark import Benchmark, frame_folder, stack_checked
+from .layout import Video
+from .matfile import load_mat, mat_field
+
+__all__ = [
+    "ACTIVITIES",
+    "TRAIN_SUBJECTS",
+    "TEST_SUBJECTS",
+    "read_simple_landmarks",
+    "read_d2_positions",
+    "activity_of",
+    "SimpleHuman36M",
+    "Human36M",
+]
+
+ACTIVITIES = ("directions", "discussion", "greeting", "posing", "waiting", "walking")
+TRAIN_SUBJECTS = ("S1", "S5", "S6", "S7", "S8", "S9")
+TEST_SUBJECTS = ("S11",)
+NUM_JOINTS = 32
+MASK_DIR = "BackgroudMask"  # sic: the dataset's own spelling
+
+
+def activity_of(sequence: str) -> str:
+    """``'Directions 1.54138969'`` → ``'Directions'`` (the text before the first space or dot)."""
+    return re.split(r"[\s.]", sequence.strip())[0]
+
+
+def read_simple_landmarks(path: str | Path) -> np.ndarray:
+    """One Simplified Human3.6M ``Landmarks/…/<n>.mat`` → ``(32, 2)`` float64 ``(x / W, y / H)``.
+
+    The file stores ``keypoints_2d`` as ``(y / H, x / W)`` rows (see the module docs);
+    the columns are swapped here.
+    """
+    path = Path(path)
+    mat = load_mat(path, what="landmarks file")
+    arr = np.asarray(mat_field(mat, "keypoints_2d", path))
+    if not np.issubdtype(arr.dtype, np.number):
+        raise InputError(f"'keypoints_2d' must be numeric, got {arr.dtype}", path)
+    if arr.shape != (NUM_JOINTS, 2):
+        raise InputError(f"'keypoints_2d' must be {NUM_JOINTS} × 2, got {' × '.join(map(str, arr.shape))}", path)
+    arr = arr.astype(np.float64)
+    if not np.isfinite(arr).all():
+        raise InputError("'keypoints_2d' contains NaN or infinite values", path)
+    if arr.min() < -1.0 or arr.max() > 2.0:
+        raise InputError(f"'keypoints_2d' spans [{arr.min():.3g}, {arr.max():.3g}]; expected coordinates normalised to [0, 1]", path)
+    return arr[:, ::-1].copy()
+
+
+def _image_hw(path: Path) -> tuple[int, int]:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            w, h = im.size
+    except FileNotFoundError:
+        raise InputError("image file not found", path) from None
+    except (UnidentifiedImageError, OSError) as exc:
+        raise InputError(f"cannot read image ({exc.__class__.__name__}: {exc})", path) from None
+    return h, w
+
+
+def _skeleton(skeleton: Skeleton | None) -> Skeleton:
+    sk = skeleton or SKELETONS["human36m"]
+    if sk.num_keypoints != NUM_JOINTS:
+        raise InputError(f"Human3.6M has {NUM_JOINTS} joints but the skeleton '{sk.name}' has {sk.num_keypoints}")
+    return sk
+
+
+class SimpleHuman36M:
+    """Reader of Simplified Human3.6M and its protocol (module docs).
+
+    Args:
+        root: the dataset folder (holds ``S1``, …, ``S11``).
+        activities: activities to use (case-insensitive).
+        train_subjects, test_subjects: the split.
+        use_mask: multiply the foreground masks into the frames (the protocol does).
+        skeleton: the 32-joint skeleton (default the ``human36m`` preset).
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        *,
+        activities: Sequence[str] = ACTIVITIES,
+        train_subjects: Sequence[str] = TRAIN_SUBJECTS,
+        test_subjects: Sequence[str] = TEST_SUBJECTS,
+        use_mask: bool = True,
+        skeleton: Skeleton | None = None,
+    ):
+        self.root = Path(root)
+        self.activities = tuple(a.lower() for a in activities)
+        self.train_subjects = tuple(train_subjects)
+        self.test_subjects = tuple(test_subjects)
+        self.use_mask = use_mask
+        self.skeleton = _skeleton(skeleton)
+        self.notes: list[str] = []
+        # subject -> [(sequence, [frame numbers])]
+        self.sequences: dict[str, list[tuple[str, list[int]]]] = {}
+        for subject in dict.fromkeys(self.train_subjects + self.test_subjects):
+            sdir = self.root / subject
+            if not sdir.is_dir():
+                self.notes.append(f"subject {subject} is missing from {self.root}")
+                continue
+            mdir = sdir / MASK_DIR
+            if not mdir.is_dir():
+                raise InputError(f"subject folder has no {MASK_DIR}/ folder (the dataset's spelling)", sdir)
+            seqs = []
+            for seq in sorted(p.name for p in mdir.iterdir() if p.is_dir()):
+                if activity_of(seq).lower() not in self.activities:
+                    continue
+                frames = []
+                for f in (mdir / seq).iterdir():
+                    if f.name.startswith(".") or f.suffix.lower() != ".png":
+                        continue
+                    if not f.stem.isdigit():
+                        raise InputError("mask file name is not a frame number (expected <n>.png)", f)
+                    frames.append(int(f.stem))
+                if frames:
+                    seqs.append((seq, sorted(frames)))
+            self.sequences[subject] = seqs
+        if not any(self.sequences.get(s) for s in self.train_subjects + self.test_subjects):
+            raise InputError(f"no sequences of the activities {', '.join(self.activities)} found", self.root)
+
+    # ------------------------------------------------------------------ paths
+    def _paths(self, subject: str, seq: str, frames: Sequence[int], kind: str, suffix: str) -> tuple[Path, ...]:
+        return tuple(self.root / subject / kind / seq / f"{n}{suffix}" for n in frames)
+
+    def _video(self, subject: str, seq: str, frames: Sequence[int]) -> Video:
+        return Video(
+            id=f"{subject}/{seq}",
+            frames=self._paths(subject, seq, frames, "WithBackground", ".jpg"),
+            keypoints_path=self.root / subject / "Landmarks" / seq,
+            masks=self._paths(subject, seq, frames, MASK_DIR, ".png") if self.use_mask else None,
+        )
+
+    def _split(self, subjects: Sequence[str], part: str) -> list[Video]:
+        out = []
+        for subject in subjects:
+            for seq, frames in self.sequences.get(subject, []):
+                half = len(frames) // 2
+                sel = {"first": frames[:half], "second": frames[half:], "full": frames}[part]
+                if sel:
+                    out.append(self._video(subject, seq, sel))
+        return out
+
+    def train_videos(self) -> list[Video]:
+        """First halves of the training subjects' sequences."""
+        return self._split(self.train_subjects, "first")
+
+    def prior_videos(self) -> list[Video]:
+        """Second halves of the training subjects' sequences (their landmarks are the prior)."""
+        return self._split(self.train_subjects, "second")
+
+    def test_videos(self) -> list[Video]:
+        """Every frame of the test subjects' sequences."""
+        return self._split(self.test_subjects, "full")
+
+    # -------------------------------------------------------------- keypoints
+    @staticmethod
+    def landmark_paths(video: Video) -> list[Path]:
+        return [video.keypoints_path / (f.stem + ".mat") for f in video.frames]
+
+    def load_keypoints(self, video: Video) -> np.ndarray:
+        """``(T, 32, 2)`` float32 pixel ``(x, y)`` of ``video``'s frames."""
+        h, w = _image_hw(video.frames[0])
+        unit = np.stack([read_simple_landmarks(p) for p in self.landmark_paths(video)])
+        return (unit * np.array([w, h], dtype=np.float64)).astype(np.float32)
+
+    def load_prior(self) -> np.ndarray:
+        """Landmarks of the second halves, ``(N, 32, 2)`` float32 in [0, 1] as ``(x / W, y / H)``."""
+        arrs = [read_simple_landmarks(p) for v in self.prior_videos() for p in self.landmark_paths(v)]
+        return stack_checked(arrs, "prior landmarks (second halves of the training sequences)", self.root)
+
+    def benchmark(self) -> Benchmark:
+        test = self.test_videos()
+        train = self.train_videos()
+        if not train and not test:
+            raise InputError("no training or test sequences found", self.root)
+        return Benchmark(
+            name="simple-human36m",
+            root=self.root,
+            skeleton=self.skeleton,
+            videos=train,
+            test_videos=test,
+            groups={v.id: activity_of(v.id.split("/", 1)[1]) for v in train + test},
+            prior_loader=self.load_prior,
+            keypoint_loader=self.load_keypoints,
+            group_name="activity",
+            notes=list(self.notes),
+        )
+
+
+# --------------------------------------------------------------------------- full Human3.6M
+def read_d2_positions(path: str | Path) -> np.ndarray:
+    """A Human3.6M ``D2_Positions/<sequence>.cdf`` → ``(T, 32, 2)`` float32 pixel ``(x, y)``."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError("pose file not found", path)
+    try:
+        import cdflib
+    except ImportError:
+        raise InputError("reading Human3.6M .cdf pose files needs cdflib (pip install 'keypointgan[human36m]')", path) from None
+    try:
+        cdf = cdflib.CDF(str(path))
+        names = cdf.cdf_info().zVariables + cdf.cdf_info().rVariables
+    except Exception as exc:  # noqa: BLE001 - any parse failure is a bad file
+        raise InputError(f"cannot read CDF file ({exc.__class__.__name__}: {exc})", path) from None
+    if "Pose" not in names:
+        raise InputError(f"no 'Pose' variable (has: {', '.join(names) or 'none'})", path)
+    arr = np.asarray(cdf.varget("Pose"), dtype=np.float64)
+    if arr.size == 0 or arr.size % (NUM_JOINTS * 2) or arr.shape[-1] != NUM_JOINTS * 2:
+        raise InputError(f"'Pose' must hold T × {NUM_JOINTS * 2} values (x, y of {NUM_JOINTS} joints), got shape {arr.shape}", path)
+    arr = arr.reshape(-1, NUM_JOINTS, 2)
+    if not np.isfinite(arr).all():
+        raise InputError("'Pose' contains NaN or infinite values", path)
+    return arr.astype(np.float32)
+
+
+def default_frame_source(video_path: Path) -> tuple[Path, ...]:
+    """Frames of a Human3.6M video: the folder named like the video (without suffix) next to it.
+
+    This is the place where a video decoder plugs in: any callable
+    ``Path -> sequence of frames`` can be given as ``Human36M(frame_source=…)``.
+    """
+    folder = video_path.with_suffix("") if video_path.suffix.lower() in (".mp4", ".avi", ".mov", ".mkv") else video_path
+    frames = frame_folder(folder, required=False)
+    if not frames:
+        raise InputError(
+            f"no extracted frames in {folder.name}/ next to the video; extract them, e.g. "
+            f"ffmpeg -i '{video_path.name}' '{folder.name}/%06d.jpg'",
+            video_path,
+        )
+    return frames
+
+
+class Human36M:
+    """Reader of the full Human3.6M (videos + ``D2_Positions`` poses) with the protocol of the module docs.
+
+    Args:
+        root: the dataset folder (``S1``, …, ``S11`` as unpacked from the official archives).
+        frame_step: use every ``frame_step``-th frame (the videos run at 50 fps).
+        frame_source: ``video path -> frame files`` (default: an extracted frame folder next to the video).
+        activities, train_subjects, test_subjects, skeleton: as for :class:`SimpleHuman36M`.
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        *,
+        frame_step: int = 5,
+        frame_source: Callable[[Path], Sequence[Path]] | None = None,
+        activities: Sequence[str] = ACTIVITIES,
+        train_subjects: Sequence[str] = TRAIN_SUBJECTS,
+        test_subjects: Sequence[str] = TEST_SUBJECTS,
+        skeleton: Skeleton | None = None,
+    ):
+        if frame_step < 1:
+            raise InputError(f"frame_step must be >= 1, got {frame_step}")
+        self.root = Path(root)
+        self.frame_step = int(frame_step)
+        self.frame_source = frame_source or default_frame_source
+        self.activities = tuple(a.lower() for a in activities)
+        self.train_subjects = tuple(train_subjects)
+        self.test_subjects = tuple(test_subjects)
+        self.skeleton = _skeleton(skeleton)
+        self.notes: list[str] = []
+        self.sequences: dict[str, list[tuple[str, Path]]] = {}  # subject -> [(sequence, cdf path)]
+        for subject in dict.fromkeys(self.train_subjects + self.test_subjects):
+            pdir = self.root / subject / "MyPoseFeatures" / "D2_Positions"
+            if not pdir.is_dir():
+                self.notes.append(f"subject {subject} has no MyPoseFeatures/D2_Positions in {self.root}")
+                continue
+            self.sequences[subject] = [
+                (p.stem, p) for p in sorted(pdir.glob("*.cdf")) if activity_of(p.stem).lower() in self.activities
+            ]
+        if not any(self.sequences.values()):
+            raise InputError(f"no D2_Positions/*.cdf of the activities {', '.join(self.activities)} found", self.root)
+        self._cache: dict[str, tuple[tuple[Path, ...], np.ndarray]] = {}
+
+    def _frames_and_poses(self, subject: str, seq: str, cdf: Path) -> tuple[tuple[Path, ...], np.ndarray]:
+        key = f"{subject}/{seq}"
+        if key not in self._cache:
+            vdir = self.root / subject / "Videos"
+            video = next((p for p in vdir.glob(f"{glob_escape(seq)}.*") if p.is_file()), vdir / f"{seq}.mp4")
+            frames = tuple(self.frame_source(video))
+            poses = read_d2_positions(cdf)
+            n = min(len(frames), len(poses))  # the official videos and poses can differ by a few frames
+            idx = np.arange(0, n, self.frame_step)
+            self._cache[key] = (tuple(frames[i] for i in idx), poses[idx])
+        return self._cache[key]
+
+    def _split(self, subjects: Sequence[str], part: str) -> list[Video]:
+        out = []
+        for subject in subjects:
+            for seq, cdf in self.sequences.get(subject, []):
+                frames, _ = self._frames_and_poses(subject, seq, cdf)
+                half = len(frames) // 2
+                sl = {"first": slice(0, half), "second": slice(half, None), "full": slice(None)}[part]
+                if frames[sl]:
+                    out.append(Video(id=f"{subject}/{seq}/{part}", frames=frames[sl], keypoints_path=cdf))
+        return out
+
+    def load_keypoints(self, video: Video) -> np.ndarray:
+        subject, seq, part = video.id.split("/")
+        frames, poses = self._frames_and_poses(subject, seq, video.keypoints_path)
+        half = len(frames) // 2
+        sl = {"first": slice(0, half), "second": slice(half, None), "full": slice(None)}[part]
+        return poses[sl]
+
+    def load_prior(self) -> np.ndarray:
+        arrs = []
+        for v in self._split(self.train_subjects, "second"):
+            h, w = _image_hw(v.frames[0])
+            arrs.append(self.load_keypoints(v) / np.array([w, h], dtype=np.float32))
+        if not arrs:
+            raise InputError("no prior poses (second halves of the training sequences) found", self.root)
+        return np.concatenate(arrs).astype(np.float32)
+
+    def benchmark(self) -> Benchmark:
+        train = self._split(self.train_subjects, "first")
+        test = self._split(self.test_subjects, "full")
+        return Benchmark(
+            name="human36m",
+            root=self.root,
+            skeleton=self.skeleton,
+            videos=train,
+            test_videos=test,
+            groups={v.id: activity_of(v.id.split("/")[1]) for v in train + test},
+            prior_loader=self.load_prior,
+            keypoint_loader=self.load_keypoints,
+            group_name="activity",
+            notes=list(self.notes),
+        )
+
+
+def glob_escape(name: str) -> str:
+    import glob
+
+    return glob.escape(name)

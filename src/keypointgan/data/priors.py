@@ -1,0 +1,210 @@
+"""Prior pose files besides ``.npy``: ``.csv``, ``.json`` and 300-W ``.pts``.
+
+Every reader returns ``(N, K, 2)`` float32 poses in **[0, 1] as
+``(x / width, y / height)``** — the unit of every prior (see
+:func:`keypointgan.data.layout.load_prior`, which also checks K against the
+skeleton and the value range):
+
+* ``.csv``: one pose per row, ``x1, y1, x2, y2, …`` in [0, 1]; an optional
+  header row (any non-numeric first row) is skipped.
+* ``.json``: either a list of poses (each a list of ``[x, y]`` in [0, 1]), or
+  COCO-style keypoints — a COCO file (``images`` with ``width``/``height`` and
+  ``annotations`` with flat ``keypoints`` triples ``x, y, v`` in **pixels**,
+  normalised here by their image's size), or a list of objects with
+  ``keypoints`` triples in [0, 1].  Poses with any keypoint of visibility
+  ``v = 0`` (not labelled) are left out; a prior needs every point.
+* ``.pts`` (300-W landmarks, 1-based pixels) or a folder of them: each file is
+  normalised by the size of the image with the same name next to it.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import InputError
+from ..io import IMAGE_SUFFIXES
+from ..skeleton import Skeleton
+
+__all__ = ["read_prior_file", "read_csv_prior", "read_json_prior", "read_pts_prior"]
+
+
+def read_prior_file(path: str | Path, skeleton: Skeleton | None = None) -> np.ndarray:
+    path = Path(path)
+    if path.is_dir():
+        return read_pts_prior(path)
+    if not path.is_file():
+        raise InputError("prior file not found", path)
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        return read_csv_prior(path)
+    if suffix == ".json":
+        return read_json_prior(path)
+    if suffix == ".pts":
+        return read_pts_prior(path)
+    raise InputError("unknown prior file type (use .npy, .csv, .json or .pts)", path)
+
+
+def read_csv_prior(path: str | Path) -> np.ndarray:
+    """``x1, y1, x2, y2, …`` per row (in [0, 1]) → ``(N, K, 2)``."""
+    path = Path(path)
+    try:
+        rows = list(csv.reader(path.read_text(encoding="utf-8").splitlines()))
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise InputError(f"cannot read prior as CSV ({exc.__class__.__name__}: {exc})", path) from None
+    rows = [r for r in rows if r and any(c.strip() for c in r)]
+    if rows and not _numeric(rows[0]):
+        rows = rows[1:]  # header
+    if not rows:
+        raise InputError("CSV prior holds no poses", path)
+    width = len(rows[0])
+    out = []
+    for i, r in enumerate(rows, 1):
+        if len(r) != width:
+            raise InputError(f"CSV row {i} has {len(r)} values but the first row has {width}", path)
+        try:
+            out.append([float(c) for c in r])
+        except ValueError:
+            raise InputError(f"CSV row {i} holds a value that is not a number", path) from None
+    if width % 2:
+        raise InputError(f"CSV rows must hold x, y pairs (an even number of values), got {width}", path)
+    return np.asarray(out, dtype=np.float32).reshape(len(out), width // 2, 2)
+
+
+def _numeric(row) -> bool:
+    try:
+        [float(c) for c in row]
+        return True
+    except ValueError:
+        return False
+
+
+def _triples(kps, where: str, path: Path) -> tuple[np.ndarray, np.ndarray]:
+    arr = np.asarray(kps, dtype=np.float64).reshape(-1)
+    if arr.size == 0 or arr.size % 3:
+        raise InputError(f"{where}: 'keypoints' must be flat x, y, v triples, got {arr.size} values", path)
+    arr = arr.reshape(-1, 3)
+    return arr[:, :2], arr[:, 2]
+
+
+def read_json_prior(path: str | Path) -> np.ndarray:
+    """A JSON list of poses, or COCO-style keypoints (see the module docs) → ``(N, K, 2)``."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputError(f"cannot read prior as JSON ({exc.__class__.__name__}: {exc})", path) from None
+    poses: list[np.ndarray] = []
+    dropped = 0
+    try:
+        if isinstance(data, dict) and "annotations" in data:  # a COCO file: pixels, normalised by image size
+            sizes = {im["id"]: (float(im["width"]), float(im["height"])) for im in data.get("images", [])}
+            for j, ann in enumerate(data["annotations"]):
+                if "keypoints" not in ann:
+                    continue
+                xy, v = _triples(ann["keypoints"], f"annotation {j}", path)
+                if ann.get("image_id") not in sizes:
+                    raise InputError(f"annotation {j}: image_id {ann.get('image_id')!r} has no entry with width/height in 'images'", path)
+                if (v == 0).any():
+                    dropped += 1
+                    continue
+                poses.append(xy / np.array(sizes[ann["image_id"]]))
+        elif isinstance(data, list) and data and isinstance(data[0], dict):  # [{"keypoints": [x, y, v, ...]}] in [0, 1]
+            for j, item in enumerate(data):
+                if "keypoints" not in item:
+                    raise InputError(f"item {j} has no 'keypoints'", path)
+                xy, v = _triples(item["keypoints"], f"item {j}", path)
+                if (v == 0).any():
+                    dropped += 1
+                    continue
+                poses.append(xy)
+        elif isinstance(data, list):
+            arr = np.asarray(data, dtype=np.float64)
+            if arr.ndim != 3 or arr.shape[-1] != 2:
+                raise InputError(f"a JSON prior list must be poses × keypoints × [x, y], got shape {arr.shape}", path)
+            return arr.astype(np.float32)
+        else:
+            raise InputError("a JSON prior must be a list of poses or a COCO file with 'annotations'", path)
+    except (TypeError, ValueError, KeyError) as exc:
+        if isinstance(exc, InputError):
+            raise
+        raise InputError(f"malformed JSON prior ({exc.__class__.__name__}: {exc})", path) from None
+    if not poses:
+        raise InputError(f"JSON prior holds no fully labelled pose ({dropped} left out for keypoints with v = 0)", path)
+    ks = {p.shape[0] for p in poses}
+    if len(ks) > 1:
+        raise InputError(f"JSON prior poses have different numbers of keypoints: {sorted(ks)}", path)
+    return np.stack(poses).astype(np.float32)
+
+
+def read_pts(path: str | Path) -> np.ndarray:
+    """A 300-W ``.pts`` file → ``(n_points, 2)`` float64 pixel ``(x, y)``, 0-based.
+
+    The format: ``version: 1``, ``n_points: 68``, ``{``, one ``x y`` line per
+    point, ``}``.  300-W coordinates are 1-based (MATLAB), so 1 is subtracted
+    to put the centre of the first pixel at 0 (the library's convention).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError("landmark file not found", path)
+    try:
+        lines = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"cannot read .pts file ({exc.__class__.__name__})", path) from None
+    header = {}
+    i = 0
+    while i < len(lines) and lines[i] != "{":
+        if ":" not in lines[i]:
+            raise InputError(f"malformed .pts header line {lines[i]!r} (expected 'key: value' then '{{')", path)
+        k, v = lines[i].split(":", 1)
+        header[k.strip().lower()] = v.strip()
+        i += 1
+    if i == len(lines) or "}" not in lines:
+        raise InputError("malformed .pts file: no '{ … }' block of points", path)
+    end = lines.index("}")
+    body = lines[i + 1 : end]
+    try:
+        pts = np.array([[float(t) for t in ln.split()] for ln in body], dtype=np.float64)
+    except ValueError:
+        raise InputError("malformed .pts file: a point line is not two numbers", path) from None
+    if pts.ndim != 2 or pts.shape[1] != 2:
+        raise InputError("malformed .pts file: every point line must hold two numbers, x and y", path)
+    if "n_points" in header:
+        try:
+            n = int(header["n_points"])
+        except ValueError:
+            raise InputError(f"malformed .pts header: n_points is {header['n_points']!r}", path) from None
+        if n != len(pts):
+            raise InputError(f".pts header says n_points: {n} but the file holds {len(pts)} points", path)
+    return pts - 1.0
+
+
+def _image_next_to(pts: Path) -> Path:
+    for suffix in IMAGE_SUFFIXES:
+        for cand in (pts.with_suffix(suffix), pts.with_suffix(suffix.upper())):
+            if cand.is_file():
+                return cand
+    raise InputError("no image with the same name next to it, so its points cannot be normalised to [0, 1]", pts)
+
+
+def read_pts_prior(path: str | Path) -> np.ndarray:
+    """``.pts`` file(s) → ``(N, K, 2)`` in [0, 1] by the size of the image next to each file."""
+    from PIL import Image
+
+    path = Path(path)
+    files = sorted(path.rglob("*.pts")) if path.is_dir() else [path]
+    if not files:
+        raise InputError("folder holds no .pts files", path)
+    poses = []
+    for f in files:
+        pts = read_pts(f)
+        with Image.open(_image_next_to(f)) as im:
+            w, h = im.size
+        poses.append(pts / np.array([w, h], dtype=np.float64))
+    ks = {p.shape[0] for p in poses}
+    if len(ks) > 1:
+        raise InputError(f".pts files hold different numbers of points: {sorted(ks)}", path)
+    return np.stack(poses).astype(np.float32)

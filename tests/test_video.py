@@ -347,3 +347,20 @@ def test_predict_video_errors(tmp_path, tiny_checkpoint):
         main(["predict", "--checkpoint", str(tiny_checkpoint), str(tmp_path / "a.mp4"), "--out", str(tmp_path / "o"), "--smooth", "4"])
     write_image(tmp_path / "a.png", stripe_frame(0))
     assert main(["predict", "--checkpoint", str(tiny_checkpoint), str(tmp_path / "a.mp4"), str(tmp_path / "a.png"), "--out", str(tmp_path / "o")]) == 2
+
+
+def test_evaluate_on_video_files(tmp_path, tiny_data, tiny_checkpoint):
+    """Evaluation on a layout where some videos are files: the same errors as on their PNG frames."""
+    from keypointgan.api import evaluate
+
+    root = tmp_path / "vids"
+    shutil.copytree(tiny_data, root)
+    lay0 = Layout(tiny_data)
+    for v in lay0.videos[:2]:  # two of the four videos become video files (near-lossless)
+        frames = [read_image(p) for p in v.frames]
+        shutil.rmtree(root / "videos" / v.id)
+        write_video(root / "videos" / f"{v.id}.mkv", frames, quality=1.0)
+    a, b = evaluate(tiny_checkpoint, root), evaluate(tiny_checkpoint, tiny_data)
+    assert a["n_frames"] == b["n_frames"] == 32 and list(a["per_video"]) == list(b["per_video"])
+    for vid in a["per_video"]:  # the same frames, decoded from a file or read from PNGs: about the same errors
+        assert a["per_video"][vid]["error"] == pytest.approx(b["per_video"][vid]["error"], abs=0.5)

@@ -62,7 +62,9 @@ class FrameStore:
     to the keyframe before it and decoding forward (:class:`keypointgan.video.VideoReader`),
     and the last ``video_cache`` resized frames are kept (an LRU cache), so the
     memory held does not grow with the videos' length.  At most
-    ``max_open_videos`` files are open at a time.
+    ``max_open_videos`` files are open at a time.  A random frame costs a
+    decode of up to one keyframe interval, so videos with short intervals
+    (``ffmpeg -i IN -g 25 OUT.mp4``) train faster.
     """
 
     def __init__(
@@ -216,6 +218,9 @@ class FramePairDataset(Dataset):
 
     def __getitem__(self, index: int):
         j = self.partner(index)
+        if j < index:  # the earlier frame first: a video file then decodes forward instead of seeking twice
+            xa = self.store.get(j)
+            return image_to_tensor(self.store.get(index)), image_to_tensor(xa)
         return image_to_tensor(self.store.get(index)), image_to_tensor(self.store.get(j))
 
 

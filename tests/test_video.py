@@ -365,3 +365,18 @@ def test_evaluate_on_video_files(tmp_path, tiny_data, tiny_checkpoint):
     assert a["n_frames"] == b["n_frames"] == 32 and list(a["per_video"]) == list(b["per_video"])
     for vid in a["per_video"]:  # the same frames, decoded from a file or read from PNGs: about the same errors
         assert a["per_video"][vid]["error"] == pytest.approx(b["per_video"][vid]["error"], abs=0.5)
+
+
+def test_predict_video_without_overlay_and_without_pyav(tmp_path, tiny_checkpoint, capsys, monkeypatch):
+    from keypointgan.cli import main
+
+    write_video(tmp_path / "b.webm", (stripe_frame(i) for i in range(6)))
+    args = ["predict", "--checkpoint", str(tiny_checkpoint), str(tmp_path / "b.webm"), "--out", str(tmp_path / "o"), "--quiet"]
+    assert main(args + ["--no-overlay"]) == 0
+    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["b.csv", "b.json"]
+    assert len(json.loads((tmp_path / "o" / "b.json").read_text())["frames"]) == 6
+    monkeypatch.setitem(sys.modules, "av", None)
+    capsys.readouterr()
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.endswith("b.webm: reading or writing video files needs PyAV: pip install 'keypointgan[video]'") and "\n" not in err

@@ -5,7 +5,6 @@ import json
 import shutil
 import sys
 import tracemalloc
-import warnings
 
 import numpy as np
 import pytest
@@ -380,3 +379,24 @@ def test_predict_video_without_overlay_and_without_pyav(tmp_path, tiny_checkpoin
     assert main(args) == 2
     err = capsys.readouterr().err.strip()
     assert err.endswith("b.webm: reading or writing video files needs PyAV: pip install 'keypointgan[video]'") and "\n" not in err
+
+
+def test_predict_video_leaves_nothing_half_written(tmp_path, tiny_checkpoint, monkeypatch):
+    from keypointgan import KeypointDetector
+    from keypointgan.predict import predict_video
+
+    write_video(tmp_path / "c.mp4", (stripe_frame(i) for i in range(20)))
+    det = KeypointDetector.from_checkpoint(tiny_checkpoint)
+    calls = {"n": 0}
+    predict = det.predict
+
+    def failing(images, batch_size=64):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return predict(images, batch_size)
+
+    monkeypatch.setattr(det, "predict", failing)
+    with pytest.raises(KeyboardInterrupt):
+        predict_video(det, tmp_path / "c.mp4", tmp_path / "out", batch_size=8)
+    assert list((tmp_path / "out").iterdir()) == []  # no partial JSON, CSV or mp4, no temporary files

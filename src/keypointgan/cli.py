@@ -137,11 +137,28 @@ def _json_safe(obj):
 
 
 def cmd_predict(args) -> int:
-    from .predict import predict_paths
+    from .predict import predict_files
 
-    n = predict_paths(args.checkpoint, args.inputs, args.out, device=args.device, overlay=not args.no_overlay, progress=not args.quiet)
-    print(f"wrote keypoints for {n} image(s) to {args.out}")
+    res = predict_files(
+        args.checkpoint, args.inputs, args.out, smooth=args.smooth, device=args.device, overlay=not args.no_overlay, progress=not args.quiet
+    )
+    if res["images"] or not res["videos"]:
+        print(f"wrote keypoints for {res['images']} image(s) to {args.out}")
+    for v in res["videos"]:
+        files = [v["json"], v["csv"]] + ([v["overlay"]] if v["overlay"] else [])
+        skipped = f", {len(v['skipped'])} skipped (undecodable)" if v["skipped"] else ""
+        print(f"wrote keypoints for {v['frames']} frame(s){skipped}: {', '.join(map(str, files))}")
     return 0
+
+
+def _smooth_window(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected 0 or an odd number of frames, got {text!r}") from None
+    if v < 0 or (v > 1 and v % 2 == 0):
+        raise argparse.ArgumentTypeError(f"expected 0 (off) or an odd number of frames, got {v}")
+    return v
 
 
 def cmd_demo(args) -> int:
@@ -238,11 +255,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=cmd_evaluate)
 
-    s = sub.add_parser("predict", help="predict keypoints on images or folders of images")
+    s = sub.add_parser("predict", help="predict keypoints on images, folders of images or video files")
     s.add_argument("--checkpoint", type=Path, required=True, help="checkpoint file or run folder")
-    s.add_argument("inputs", type=Path, nargs="+", help="image files or folders")
+    s.add_argument("inputs", type=Path, nargs="+", help="image files, folders of images, video files (.mp4 .avi .mov .mkv .webm)")
     s.add_argument("--out", type=Path, required=True)
-    s.add_argument("--no-overlay", action="store_true", help="JSON only, no overlay PNGs")
+    s.add_argument("--no-overlay", action="store_true", help="keypoint files only, no overlay PNGs or videos")
+    s.add_argument("--smooth", type=_smooth_window, default=0, metavar="N",
+                   help="videos: centred moving average of the keypoints over N frames (odd; default 0 = off)")
     s.add_argument("--device")
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=cmd_predict)

@@ -1,4 +1,11 @@
-"""Prediction on image files and folders: JSON per image, overlay PNGs."""
+"""Prediction on image files, folders and video files.
+
+Images: ``OUT/<name>.json`` and ``OUT/<name>_overlay.png`` per image.
+Videos (:func:`predict_video`): ``OUT/<name>.json`` and ``OUT/<name>.csv`` with
+the keypoints of every frame, and ``OUT/<name>_overlay.mp4`` with the skeleton
+drawn — streamed (decode → batch → predict → draw → encode), so memory does
+not grow with the video's length.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +13,12 @@ import json
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
+
 from .errors import InputError
 from .io import IMAGE_SUFFIXES, atomic_write_text, read_image, write_image
 
-__all__ = ["predict_paths", "collect_images"]
+__all__ = ["predict_paths", "collect_images", "predict_video", "predict_files", "smooth_keypoints", "CentredMovingAverage"]
 
 
 def collect_images(inputs: Sequence[str | Path]) -> list[Path]:
@@ -35,7 +44,7 @@ def predict_paths(checkpoint, inputs: Sequence[str | Path], out: str | Path, *, 
     from .detector import KeypointDetector
     from .viz import draw_keypoints
 
-    det = KeypointDetector.from_checkpoint(checkpoint, device=device)
+    det = checkpoint if isinstance(checkpoint, KeypointDetector) else KeypointDetector.from_checkpoint(checkpoint, device=device)
     files = collect_images(inputs)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -64,3 +73,261 @@ def predict_paths(checkpoint, inputs: Sequence[str | Path], out: str | Path, *, 
             scale = max(1, 256 // max(img.shape[:2]))
             write_image(out / f"{stem}_overlay.png", draw_keypoints(img, kp, det.skeleton, scale=scale, radius=2, width=2))
     return len(files)
+
+
+# ------------------------------------------------------------------ videos
+class CentredMovingAverage:
+    """Streaming centred moving average of per-frame keypoints.
+
+    Frame ``t`` gets the mean of frames ``t-h .. t+h`` (``window = 2h+1``);
+    near the ends of the video the window shrinks symmetrically to
+    ``h' = min(h, t, T-1-t)`` so that it stays centred — a pose moving at
+    constant speed is left unchanged, and a periodic wobble whose period
+    divides the window is removed.  Frames whose keypoints are NaN (skipped
+    frames) are left out of the means.
+
+    :meth:`push` takes frames in order and returns the frames whose window is
+    complete, so at most ``h`` frames (and their payloads) wait at a time.
+
+    Args:
+        window: odd number of frames (1: no smoothing).
+        num_frames: the video's length ``T``.
+    """
+
+    def __init__(self, window: int, num_frames: int):
+        if window < 1 or window % 2 == 0:
+            raise InputError(f"the smoothing window must be an odd number of frames, got {window}")
+        self.h = window // 2
+        self.T = int(num_frames)
+        self._buf: list[tuple[int, np.ndarray, object]] = []  # (t, K×2, payload), t increasing and contiguous
+        self._next = 0  # the next frame to emit
+
+    def _emit(self, upto: int) -> list[tuple[int, np.ndarray, object]]:
+        out = []
+        while self._buf and self._next <= min(upto, self.T - 1):
+            t = self._next
+            first = self._buf[0][0]
+            h = min(self.h, t, self.T - 1 - t)
+            win = np.stack([kp for (u, kp, _) in self._buf[t - h - first : t + h + 1 - first]])
+            ok = np.isfinite(win).all(-1)  # (n, K)
+            cnt = ok.sum(0)
+            mean = np.where(ok[..., None], win, 0.0).sum(0) / np.maximum(cnt, 1)[:, None]
+            mean[cnt == 0] = np.nan
+            out.append((t, mean.astype(np.float32), self._buf[t - first][2]))
+            self._next += 1
+            # keep the h frames before the next one to emit
+            drop = self._next - self.h - first
+            if drop > 0:
+                del self._buf[:drop]
+        return out
+
+    def push(self, t: int, kp: np.ndarray, payload=None) -> list[tuple[int, np.ndarray, object]]:
+        """Add frame ``t`` (the next in order); returns ``(t, smoothed K×2, payload)`` of frames now complete."""
+        if self._buf and t != self._buf[-1][0] + 1 or not self._buf and t != self._next:
+            raise ValueError(f"frames must be pushed in order without gaps; got {t}")
+        self._buf.append((t, np.asarray(kp, dtype=np.float64), payload))
+        return self._emit(t - self.h)
+
+    def flush(self) -> list[tuple[int, np.ndarray, object]]:
+        """The remaining frames (at the end of the video)."""
+        return self._emit(self.T)
+
+
+def smooth_keypoints(points: np.ndarray, window: int) -> np.ndarray:
+    """Centred moving average of ``T×K×2`` keypoints over ``window`` frames (see :class:`CentredMovingAverage`)."""
+    points = np.asarray(points, dtype=np.float32)
+    sm = CentredMovingAverage(window, len(points))
+    out = np.empty_like(points)
+    for t in range(len(points)):
+        for u, kp, _ in sm.push(t, points[t]):
+            out[u] = kp
+    for u, kp, _ in sm.flush():
+        out[u] = kp
+    return out
+
+
+def _json_float(v: float):
+    return round(float(v), 3) if np.isfinite(v) else None
+
+
+def predict_video(
+    detector,
+    path: str | Path,
+    out: str | Path,
+    *,
+    smooth: int = 0,
+    overlay: bool = True,
+    batch_size: int = 32,
+    scale: int | None = None,
+    name: str | None = None,
+    device: str | None = None,
+    progress: bool = False,
+) -> dict:
+    """Keypoints for every frame of a video file, streamed.
+
+    Writes ``OUT/<name>.json`` (one record per frame: index, time, keypoint
+    names → pixel ``(x, y)`` of the original frame), ``OUT/<name>.csv``
+    (``frame, time, <kp>_x, <kp>_y, ...``) and, with ``overlay``,
+    ``OUT/<name>_overlay.mp4`` (H.264 when PyAV's ffmpeg has it, else MPEG-4)
+    with the skeleton drawn, upscaled by ``scale`` (default: the integer
+    factor that brings the frame to about 256 px, at least 1).  All three
+    appear atomically when the video is done.
+
+    Frames are decoded, predicted in batches of ``batch_size``, smoothed,
+    drawn and encoded as they come: at most ``batch_size + smooth // 2``
+    frames are held at a time.  A frame that cannot be decoded is skipped
+    with a warning; its JSON record has ``"skipped": true`` and no
+    keypoints, its CSV row empty cells, and the overlay leaves it out.
+
+    Args:
+        detector: a :class:`~keypointgan.KeypointDetector`, or a checkpoint file or run folder.
+        path: the video file (.mp4 .avi .mov .mkv .webm).
+        out: output folder.
+        smooth: ``0`` or ``1`` for none, else an odd window in frames for a
+            centred moving average of the keypoints (:class:`CentredMovingAverage`).
+        name: output file stem (default: the video's stem).
+
+    Returns:
+        ``{"frames", "skipped", "json", "csv", "overlay", "fps", "width", "height"}``.
+    """
+    from contextlib import ExitStack
+
+    from tqdm.auto import tqdm
+
+    from .detector import KeypointDetector
+    from .io import atomic_path
+    from .video import VideoReader, VideoWriter, is_video_file
+    from .viz import draw_keypoints
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError("video file not found", path)
+    if not is_video_file(path):
+        raise InputError("not a video file (.mp4 .avi .mov .mkv .webm)", path)
+    smooth = int(smooth)
+    if smooth < 0 or (smooth > 1 and smooth % 2 == 0):
+        raise InputError(f"--smooth must be 0 (off) or an odd number of frames, got {smooth}")
+    if batch_size < 1:
+        raise InputError(f"batch size must be positive, got {batch_size}")
+    det = detector if isinstance(detector, KeypointDetector) else KeypointDetector.from_checkpoint(detector, device=device)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = name or path.stem
+    names = det.skeleton.keypoints
+    json_path, csv_path, video_path = out / f"{stem}.json", out / f"{stem}.csv", out / f"{stem}_overlay.mp4"
+
+    with VideoReader(path) as reader, ExitStack() as stack:
+        T, w, h = reader.num_frames, reader.width, reader.height
+        fps = reader.fps or 25.0
+        up = int(scale) if scale else max(1, 256 // max(h, w))
+        jf = open(stack.enter_context(atomic_path(json_path)), "w", encoding="utf-8")
+        cf = open(stack.enter_context(atomic_path(csv_path)), "w", encoding="utf-8", newline="")
+        stack.callback(cf.close)
+        stack.callback(jf.close)
+        writer = None
+        if overlay:
+            writer = VideoWriter(video_path, fps=fps)
+            stack.push(writer)  # closes (moves into place) on success, drops the file on error
+        header = {
+            "video": str(path),
+            "width": w,
+            "height": h,
+            "fps": fps,
+            "num_frames": T,
+            "units": "pixel (x, y) of the original frame; the centre of pixel column j is at x = j",
+            "keypoint_names": list(names),
+            "smooth": {"filter": "centred moving average", "window": smooth} if smooth > 1 else None,
+        }
+        jf.write(json.dumps(header, indent=1)[:-2] + ',\n "frames": [\n')
+        cf.write(",".join(["frame", "time"] + [f"{n}_{c}" for n in names for c in ("x", "y")]) + "\n")
+        sm = CentredMovingAverage(smooth if smooth > 1 else 1, T)
+        raw: dict[int, np.ndarray] = {}  # raw keypoints of frames waiting in the smoother
+        state = {"n": 0, "skipped": []}
+
+        def emit(t: int, kp: np.ndarray, img) -> None:
+            skipped = img is None
+            rec: dict = {"frame": t, "time": round(reader.time(t), 6)}
+            r = raw.pop(t, None)
+            if skipped:
+                state["skipped"].append(t)
+                rec.update(skipped=True, keypoints=None)
+                row = [""] * (2 * len(names))
+            else:
+                rec["keypoints"] = {n: [_json_float(x), _json_float(y)] for n, (x, y) in zip(names, kp)}
+                if smooth > 1:
+                    rec["keypoints_raw"] = {n: [_json_float(x), _json_float(y)] for n, (x, y) in zip(names, r)}
+                row = [f"{v:.3f}" if np.isfinite(v) else "" for v in kp.reshape(-1)]
+                if writer is not None:
+                    writer.write(draw_keypoints(img, kp, det.skeleton, scale=up, radius=2, width=2))
+            jf.write(("" if state["n"] == 0 else ",\n") + json.dumps(rec))
+            cf.write(",".join([str(t), f"{rec['time']:.6f}"] + row) + "\n")
+            state["n"] += 1
+
+        def push(t: int, kp: np.ndarray, img) -> None:
+            raw[t] = kp
+            for item in sm.push(t, kp, img):
+                emit(*item)
+
+        batch: list[tuple[int, np.ndarray]] = []
+        expected = 0
+
+        def run_batch() -> None:
+            nonlocal expected
+            kps = det.predict([img for _, img in batch], batch_size=len(batch))
+            for (t, img), kp in zip(batch, kps):
+                for u in range(expected, t):  # frames the decoder skipped
+                    push(u, np.full((len(names), 2), np.nan, np.float32), None)
+                push(t, kp, img)
+                expected = t + 1
+            batch.clear()
+
+        with tqdm(total=T, desc=f"predict {path.name}", unit="frame", disable=not progress) as bar:
+            for t, img in reader.frames():
+                batch.append((t, img))
+                if len(batch) >= batch_size:
+                    run_batch()
+                    bar.update(expected - bar.n)
+            if batch:
+                run_batch()
+            for u in range(expected, T):
+                push(u, np.full((len(names), 2), np.nan, np.float32), None)
+            for item in sm.flush():
+                emit(*item)
+            bar.update(T - bar.n)
+        jf.write("\n ]\n}\n")
+    return {
+        "frames": T,
+        "skipped": state["skipped"],
+        "json": json_path,
+        "csv": csv_path,
+        "overlay": video_path if overlay else None,
+        "fps": fps,
+        "width": w,
+        "height": h,
+    }
+
+
+def predict_files(checkpoint, inputs: Sequence[str | Path], out: str | Path, *, smooth: int = 0, device: str | None = None, overlay: bool = True, progress: bool = False) -> dict:
+    """Images, folders of images and video files → the outputs of :func:`predict_paths` and :func:`predict_video`.
+
+    Returns ``{"images": count, "videos": [predict_video results]}``.
+    """
+    from .detector import KeypointDetector
+    from .video import is_video_file
+
+    paths = [Path(p) for p in inputs]
+    videos = [p for p in paths if p.is_file() and is_video_file(p)]
+    images = [p for p in paths if not (p.is_file() and is_video_file(p))]
+    stems = [v.stem for v in videos]
+    for v in videos:
+        if stems.count(v.stem) > 1:
+            raise InputError(f"two input videos share the name {v.stem!r}; their outputs would overwrite each other", v)
+    det = checkpoint if isinstance(checkpoint, KeypointDetector) else KeypointDetector.from_checkpoint(checkpoint, device=device)
+    if images:
+        image_stems = {f.stem for f in collect_images(images)}
+        for v in videos:
+            if v.stem in image_stems:
+                raise InputError(f"an input image and this video share the name {v.stem!r}; their outputs would overwrite each other", v)
+    n = predict_paths(det, images, out, overlay=overlay, progress=progress) if images else 0
+    res = [predict_video(det, v, out, smooth=smooth, overlay=overlay, progress=progress) for v in videos]
+    return {"images": n, "videos": res}

@@ -10,6 +10,7 @@ process or worker and the datasets can be sharded freely (e.g. with
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 from pathlib import Path
 from typing import Sequence
 
@@ -52,28 +53,64 @@ def image_to_tensor(img: np.ndarray) -> torch.Tensor:
 class FrameStore:
     """The frames of some videos, read and resized to ``size`` on demand or all at once.
 
-    With ``preload`` (default when the frames fit in ``max_preload_bytes``)
-    every frame is decoded once into one uint8 array, which makes CPU training
-    fast; otherwise frames are read from disk at each access.
+    Frame-folder videos: with ``preload`` (default when they fit in
+    ``max_preload_bytes``) every frame is decoded once into one uint8 array,
+    which makes CPU training fast; otherwise frames are read from disk at
+    each access.
+
+    Video files are never preloaded: a frame is decoded on demand by seeking
+    to the keyframe before it and decoding forward (:class:`keypointgan.video.VideoReader`),
+    and the last ``video_cache`` resized frames are kept (an LRU cache), so the
+    memory held does not grow with the videos' length.  At most
+    ``max_open_videos`` files are open at a time.  A random frame costs a
+    decode of up to one keyframe interval, so videos with short intervals
+    (``ffmpeg -i IN -g 25 OUT.mp4``) train faster.
     """
 
-    def __init__(self, videos: Sequence[Video], size: int, *, preload: bool | None = None, max_preload_bytes: float = 2e9):
+    def __init__(
+        self,
+        videos: Sequence[Video],
+        size: int,
+        *,
+        preload: bool | None = None,
+        max_preload_bytes: float = 2e9,
+        video_cache: int = 64,
+        max_open_videos: int = 8,
+    ):
         self.videos = list(videos)
         self.size = int(size)
         self.offsets = np.cumsum([0] + [len(v) for v in self.videos])
         total = int(self.offsets[-1])
+        self.video_cache = int(video_cache)
+        self.max_open_videos = max(1, int(max_open_videos))
+        self._readers: OrderedDict[int, object] = OrderedDict()
+        self._lru: OrderedDict[int, np.ndarray] = OrderedDict()
+        # frames from image files (the ones preloading covers)
+        in_files = np.zeros(total, dtype=bool)
+        for v, video in enumerate(self.videos):
+            if video.file is None:
+                in_files[self.offsets[v] : self.offsets[v + 1]] = True
+        n_img = int(in_files.sum())
         if preload is None:
-            preload = total * self.size * self.size * 3 <= max_preload_bytes
+            preload = n_img * self.size * self.size * 3 <= max_preload_bytes
         self._cache: np.ndarray | None = None
+        self._slot: np.ndarray | None = None
         self.original_sizes: dict[int, tuple[int, int]] = {}
-        if preload:
-            cache = np.empty((total, self.size, self.size, 3), dtype=np.uint8)
-            for i in range(total):
-                cache[i] = self._read(i)
+        if preload and n_img:
+            self._slot = np.where(in_files, np.cumsum(in_files) - 1, -1)
+            cache = np.empty((n_img, self.size, self.size, 3), dtype=np.uint8)
+            for i in np.flatnonzero(in_files):
+                cache[self._slot[i]] = self._read(int(i))
             self._cache = cache
 
     def __len__(self) -> int:
         return int(self.offsets[-1])
+
+    def __getstate__(self):
+        # open video files stay with their process (workers reopen them)
+        state = self.__dict__.copy()
+        state["_readers"], state["_lru"] = OrderedDict(), OrderedDict()
+        return state
 
     def locate(self, index: int) -> tuple[int, int]:
         """Global frame index → (video index, frame index)."""
@@ -81,29 +118,64 @@ class FrameStore:
         return v, int(index - self.offsets[v])
 
     def path(self, index: int) -> Path:
+        """The image file of frame ``index``, or the video file that holds it."""
         v, t = self.locate(index)
-        return self.videos[v].frames[t]
+        video = self.videos[v]
+        return video.file if video.file is not None else video.frames[t]
+
+    def _reader(self, v: int):
+        from ..video import VideoReader
+
+        r = self._readers.pop(v, None)
+        if r is None:
+            r = VideoReader(self.videos[v].file)
+            while len(self._readers) >= self.max_open_videos:
+                self._readers.popitem(last=False)[1].close()
+        self._readers[v] = r
+        return r
 
     def _read(self, index: int) -> np.ndarray:
-        img = read_image(self.path(index))
         v, t = self.locate(index)
-        masks = getattr(self.videos[v], "masks", None)  # foreground masks (Simplified Human3.6M)
-        if masks is not None:
+        video = self.videos[v]
+        if video.file is None:
+            img = read_image(video.frames[t])
+        else:
+            img = self._reader(v).read(t)
+        if video.masks is not None:  # foreground masks (Simplified Human3.6M)
             from .masks import apply_mask
 
-            img = apply_mask(img, masks[t])
+            img = apply_mask(img, video.masks[t])
         self.original_sizes[index] = (img.shape[0], img.shape[1])
         return resize_image(img, self.size)
 
     def original_size(self, index: int) -> tuple[int, int]:
         """``(H, W)`` of frame ``index`` before resizing (reads the frame if it was never read)."""
+        v, _ = self.locate(index)
+        video = self.videos[v]
+        if video.file is not None:  # one size for the whole file, known without decoding
+            from ..video import probe
+
+            info = probe(video.file)
+            return (info.height, info.width)
         if index not in self.original_sizes:
             self._read(index)
         return self.original_sizes[index]
 
     def get(self, index: int) -> np.ndarray:
         """Frame ``index`` as ``S×S×3`` uint8."""
-        return self._cache[index] if self._cache is not None else self._read(index)
+        if self._slot is not None and self._slot[index] >= 0:
+            return self._cache[self._slot[index]]
+        if self.videos[self.locate(index)[0]].file is None:
+            return self._read(index)
+        img = self._lru.pop(index, None)
+        if img is None:
+            img = self._read(index)
+            self.original_sizes.pop(index, None)  # known from the file; keep this dict small
+            while len(self._lru) >= max(self.video_cache, 0) and self._lru:
+                self._lru.popitem(last=False)
+        if self.video_cache > 0:
+            self._lru[index] = img
+        return img
 
 
 class FramePairDataset(Dataset):
@@ -150,6 +222,9 @@ class FramePairDataset(Dataset):
 
     def __getitem__(self, index: int):
         j = self.partner(index)
+        if j < index:  # the earlier frame first: a video file then decodes forward instead of seeking twice
+            xa = self.store.get(j)
+            return image_to_tensor(self.store.get(index)), image_to_tensor(xa)
         return image_to_tensor(self.store.get(index)), image_to_tensor(self.store.get(j))
 
 

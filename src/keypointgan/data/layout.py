@@ -3,9 +3,14 @@
 ::
 
     ROOT/skeleton.yaml
-    ROOT/videos/<video_id>/<frame>.png|.jpg   frames sorted by the number in their name
+    ROOT/videos/<video_id>/<frame>.png|.jpg   frames sorted by the number in their name, or
+    ROOT/videos/<video_id>.mp4                a video file (.mp4 .avi .mov .mkv .webm; needs PyAV)
     ROOT/keypoints/<video_id>.npy             (T, K, 2) float32 pixel (x, y); optional, evaluation only
     ROOT/prior.npy                            (N, K, 2) float32 in [0, 1] as (x / width, y / height)
+
+Frame folders and video files may be mixed in one ``videos/`` folder.  A
+video file's frames are decoded on demand (seek + decode forward, see
+:mod:`keypointgan.video`), never all at once.
 
 Pixel coordinates put the centre of pixel column ``j`` at ``x = j`` (see
 :mod:`keypointgan.geometry`).  Training never reads ``keypoints/``.
@@ -22,6 +27,7 @@ import numpy as np
 from ..errors import InputError
 from ..io import IMAGE_SUFFIXES
 from ..skeleton import Skeleton
+from ..video import VIDEO_SUFFIXES, is_video_file
 
 __all__ = ["Video", "Layout", "load_prior", "check_poses", "frame_sort_key"]
 
@@ -36,8 +42,10 @@ def frame_sort_key(path: Path):
 
 @dataclass(frozen=True)
 class Video:
-    """One video: its id, its frame files in order, its keypoint file if any.
+    """One video of the layout: its id, its frames, its keypoint file if any.
 
+    The frames are either image files (``frames``, in order) or one video
+    file (``file``, with ``num_frames`` frames; ``frames`` is empty).
     ``masks`` (optional, one file per frame) are foreground masks multiplied into
     the frames when they are read (e.g. Simplified Human3.6M's ``BackgroudMask``).
     """
@@ -45,10 +53,19 @@ class Video:
     id: str
     frames: tuple[Path, ...]
     keypoints_path: Path | None
+    file: Path | None = None
+    num_frames: int = 0
     masks: tuple[Path, ...] | None = None
 
     def __len__(self) -> int:
-        return len(self.frames)
+        return self.num_frames if self.file is not None else len(self.frames)
+
+    @classmethod
+    def from_file(cls, id: str, path: str | Path, keypoints_path: Path | None = None) -> "Video":
+        """A video backed by a video file; counts its frames (demuxing, no decoding)."""
+        from ..video import probe
+
+        return cls(id, (), keypoints_path, Path(path), probe(path).num_frames)
 
 
 def check_poses(arr: np.ndarray, skeleton: Skeleton | None, path: Path | str, *, what: str, allow_nan: bool) -> np.ndarray:
@@ -125,19 +142,31 @@ class Layout:
         if skeleton is None:
             skeleton = Skeleton.from_yaml(self.root / "skeleton.yaml")
         self.skeleton = skeleton
-        videos = []
-        for d in sorted(p for p in vdir.iterdir() if p.is_dir()):
-            frames = sorted(
-                (p for p in d.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")),
-                key=frame_sort_key,
-            )
-            if not frames:
+        videos: dict[str, Video] = {}
+        for d in sorted(p for p in vdir.iterdir() if not p.name.startswith(".")):
+            vid = d.name if d.is_dir() else d.stem
+            kp = self.root / "keypoints" / f"{vid}.npy"
+            kp = kp if kp.is_file() else None
+            if d.is_dir():
+                frames = sorted(
+                    (p for p in d.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")),
+                    key=frame_sort_key,
+                )
+                if not frames:
+                    continue
+                video = Video(vid, tuple(frames), kp)
+            elif is_video_file(d):
+                video = Video.from_file(vid, d, kp)
+            else:
                 continue
-            kp = self.root / "keypoints" / f"{d.name}.npy"
-            videos.append(Video(d.name, tuple(frames), kp if kp.is_file() else None))
+            if vid in videos:
+                raise InputError(f"two videos have the id {vid!r} (a frame folder and a video file, or two video files)", d)
+            videos[vid] = video
         if not videos:
-            raise InputError("videos/ holds no video folders with image frames (.png/.jpg)", vdir)
-        self.videos: list[Video] = videos
+            raise InputError(
+                f"videos/ holds no video folders with image frames (.png/.jpg) and no video files ({' '.join(VIDEO_SUFFIXES)})", vdir
+            )
+        self.videos: list[Video] = sorted(videos.values(), key=lambda v: v.id)
 
     @property
     def prior_path(self) -> Path:

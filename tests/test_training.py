@@ -150,3 +150,38 @@ def test_ema_and_lr_decay(tiny_data, tmp_path):
     assert torch.equal(state["ema"]["phi"]["head.weight"], avg)
     det = KeypointDetector.from_checkpoint(path)
     assert torch.equal(det.phi.head.weight, avg)
+
+
+def test_fallback_loss_weights_pixels_and_keeps_scale():
+    import torch
+
+    from keypointgan.losses import FallbackReconstructionLoss
+
+    loss = FallbackReconstructionLoss()
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.rand(2, 3, 16, 16, generator=g), torch.rand(2, 3, 16, 16, generator=g)
+    # a constant weight changes nothing (the weighted means are normalised)
+    assert torch.allclose(loss(a, b), loss(a, b, torch.full((2, 1, 16, 16), 3.0)))
+    # a mismatch confined to pixels with (almost) no weight costs (almost) nothing
+    b2 = torch.where(torch.arange(16).view(1, 1, 16, 1) >= 8, a, b)
+    w = torch.where(torch.arange(16).view(1, 1, 16, 1) >= 8, 1.0, 1e-4).expand(2, 1, 16, 16)
+    assert loss(a, b2, w) < 0.01 * loss(a, b2)
+
+
+def test_motion_weight_emphasises_what_moved(tiny_data):
+    import torch
+
+    from keypointgan.config import make_config
+    from keypointgan.data import Layout, load_prior
+    from keypointgan.train import Trainer
+
+    lay = Layout(tiny_data)
+    cfg = tiny_config(rec_motion_weight=4.0)
+    t = Trainer(cfg, lay.skeleton, load_prior(lay.prior_path, lay.skeleton), lay.videos, tiny_data / "run_mw", progress=False)
+    x = torch.zeros(1, 3, 8, 8)
+    xa = x.clone()
+    xa[..., 2, 3] = 1.0  # one pixel changed between the frames
+    w = t._rec_weight(x, xa)["weight"]
+    assert w[0, 0, 2, 3].item() == pytest.approx(5.0) and w.sum().item() == pytest.approx(64 + 4.0)
+    with pytest.raises(Exception, match="rec_motion_weight"):
+        make_config("cpu-64", rec_motion_weight=-1.0).validate()

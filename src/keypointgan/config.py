@@ -88,6 +88,10 @@ class TrainConfig:
     """Weight of the adversarial term in the G loss."""
     w_rec: float = 10.0
     """Weight of the reconstruction term in the G loss."""
+    rec_motion_weight: float = 0.0
+    """Fallback reconstruction loss only: pixels weigh ``1 + k·|x − x′|`` (mean over channels of the
+    difference between the target and the appearance frame, in [-1, 1] units), so what moved between
+    the two frames — what the skeleton must explain — outweighs the static background (0 = off)."""
     w_consistency: float = 0.0
     """Weight of the authors' optional render-consistency term in the G loss,
     ``MSE(Φ(x), β(η(Φ(x))).detach())``: a dense pixel target for Φ (0 = off, as in the paper)."""
@@ -143,6 +147,8 @@ class TrainConfig:
         for name in ("lr", "lr_disc", "lr_regressor", "pretrain_lr"):
             if not getattr(self, name) > 0:
                 raise InputError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.rec_motion_weight < 0:
+            raise InputError(f"rec_motion_weight must be >= 0, got {self.rec_motion_weight}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise InputError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
         if not 0.0 <= self.lr_decay_fraction <= 1.0:

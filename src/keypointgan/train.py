@@ -34,7 +34,7 @@ from .config import TrainConfig
 from .data import FramePairDataset, FrameStore, PriorPoseDataset, augment_poses
 from .data.layout import Video
 from .errors import InputError
-from .losses import lsgan_loss, make_reconstruction_loss, regressor_prior_loss, regressor_self_loss
+from .losses import FallbackReconstructionLoss, lsgan_loss, make_reconstruction_loss, regressor_prior_loss, regressor_self_loss
 from .nets import ConditionalDecoder, KeypointRegressor, MultiScaleDiscriminator, PoseEncoder, init_weights
 from .skeleton import Skeleton
 
@@ -317,7 +317,7 @@ class Trainer:
         p = eta(y_hat)
         y_rend = self.render(p) if (cfg.bottleneck or cfg.w_consistency) else None
         x_rec = psi(y_rend if cfg.bottleneck else y_hat, xa)
-        loss_rec = self.rec_loss(x_rec, x)
+        loss_rec = self.rec_loss(x_rec, x, **self._rec_weight(x, xa))
         loss_g = cfg.w_rec * loss_rec
         out = {"loss_rec": loss_rec.item()}
         if cfg.w_consistency:
@@ -352,6 +352,13 @@ class Trainer:
         self._last = (x, y_hat.detach(), p.detach(), xa, x_rec.detach())
         self._update_ema()
         return out
+
+    def _rec_weight(self, x: torch.Tensor, xa: torch.Tensor) -> dict:
+        """Per-pixel weights for the fallback reconstruction loss (``rec_motion_weight``)."""
+        k = self.cfg.rec_motion_weight
+        if not k or not isinstance(self.rec_loss, FallbackReconstructionLoss):
+            return {}
+        return {"weight": 1.0 + k * (x - xa).abs().mean(1, keepdim=True)}
 
     @torch.no_grad()
     def _update_ema(self) -> None:

@@ -36,14 +36,36 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
             tmp_path.unlink()
 
 
+def fsync_dir(path: str | Path) -> None:
+    """Flush a directory entry to disk (makes a rename durable on POSIX; a no-op where unsupported)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # e.g. Windows cannot open directories
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 def atomic_write_bytes(path: str | Path, data: bytes, *, durable: bool = True) -> None:
-    """Write ``data`` to ``path`` atomically; ``durable`` also fsyncs before the rename."""
+    """Write ``data`` to ``path`` atomically.
+
+    The bytes go to a temporary file in the same folder, which is renamed over
+    ``path``; a crash at any moment leaves either the old file or the new one.
+    ``durable`` also fsyncs the file before the rename and the folder after it,
+    so the new file survives a power loss once this returns.
+    """
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
             f.write(data)
             if durable:
                 f.flush()
                 os.fsync(f.fileno())
+    if durable:
+        fsync_dir(Path(path).parent)
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
@@ -63,6 +85,8 @@ def read_image(path: str | Path) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
         raise InputError("image file not found", path)
+    if path.stat().st_size == 0:
+        raise InputError("cannot read image: the file is empty", path)
     try:
         with Image.open(path) as im:
             im.load()
@@ -71,8 +95,12 @@ def read_image(path: str | Path) -> np.ndarray:
                 bg = Image.new("RGBA", im.size, (0, 0, 0, 255))
                 im = Image.alpha_composite(bg, im)
             arr = np.asarray(im.convert("RGB"))
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise InputError(f"cannot read image ({exc.__class__.__name__}: {exc})", path) from None
+    except UnidentifiedImageError:
+        raise InputError("cannot read image: not an image format PIL knows, or a corrupt header", path) from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        if "truncated" in str(exc).lower():
+            raise InputError("cannot read image: the file is truncated", path) from None
+        raise InputError(f"cannot read image: corrupt data ({exc.__class__.__name__}: {exc})", path) from None
     if arr.ndim != 3 or arr.shape[0] == 0 or arr.shape[1] == 0:
         raise InputError(f"image has unusable shape {arr.shape}", path)
     return arr

@@ -15,6 +15,7 @@ import numpy as np
 
 from .errors import InputError
 from .io import atomic_write_text
+from .viz import overlay_sheet  # noqa: F401 - re-exported (the demo draws its sheet with it)
 
 __all__ = ["read_log", "plot_curves", "write_report", "report_run"]
 
@@ -125,23 +126,3 @@ def write_report(run: str | Path, out: str | Path | None = None, *, metrics: dic
     parts.append("<h2>Settings</h2><pre>" + html.escape(json.dumps(start.get("config", {}), indent=2)) + "</pre>")
     atomic_write_text(out, "\n".join(parts))
     return out
-
-
-def overlay_sheet(images: np.ndarray, pred: np.ndarray, gt: np.ndarray | None, skeleton, path: str | Path, n: int = 12, scale: int = 3) -> Path:
-    """A PNG of ``n`` frames with predicted keypoints (and, beside each, the truth)."""
-    from .io import write_image
-    from .viz import draw_keypoints, grid
-
-    idx = np.linspace(0, len(images) - 1, min(n, len(images))).round().astype(int)
-    rows = []
-    for i in idx:
-        row = [draw_keypoints(images[i], pred[i], skeleton, scale=scale, radius=1.5, width=2)]
-        if gt is not None:
-            row.append(draw_keypoints(images[i], gt[i], skeleton, scale=scale, radius=1.5, width=2))
-        rows.append(row)
-    # two frames (prediction | truth) per row of the sheet
-    flat = [img for r in rows for img in r]
-    per = 4 if gt is not None else 6
-    sheet = grid([flat[k : k + per] for k in range(0, len(flat), per)])
-    write_image(path, sheet)
-    return Path(path)

@@ -280,6 +280,7 @@ class Trainer:
         self.bad_in_a_row = 0
         self.saved_step: int | None = None  # step of the last checkpoint written by this process
         self._stop_signal: int | None = None
+        self._restored = False  # True once load_state_dict ran (a resumed run)
         # every buffer a step may change (batch-norm statistics, the perceptual loss's running means):
         # restored when a step is skipped
         self._buffers = [b for n in self.nets.values() for b in n.buffers()] + list(self.rec_loss.buffers())
@@ -522,6 +523,7 @@ class Trainer:
         self.pretrained, self.elapsed = state["pretrained"], state["elapsed"]
         self.skipped_steps = state.get("skipped_steps", 0)
         self._set_rng_state(state["rng"])
+        self._restored = True
 
     def save(self, path: Path | None = None) -> Path:
         from .checkpoint import save_checkpoint
@@ -574,6 +576,8 @@ class Trainer:
         SIGINT (Ctrl-C) or SIGTERM stops at the next step boundary, saves a checkpoint
         and raises :class:`~keypointgan.errors.TrainingInterrupted`; a second signal
         stops at once without saving (the previous checkpoint stays).
+        A fresh run seeds the global torch, numpy and Python generators from the seed;
+        a resumed one restores them.
         """
         cfg = self.cfg
         if cfg.steps is None and cfg.max_minutes is None:
@@ -589,6 +593,14 @@ class Trainer:
             if logf is not None:
                 logf.write(json.dumps(rec) + "\n")
 
+        if not self._restored:
+            # a fresh run seeds the global generators too, as training scripts do: the loop itself draws
+            # only from self.gen, but code it calls (a custom loss, a callback) then stays reproducible;
+            # a resumed run gets them back from the checkpoint instead
+            seed = cfg.seed * 1009 + self.rank
+            torch.manual_seed(seed)
+            np.random.seed(seed % 2**32)
+            random.seed(seed)
         self._stop_signal = None
         previous = {}
         if threading.current_thread() is threading.main_thread():

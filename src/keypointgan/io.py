@@ -79,7 +79,11 @@ def save_npy(path: str | Path, array: np.ndarray) -> None:
 
 
 def read_image(path: str | Path) -> np.ndarray:
-    """Read an image file as ``H×W×3`` uint8 RGB (grayscale and RGBA are converted)."""
+    """Read an image file as ``H×W×3`` uint8 RGB.
+
+    Grayscale (8- or 16-bit), palette and CMYK images are converted; transparent
+    pixels (RGBA, LA, palette transparency) are composited on black.
+    """
     from PIL import Image, UnidentifiedImageError
 
     path = Path(path)
@@ -90,6 +94,9 @@ def read_image(path: str | Path) -> np.ndarray:
     try:
         with Image.open(path) as im:
             im.load()
+            if im.mode.startswith("I;16") or im.mode == "I":  # 16-bit grayscale: scale, PIL would clip at 255
+                wide = np.asarray(im).astype(np.int64)
+                im = Image.fromarray(np.clip((wide + 128) // 257, 0, 255).astype(np.uint8))
             if im.mode == "RGBA" or im.mode == "LA" or (im.mode == "P" and "transparency" in im.info):
                 im = im.convert("RGBA")
                 bg = Image.new("RGBA", im.size, (0, 0, 0, 255))

@@ -715,7 +715,8 @@ class Trainer:
                 m = self.evaluate()
                 if m is not None:
                     log({"step": self.step, "time": self.elapsed, "eval": m})
-                    bar.write(f"step {self.step}: error {m['error']:.2f}  flip-corrected {m['error_flip']:.2f}  PCK {m['pck']:.3f}")
+                    if self.progress:
+                        bar.write(f"step {self.step}: error {m['error']:.2f}  flip-corrected {m['error_flip']:.2f}  PCK {m['pck']:.3f}")
             if self.rank == 0 and self.step % cfg.ckpt_every == 0:
                 self.save()
         bar.close()

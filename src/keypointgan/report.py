@@ -189,11 +189,7 @@ def write_report(run: str | Path, out: str | Path | None = None, *, metrics: dic
     parts.append(f"<h2>Curves</h2><img src='{rel(curves)}' alt='loss and error curves'>")
     if overlays:
         parts.append("<h2>Predictions on held-out frames</h2><p>each pair: predicted keypoints (left), the truth (right); "
-                     f"left side orange, right side blue</p><img src='{rel(overlays)}' alt='held-out predictions'>")
-    if samples:
-        parts.append("<h2>Samples over time</h2><p>columns: x, Φ(x), β(η(Φ(x))) with keypoints, x′, x̂ = Ψ(β(η(Φ(x))), x′)</p>")
-        for p in samples:
-            parts.append(f"<h3>{html.escape(p.stem.replace('_', ' '))}</h3><img src='{rel(p)}' alt='{html.escape(p.stem)}'>")
+                     f"left side orange, right side blue</p><img src='{rel(overlays)}' alt='held-out predictions' style='max-width:700px'>")
     hist = _history(records)
     if hist:
         parts.append("<h2>History</h2>" + _table(hist))
@@ -202,6 +198,13 @@ def write_report(run: str | Path, out: str | Path | None = None, *, metrics: dic
         env = {"device": start.get("device"), "version": start.get("version"), "python (report)": platform.python_version()}
     env = {"seed": start.get("seed", (start.get("config") or {}).get("seed")), **env, "reconstruction loss": start.get("rec_loss")}
     parts.append("<h2>Environment</h2>" + _table([(k, v) for k, v in env.items() if v is not None]))
+    if samples:
+        parts.append("<h2>Samples over time</h2><p>columns: x, Φ(x), β(η(Φ(x))) with keypoints, x′, x̂ = Ψ(β(η(Φ(x))), x′)</p>"
+                     "<div style='display:flex;gap:1em;flex-wrap:wrap'>")
+        for p in samples:
+            parts.append(f"<figure style='margin:0;flex:1;min-width:200px;max-width:270px'><figcaption>{html.escape(p.stem.replace('_', ' '))}"
+                         f"</figcaption><img src='{rel(p)}' alt='{html.escape(p.stem)}' style='width:100%;image-rendering:pixelated'></figure>")
+        parts.append("</div>")
     parts.append("<h2>Settings</h2><pre>" + html.escape(json.dumps(start.get("config", {}), indent=2)) + "</pre>")
     atomic_write_text(out, "\n".join(parts) + "\n")
     return out

@@ -394,17 +394,18 @@ class Trainer:
         params["eta"] = list(eta.parameters())
         named.update(loss_eta_prior=l_prior, loss_eta_self=l_self)
 
-        out = {k: v.item() for k, v in named.items()}
-        ok = all(math.isfinite(v) for v in out.values()) and all(math.isfinite(t.item()) for t in terms.values())
+        values = torch.stack([v.detach().float() for v in (*named.values(), *terms.values())]).tolist()  # one sync
+        out = dict(zip(named, values))
+        ok = all(math.isfinite(v) for v in values)
         if ok:
             for k, loss in terms.items():
                 self.opt[k].zero_grad(set_to_none=True)
                 loss.backward()
             clip = cfg.grad_clip if cfg.grad_clip > 0 else math.inf  # inf: only measures the norm
-            norms = [float(nn.utils.clip_grad_norm_(params[k], clip)) for k in terms]
-            ok = all(math.isfinite(n) for n in norms)
+            norms = torch.stack([nn.utils.clip_grad_norm_(params[k], clip) for k in terms])
+            ok = bool(torch.isfinite(norms).all())
             if not ok:
-                out["grad_norm_nonfinite"] = float("nan")
+                out["grad_norm"] = float("nan")
         if not ok:
             for k in terms:
                 self.opt[k].zero_grad(set_to_none=True)

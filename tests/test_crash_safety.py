@@ -306,3 +306,30 @@ def test_same_seed_same_data_order_and_first_losses(tiny_data, tmp_path):
         assert torch.equal(xa_, xb) and torch.equal(xpa, xpb)  # the same frames in the same order
         assert la == lb  # bit-identical losses
     assert not torch.equal(a[0][0], c[0][0]) and a[0][2] != c[0][2]
+
+
+def test_sigterm_stops_at_the_step_boundary_exit_143(tiny_data, tmp_path, monkeypatch, capsys):
+    """SIGTERM (what schedulers send) is handled like Ctrl-C: finish the step, save, exit 128 + 15."""
+    from keypointgan.cli import main
+
+    real = Trainer.train_step
+    calls = []
+
+    def step_then_term(self, x, xa):
+        out = real(self, x, xa)
+        calls.append(1)
+        if len(calls) == 2:
+            os.kill(os.getpid(), signal.SIGTERM)  # arrives in the middle of the step's bookkeeping
+        return out
+
+    monkeypatch.setattr(Trainer, "train_step", step_then_term)
+    cfg = crash_config(tmp_path / "tiny.yaml", pretrain_steps=0)
+    run = tmp_path / "run"
+    threads = torch.get_num_threads()
+    code = main(["train", "--data", str(tiny_data), "--out", str(run), "--config", str(cfg), "--steps", "50", "--quiet", "--no-report"])
+    torch.set_num_threads(threads)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 143
+    assert err[-1] == f"keypointgan train: interrupted by signal 15; saved {run / 'checkpoints' / 'latest.pt'} at step 2"
+    assert load_checkpoint(run)["step"] == 2 and len(calls) == 2
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler was removed again

@@ -305,3 +305,22 @@ def test_mixed_frame_sizes_are_resized_and_mapped_back(tmp_path):
     gt = np.array(kps, np.float32)
     err = keypoint_error(gt + np.array([1.0, 0.0], np.float32), gt, hw)
     assert np.allclose(err, [100 / w for _, w in sizes])
+
+
+def test_unreadable_image_is_named(tmp_path, monkeypatch):
+    """Permission errors cannot be produced as root: PIL's open is made to raise what it raises then."""
+    import PIL.Image
+
+    from keypointgan import InputError
+    from keypointgan.io import read_image, write_image
+
+    f = tmp_path / "f.png"
+    write_image(f, np.zeros((2, 2, 3), np.uint8))
+
+    def denied(fp, *a, **k):
+        raise PermissionError(13, "Permission denied", str(fp))
+
+    monkeypatch.setattr(PIL.Image, "open", denied)
+    with pytest.raises(InputError) as e:
+        read_image(f)
+    assert str(e.value) == f"{f}: cannot read image: permission denied"

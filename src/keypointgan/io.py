@@ -102,6 +102,8 @@ def read_image(path: str | Path) -> np.ndarray:
                 bg = Image.new("RGBA", im.size, (0, 0, 0, 255))
                 im = Image.alpha_composite(bg, im)
             arr = np.asarray(im.convert("RGB"))
+    except PermissionError:
+        raise InputError("cannot read image: permission denied", path) from None
     except UnidentifiedImageError:
         raise InputError("cannot read image: not an image format PIL knows, or a corrupt header", path) from None
     except (OSError, SyntaxError, ValueError) as exc:

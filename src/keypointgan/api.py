@@ -5,6 +5,7 @@ The CLI is a thin layer over these functions.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 from typing import Any, Sequence
@@ -110,6 +111,7 @@ def train(
     videos: Sequence[Video] | None = None,
     progress: bool = True,
     format: str = "auto",
+    report: bool = False,
     **overrides: Any,
 ) -> dict:
     """Train KeypointGAN on a dataset; returns the final metrics (if keypoints exist).
@@ -129,6 +131,12 @@ def train(
         videos: train on these videos of ``data`` only (default: all, or the protocol's training videos).
         format: ``auto`` (recognise the folder structure), ``generic``, ``simple-human36m``,
             ``human36m``, ``penn-action`` or ``300vw``.
+        report: also write ``OUT/report.html`` at the end (see :mod:`keypointgan.report`).
+
+    Raises:
+        InputError: bad data, prior, skeleton, config or checkpoint (before anything is written).
+        TrainingDiverged: too many consecutive steps with NaN/Inf losses; the last checkpoint is intact.
+        TrainingInterrupted: SIGINT/SIGTERM; a checkpoint was saved at the step boundary.
     """
     _check_vgg_weights(overrides.get("vgg_weights") or (config.vgg_weights if config is not None else None))
     layout, poses = load_data(data, prior, skeleton, format)
@@ -139,22 +147,31 @@ def train(
         if not ckpt_path.is_file():
             raise InputError("nothing to resume: no checkpoints/latest.pt", out)
         state = load_checkpoint(ckpt_path)
+        missing = [k for k in ("config", "skeleton", "nets", "optims", "step", "rng") if k not in state]
+        if missing:
+            raise InputError(f"cannot resume: not a training checkpoint (no {', '.join(missing)})", ckpt_path)
         try:
             cfg = TrainConfig.from_dict(state["config"])
             saved_skeleton = Skeleton.from_dict(state["skeleton"])
-        except (KeyError, TypeError) as exc:
-            raise InputError(f"not a training checkpoint ({exc.__class__.__name__}: {exc})", ckpt_path) from None
+        except (KeyError, TypeError, InputError) as exc:
+            raise InputError(f"cannot resume: the checkpoint's config or skeleton is damaged ({exc})", ckpt_path) from None
         for k, v in overrides.items():
             if v is None:
                 continue
-            if k in ("steps", "max_minutes", "device", "num_threads"):  # may change on resume
+            if k in ("steps", "max_minutes", "device", "num_threads", "max_nonfinite_steps"):  # may change on resume
                 setattr(cfg, k, v)
             elif getattr(cfg, k, v) != v:
                 raise InputError(f"cannot change {k} when resuming (the run has {getattr(cfg, k)!r})", ckpt_path)
         if saved_skeleton != layout.skeleton:
             raise InputError("the checkpoint was trained with another skeleton than this dataset's", ckpt_path)
     else:
-        cfg = config if config is not None else make_config(preset, **overrides)
+        if config is not None:
+            unknown = sorted(set(overrides) - set(TrainConfig.__dataclass_fields__))
+            if unknown:
+                raise InputError(f"unknown config field(s): {', '.join(unknown)}")
+            cfg = dataclasses.replace(config, **{k: v for k, v in overrides.items() if v is not None})
+        else:
+            cfg = make_config(preset, **overrides)
         if ckpt_path.exists():
             raise InputError("run folder already holds a checkpoint; use --resume or another --out", out)
     cfg.validate()
@@ -171,7 +188,10 @@ def train(
     world = int(os.environ.get("WORLD_SIZE", 1))
     trainer = Trainer(cfg, layout.skeleton, poses, videos or layout.videos, out, eval_set=eval_set, rank=rank, world_size=world, progress=progress)
     if state is not None:
-        trainer.load_state_dict(state)
+        try:
+            trainer.load_state_dict(state)
+        except (KeyError, RuntimeError, ValueError, TypeError) as exc:
+            raise InputError(f"cannot resume: the checkpoint does not match this run's networks ({exc.__class__.__name__})", ckpt_path) from None
     elif regressor is not None:
         reg = load_checkpoint(regressor)
         if "eta" not in reg.get("nets", {}):
@@ -183,7 +203,12 @@ def train(
         except RuntimeError:
             raise InputError("the regressor's widths differ from this run's config", regressor) from None
         trainer.pretrained = True
-    return trainer.run()
+    result = trainer.run()
+    if report and rank == 0:
+        from .report import report_run
+
+        report_run(out)
+    return result
 
 
 def pretrain_regressor(

@@ -9,6 +9,7 @@ refused rather than executed.
 from __future__ import annotations
 
 import io
+import warnings
 from pathlib import Path
 
 import torch
@@ -40,16 +41,28 @@ def resolve_checkpoint(path: str | Path) -> Path:
 
 
 def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
-    """Read a checkpoint written by :func:`save_checkpoint` (any device → ``map_location``)."""
+    """Read a checkpoint written by :func:`save_checkpoint` (any device → ``map_location``).
+
+    Never runs code from the file: ``torch.load(weights_only=True)`` refuses
+    any pickled object other than tensors and plain containers.
+    """
     path = resolve_checkpoint(path)
+    if path.stat().st_size == 0:
+        raise InputError("not a readable checkpoint: the file is empty", path)
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():  # torch warns about pickle protocols of foreign files
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # noqa: BLE001 - unpickling errors have many types
-        text = str(exc)
-        if "unsupported global" in text.lower() or "unsupported class" in text.lower():
-            raise InputError("refusing to load: the file holds objects other than tensors and plain data", path) from None
-        detail = next((l.strip() for l in text.splitlines() if "load key" in l), exc.__class__.__name__)
-        raise InputError(f"not a readable checkpoint ({detail[:120]})", path) from None
+        text = str(exc).lower()
+        if "unsupported global" in text or "unsupported class" in text:
+            raise InputError("refusing to load: the file holds objects other than tensors and plain data "
+                             "(loading it could run code)", path) from None
+        if "central directory" in text or isinstance(exc, EOFError) or "unexpected eof" in text:
+            raise InputError("not a readable checkpoint: the file is truncated or not written by torch.save", path) from None
+        if "load key" in text or "unsupported operand" in text:
+            raise InputError("not a readable checkpoint: not a file written by torch.save", path) from None
+        raise InputError(f"not a readable checkpoint ({exc.__class__.__name__}: {str(exc).splitlines()[0][:120]})", path) from None
     if not isinstance(state, dict) or state.get("format") != "keypointgan-checkpoint":
-        raise InputError("not a keypointgan checkpoint", path)
+        raise InputError("not a keypointgan checkpoint (a torch file without the keypointgan format marker)", path)
     return state

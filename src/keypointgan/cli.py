@@ -3,6 +3,8 @@
 Every command parses its flags, calls one library function and prints what it
 returned.  Errors the user can fix (:class:`~keypointgan.errors.InputError`)
 are printed as one line and exit with code 2; ``--debug`` shows the traceback.
+A run stopped for NaN/Inf losses exits with 1; one stopped by SIGINT/SIGTERM
+(after saving a checkpoint) with 128 + the signal number (130 for Ctrl-C).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from .errors import KeypointGANError
+from .errors import KeypointGANError, TrainingDiverged, TrainingInterrupted
 
 
 def _int_at_least(lowest: int):
@@ -63,7 +65,7 @@ def cmd_make_synthetic(args) -> int:
 
 def _overrides(args) -> dict:
     out = {}
-    for name in ("steps", "max_minutes", "seed", "device", "batch_size", "vgg_weights", "pretrain_steps"):
+    for name in ("steps", "max_minutes", "seed", "device", "batch_size", "vgg_weights", "pretrain_steps", "num_threads"):
         v = getattr(args, name, None)
         if v is not None:
             out[name] = str(v) if name == "vgg_weights" else v
@@ -76,15 +78,21 @@ def _overrides(args) -> dict:
 
 def cmd_train(args) -> int:
     from .api import train
+    from .config import load_config
 
     over = _overrides(args)
-    if not args.resume and over.get("steps") is None and over.get("max_minutes") is None:
+    config = load_config(args.config) if args.config is not None else None
+    has_budget = config is not None and (config.steps is not None or config.max_minutes is not None)
+    if not args.resume and not has_budget and over.get("steps") is None and over.get("max_minutes") is None:
         over["max_minutes"] = 10.0
     res = train(
-        args.data, args.out, prior=args.prior, skeleton=args.skeleton, preset=args.preset, resume=args.resume,
-        regressor=args.regressor, eval_data=args.eval_data, progress=not args.quiet, format=args.format, **over,
+        args.data, args.out, prior=args.prior, skeleton=args.skeleton, preset=args.preset, config=config, resume=args.resume,
+        regressor=args.regressor, eval_data=args.eval_data, progress=not args.quiet, report=not args.no_report,
+        format=args.format, **over,
     )
     print(f"checkpoint: {Path(args.out) / 'checkpoints' / 'latest.pt'}")
+    if not args.no_report:
+        print(f"report: {Path(args.out) / 'report.html'}")
     if res:
         print(f"error {res['error']:.2f}  flip-corrected {res['error_flip']:.2f}  PCK {res['pck']:.3f}  ({res['n_frames']} frames, % of image size)")
     return 0
@@ -221,6 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--prior", type=Path, help="prior poses .npy/.csv/.json/.pts (default DATA/prior.npy, or the format's protocol prior)")
     s.add_argument("--skeleton", type=Path, help="skeleton YAML (default DATA/skeleton.yaml)")
     s.add_argument("--preset", default="cpu-64", choices=sorted(PRESETS))
+    s.add_argument("--config", type=Path, help="config file (YAML/JSON with TrainConfig fields); replaces --preset")
     s.add_argument("--out", type=Path, required=True, help="run folder")
     s.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/latest.pt")
     s.add_argument("--regressor", type=Path, help="a pre-trained regressor (from pretrain-regressor)")
@@ -230,6 +239,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--vgg-weights", type=Path, help="VGG-19 weights for the perceptual loss: torchvision vgg19 .pth or MatConvNet imagenet-vgg-verydeep-19.mat")
     s.add_argument("--no-bottleneck", action="store_true", help="ablation: Ψ sees Φ(x) instead of β(η(Φ(x)))")
     s.add_argument("--no-discriminator", action="store_true", help="ablation: no adversarial term")
+    s.add_argument("--num-threads", type=_positive_int, help="torch CPU threads")
+    s.add_argument("--no-report", action="store_true", help="do not write OUT/report.html at the end")
     budget(s)
     s.set_defaults(func=cmd_train)
 
@@ -289,10 +300,16 @@ def main(argv: list[str] | None = None) -> int:
     except (KeypointGANError, OSError) as exc:
         if args.debug:
             raise
+        code = 1 if isinstance(exc, TrainingDiverged) else 2
         if isinstance(exc, OSError) and exc.filename:
             exc = f"{exc.filename}: {exc.strerror or exc}"
         print(f"keypointgan {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+        return code
+    except TrainingInterrupted as exc:
+        if args.debug:
+            raise
+        print(f"keypointgan {args.command}: {exc}", file=sys.stderr)
+        return 128 + int(exc.signum or 2)
     except KeyboardInterrupt:
         print(f"keypointgan {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -9,7 +9,7 @@ from typing import Any
 from .errors import InputError
 from .nets.common import NORMS
 
-__all__ = ["ModelConfig", "TrainConfig", "PRESETS", "make_config"]
+__all__ = ["ModelConfig", "TrainConfig", "PRESETS", "make_config", "load_config"]
 
 
 @dataclass
@@ -139,6 +139,9 @@ class TrainConfig:
     """Run the networks in channels-last memory format (faster convolutions on CPU and GPU)."""
     num_threads: int | None = None
     """torch CPU threads (None: torch's default)."""
+    max_nonfinite_steps: int = 20
+    """A step whose losses or gradients are NaN/Inf is skipped (no update); this many
+    consecutive skipped steps stop the run with an error (the last checkpoint stays usable)."""
 
     def validate(self) -> "TrainConfig":
         self.model.validate()
@@ -159,23 +162,105 @@ class TrainConfig:
             raise InputError(f"steps must be >= 0, got {self.steps}")
         if self.max_minutes is not None and not self.max_minutes > 0:
             raise InputError(f"max_minutes must be positive, got {self.max_minutes}")
-        for name in ("log_every", "sample_every", "eval_every", "ckpt_every"):
+        for name in ("log_every", "sample_every", "eval_every", "ckpt_every", "eval_frames", "max_nonfinite_steps", "pretrain_batch"):
             if getattr(self, name) <= 0:
                 raise InputError(f"{name} must be positive, got {getattr(self, name)}")
+        for name in ("pool_size", "pretrain_steps", "grad_clip", "w_gan", "w_rec", "w_consistency", "w_reg_prior", "w_reg_self"):
+            if getattr(self, name) < 0:
+                raise InputError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.num_threads is not None and self.num_threads < 1:
+            raise InputError(f"num_threads must be at least 1, got {self.num_threads}")
+        if self.seed < 0:
+            raise InputError(f"seed must be >= 0, got {self.seed}")
         return self
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
+    def from_dict(cls, data: dict[str, Any], source=None) -> "TrainConfig":
+        """A config from a plain dict (a checkpoint's, or a config file's); every field is type-checked."""
+        if not isinstance(data, dict):
+            raise InputError("a config must be a mapping of field names to values", source)
         data = dict(data)
-        model = ModelConfig(**_tuples(ModelConfig, data.pop("model", {})))
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise InputError(f"unknown config field(s): {', '.join(sorted(unknown))}")
-        return cls(model=model, **_tuples(cls, data))
+        model_data = data.pop("model", {}) or {}
+        if not isinstance(model_data, dict):
+            raise InputError("config field 'model' must be a mapping", source)
+        model = ModelConfig(**_checked(ModelConfig, model_data, "model.", source))
+        return cls(model=model, **_checked(cls, data, "", source))
+
+
+def _checked(cls, data: dict, prefix: str, source) -> dict:
+    """``data`` with unknown fields refused, lists turned into tuples and each value type-checked."""
+    import typing
+
+    hints = typing.get_type_hints(cls)
+    unknown = set(data) - set(hints)
+    if unknown:
+        raise InputError(f"unknown config field(s): {', '.join(prefix + k for k in sorted(unknown))}", source)
+    out = _tuples(cls, data)
+    for k, v in out.items():
+        if not _type_ok(v, hints[k]):
+            want = str(hints[k]).replace("typing.", "").replace("<class '", "").replace("'>", "")
+            raise InputError(f"config field {prefix}{k} must be {want}, got {v!r}", source)
+    return out
+
+
+def _type_ok(value, hint) -> bool:
+    import types
+    import typing
+
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_type_ok(value, h) for h in typing.get_args(hint))
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, str)
+    if origin is tuple:
+        args = typing.get_args(hint)
+        if not isinstance(value, tuple):
+            return False
+        if len(args) == 2 and args[1] is Ellipsis:
+            return all(_type_ok(v, args[0]) for v in value)
+        return len(value) == len(args) and all(_type_ok(v, a) for v, a in zip(value, args))
+    return True
+
+
+def load_config(path) -> TrainConfig:
+    """Read a config file (YAML or JSON: the fields of :class:`TrainConfig`, ``model`` a mapping) and validate it."""
+    from pathlib import Path
+
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError("config file not found", path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise InputError(f"not valid YAML/JSON ({_yaml_problem(exc)})", path) from None
+    cfg = TrainConfig.from_dict(data or {}, path)
+    try:
+        return cfg.validate()
+    except InputError as exc:
+        raise InputError(exc.problem, path) from None
+
+
+def _yaml_problem(exc: Exception) -> str:
+    """``problem at line L, column C`` for a YAML error (one line)."""
+    mark = getattr(exc, "problem_mark", None)
+    text = str(exc).strip()
+    problem = getattr(exc, "problem", None) or (text.splitlines()[0] if text else type(exc).__name__)
+    if mark is not None:
+        return f"{problem} at line {mark.line + 1}, column {mark.column + 1}"
+    return str(problem)
 
 
 def _tuples(cls, data: dict) -> dict:

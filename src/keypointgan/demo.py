@@ -217,9 +217,12 @@ def write_demo_report(out: Path, trainer: Trainer, es: EvalSet, results: dict, p
     from .report import overlay_sheet, write_report
     from .viz import tensor_to_uint8
 
+    grid_hw = (trainer.size, trainer.size)  # drawn on the frames as the network sees them
     if pix is None:
         pix = G.norm_to_image_pixels(trainer.predict_norm(es.images), trainer.size, es.hw)
-    sheet = overlay_sheet(tensor_to_uint8(es.images), pix, es.keypoints, trainer.skeleton, out / "test_predictions.png")
+    pred = G.norm_to_image_pixels(G.image_pixels_to_norm(pix, trainer.size, es.hw), trainer.size, grid_hw)
+    true = G.norm_to_image_pixels(G.image_pixels_to_norm(es.keypoints, trainer.size, es.hw), trainer.size, grid_hw)
+    sheet = overlay_sheet(tensor_to_uint8(es.images), pred, true, trainer.skeleton, out / "test_predictions.png")
     return write_report(trainer.out, out / "report.html", metrics=results, overlays=sheet)
 
 

@@ -42,6 +42,8 @@ class KeypointDetector:
 
         dev = select_device("auto") if device is None else select_device(str(device))
         state = load_checkpoint(path, map_location="cpu")
+        if state.get("kind") == "regressor":
+            raise InputError("a regressor-only checkpoint (from pretrain-regressor) cannot predict; give a training run's checkpoint", path)
         try:
             cfg = TrainConfig.from_dict(state["config"])
             skeleton = Skeleton.from_dict(state["skeleton"])

@@ -22,3 +22,25 @@ class InputError(KeypointGANError, ValueError):
         self.path = None if path is None else Path(path)
         self.problem = problem
         super().__init__(f"{self.path}: {problem}" if self.path is not None else problem)
+
+
+class TrainingDiverged(KeypointGANError, RuntimeError):
+    """Training stopped after too many consecutive steps with NaN/Inf losses or gradients.
+
+    No update was applied on those steps, so the last checkpoint (``checkpoint``)
+    holds finite weights and can be resumed or used for prediction.
+    """
+
+    def __init__(self, message: str, checkpoint: str | Path | None = None):
+        self.checkpoint = None if checkpoint is None else Path(checkpoint)
+        super().__init__(message)
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """SIGINT (Ctrl-C) or SIGTERM stopped training at a step boundary after saving a checkpoint."""
+
+    def __init__(self, signum: int, step: int, checkpoint: str | Path | None):
+        self.signum, self.step = signum, step
+        self.checkpoint = None if checkpoint is None else Path(checkpoint)
+        where = f"saved {self.checkpoint} at step {step}" if checkpoint is not None else "nothing saved (interrupted during η pre-training)"
+        super().__init__(f"interrupted by signal {signum}; {where}")

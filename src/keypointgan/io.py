@@ -36,14 +36,36 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
             tmp_path.unlink()
 
 
+def fsync_dir(path: str | Path) -> None:
+    """Flush a directory entry to disk (makes a rename durable on POSIX; a no-op where unsupported)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # e.g. Windows cannot open directories
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 def atomic_write_bytes(path: str | Path, data: bytes, *, durable: bool = True) -> None:
-    """Write ``data`` to ``path`` atomically; ``durable`` also fsyncs before the rename."""
+    """Write ``data`` to ``path`` atomically.
+
+    The bytes go to a temporary file in the same folder, which is renamed over
+    ``path``; a crash at any moment leaves either the old file or the new one.
+    ``durable`` also fsyncs the file before the rename and the folder after it,
+    so the new file survives a power loss once this returns.
+    """
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
             f.write(data)
             if durable:
                 f.flush()
                 os.fsync(f.fileno())
+    if durable:
+        fsync_dir(Path(path).parent)
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
@@ -57,22 +79,37 @@ def save_npy(path: str | Path, array: np.ndarray) -> None:
 
 
 def read_image(path: str | Path) -> np.ndarray:
-    """Read an image file as ``H×W×3`` uint8 RGB (grayscale and RGBA are converted)."""
+    """Read an image file as ``H×W×3`` uint8 RGB.
+
+    Grayscale (8- or 16-bit), palette and CMYK images are converted; transparent
+    pixels (RGBA, LA, palette transparency) are composited on black.
+    """
     from PIL import Image, UnidentifiedImageError
 
     path = Path(path)
     if not path.is_file():
         raise InputError("image file not found", path)
+    if path.stat().st_size == 0:
+        raise InputError("cannot read image: the file is empty", path)
     try:
         with Image.open(path) as im:
             im.load()
+            if im.mode.startswith("I;16") or im.mode == "I":  # 16-bit grayscale: scale, PIL would clip at 255
+                wide = np.asarray(im).astype(np.int64)
+                im = Image.fromarray(np.clip((wide + 128) // 257, 0, 255).astype(np.uint8))
             if im.mode == "RGBA" or im.mode == "LA" or (im.mode == "P" and "transparency" in im.info):
                 im = im.convert("RGBA")
                 bg = Image.new("RGBA", im.size, (0, 0, 0, 255))
                 im = Image.alpha_composite(bg, im)
             arr = np.asarray(im.convert("RGB"))
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise InputError(f"cannot read image ({exc.__class__.__name__}: {exc})", path) from None
+    except PermissionError:
+        raise InputError("cannot read image: permission denied", path) from None
+    except UnidentifiedImageError:
+        raise InputError("cannot read image: not an image format PIL knows, or a corrupt header", path) from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        if "truncated" in str(exc).lower():
+            raise InputError("cannot read image: the file is truncated", path) from None
+        raise InputError(f"cannot read image: corrupt data ({exc.__class__.__name__}: {exc})", path) from None
     if arr.ndim != 3 or arr.shape[0] == 0 or arr.shape[1] == 0:
         raise InputError(f"image has unusable shape {arr.shape}", path)
     return arr

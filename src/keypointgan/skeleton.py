@@ -163,8 +163,9 @@ class Skeleton:
         try:
             data = yaml.safe_load(path.read_text())
         except (yaml.YAMLError, UnicodeDecodeError) as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise InputError(f"not valid YAML ({first})", path) from None
+            from .config import _yaml_problem
+
+            raise InputError(f"not valid YAML ({_yaml_problem(exc)})", path) from None
         return cls.from_dict(data, path)
 
     def to_yaml(self, path: str | Path) -> None:

@@ -18,6 +18,12 @@ from __future__ import annotations
 import copy
 import json
 import math
+import platform
+import random
+import signal
+import socket
+import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +39,7 @@ from ._version import __version__
 from .config import TrainConfig
 from .data import FramePairDataset, FrameStore, PriorPoseDataset, augment_poses
 from .data.layout import Video
-from .errors import InputError
+from .errors import InputError, TrainingDiverged, TrainingInterrupted
 from .losses import FallbackReconstructionLoss, lsgan_loss, make_reconstruction_loss, regressor_prior_loss, regressor_self_loss
 from .nets import ConditionalDecoder, KeypointRegressor, MultiScaleDiscriminator, PoseEncoder, init_weights
 from .skeleton import Skeleton
@@ -111,6 +117,13 @@ class ImagePool:
                 out.append(img)
         return torch.cat(out, 0)
 
+    def snapshot(self) -> list[torch.Tensor]:
+        """The pool's contents (entries are replaced, never modified in place, so a shallow copy suffices)."""
+        return list(self.images)
+
+    def restore(self, snapshot: list[torch.Tensor]) -> None:
+        self.images = list(snapshot)
+
     def state_dict(self) -> dict:
         return {"images": torch.cat(self.images, 0).cpu() if self.images else torch.empty(0)}
 
@@ -154,12 +167,15 @@ def pretrain_eta(
     steps: int | None = None,
     progress: bool = True,
     log=None,
+    should_stop=None,
 ) -> dict:
     """Pre-train η on the prior alone: ``MSE(η(β(q)), q)`` with pose augmentation.
 
     ``prior`` is ``N×K×2`` in [-1, 1] on η's device.  Adam at
     ``cfg.pretrain_lr`` with cosine decay; batches of ``cfg.pretrain_batch``
     poses rotated, scaled and shifted by the ``pretrain_*`` ranges.
+    ``should_stop()`` is polled before every step; when it returns True the
+    result has ``interrupted=True``.
     """
     from tqdm.auto import tqdm
 
@@ -170,7 +186,11 @@ def pretrain_eta(
     size, sigma = cfg.model.size, cfg.model.sigma
     loss = torch.tensor(float("nan"))
     bar = tqdm(range(steps), desc="pre-train η", disable=not progress, leave=False)
+    done = 0
     for i in bar:
+        if should_stop is not None and should_stop():
+            bar.close()
+            return {"pretrain_mse": float(loss.item()), "pretrain_steps": done, "interrupted": True}
         q = sample_prior(prior, cfg.pretrain_batch, cfg, skeleton, gen, pretrain=True)
         loss = regressor_prior_loss(eta(G.to_signed(G.render_skeleton(q, skeleton, size, sigma))), q)
         opt.zero_grad(set_to_none=True)
@@ -179,6 +199,7 @@ def pretrain_eta(
             nn.utils.clip_grad_norm_(eta.parameters(), cfg.grad_clip)
         opt.step()
         sched.step()
+        done += 1
         if i % 25 == 0:
             bar.set_postfix(mse=f"{loss.item():.2e}")
             if log is not None:
@@ -226,6 +247,9 @@ class Trainer:
         self.size = size
         self.prior = PriorPoseDataset(prior, size).points.to(self.device)
         self.store = FrameStore(videos, size)
+        if len(self.store) // world_size < cfg.batch_size:
+            raise InputError(f"the training videos hold {len(self.store)} frames, fewer than the batch size {cfg.batch_size}"
+                             + (f" × {world_size} processes" if world_size > 1 else ""))
         self.pairs = FramePairDataset(self.store, gap=cfg.gap, seed=cfg.seed)
         self.eval_set = eval_set
 
@@ -257,6 +281,14 @@ class Trainer:
         self.batch_in_epoch = 0
         self.pretrained = False
         self.elapsed = 0.0  # training seconds so far (over resumes)
+        self.skipped_steps = 0  # steps skipped for NaN/Inf over the whole run
+        self.bad_in_a_row = 0
+        self.saved_step: int | None = None  # step of the last checkpoint written by this process
+        self._stop_signal: int | None = None
+        self._restored = False  # True once load_state_dict ran (a resumed run)
+        # every buffer a step may change (batch-norm statistics, the perceptual loss's running means):
+        # restored when a step is skipped
+        self._buffers = [b for n in self.nets.values() for b in n.buffers()] + list(self.rec_loss.buffers())
 
     # ------------------------------------------------------------ utilities
     def render(self, points: torch.Tensor) -> torch.Tensor:
@@ -296,9 +328,12 @@ class Trainer:
         opt.step()
 
     # ------------------------------------------------------- pre-training η
-    def pretrain_regressor(self, steps: int | None = None, log=None) -> dict:
+    def pretrain_regressor(self, steps: int | None = None, log=None, should_stop=None) -> dict:
         """Train η alone on rendered (augmented) prior poses: see :func:`pretrain_eta`."""
-        res = pretrain_eta(self.nets["eta"], self.skeleton, self.prior, self.cfg, self.gen, steps=steps, progress=self.progress, log=log)
+        res = pretrain_eta(self.nets["eta"], self.skeleton, self.prior, self.cfg, self.gen, steps=steps, progress=self.progress,
+                           log=log, should_stop=should_stop)
+        if res.get("interrupted"):
+            return res
         if self.ema:
             self.ema["eta"].load_state_dict(self.nets["eta"].state_dict())
         self.pretrained = True
@@ -306,49 +341,86 @@ class Trainer:
 
     # ------------------------------------------------------------ one step
     def train_step(self, x: torch.Tensor, xa: torch.Tensor) -> dict[str, float]:
+        """One G, D and η update on a batch ``x`` (targets) / ``xa`` (appearance frames), all or nothing.
+
+        The three losses are computed first (neither D's nor η's depends on the G
+        update), then, when every loss and gradient norm is finite, the three
+        optimisers step.  Otherwise nothing changes — weights, optimiser moments,
+        batch-norm statistics, the image pool, the moving averages — and the
+        result has ``skipped=True``.  Returns the loss values.
+        """
         cfg = self.cfg
         phi, eta, psi, disc = (self.nets[k] for k in ("phi", "eta", "psi", "disc"))
         bs = x.shape[0]
         q = self.sample_prior(bs)
+        saved_buffers = [b.detach().clone() for b in self._buffers]
+        saved_pool = self.pool.snapshot()
 
-        # ---- G step: Φ and Ψ (η frozen, still differentiable)
+        # ---- G: Φ and Ψ (η and D frozen, still differentiable)
         eta.requires_grad_(False)
-        y_hat = phi(x)
-        p = eta(y_hat)
-        y_rend = self.render(p) if (cfg.bottleneck or cfg.w_consistency) else None
-        x_rec = psi(y_rend if cfg.bottleneck else y_hat, xa)
-        loss_rec = self.rec_loss(x_rec, x, **self._rec_weight(x, xa))
-        loss_g = cfg.w_rec * loss_rec
-        out = {"loss_rec": loss_rec.item()}
-        if cfg.w_consistency:
-            loss_cons = F.mse_loss(y_hat, y_rend.detach())
-            loss_g = loss_g + cfg.w_consistency * loss_cons
-            out["loss_consistency"] = loss_cons.item()
-        if cfg.discriminator:
-            disc.requires_grad_(False)
-            loss_adv = lsgan_loss(disc(y_hat), True)
-            loss_g = loss_g + cfg.w_gan * loss_adv
-            out["loss_g_adv"] = loss_adv.item()
+        disc.requires_grad_(False)
+        try:
+            y_hat = phi(x)
+            p = eta(y_hat)
+            y_rend = self.render(p) if (cfg.bottleneck or cfg.w_consistency) else None
+            x_rec = psi(y_rend if cfg.bottleneck else y_hat, xa)
+            loss_rec = self.rec_loss(x_rec, x, **self._rec_weight(x, xa))
+            loss_g = cfg.w_rec * loss_rec
+            named = {"loss_rec": loss_rec}
+            if cfg.w_consistency:
+                loss_cons = F.mse_loss(y_hat, y_rend.detach())
+                loss_g = loss_g + cfg.w_consistency * loss_cons
+                named["loss_consistency"] = loss_cons
+            if cfg.discriminator:
+                loss_adv = lsgan_loss(disc(y_hat), True)
+                loss_g = loss_g + cfg.w_gan * loss_adv
+                named["loss_g_adv"] = loss_adv
+        finally:
+            eta.requires_grad_(True)
             disc.requires_grad_(True)
-        self._clip_step(self.opt["g"], loss_g, list(phi.parameters()) + list(psi.parameters()))
-        eta.requires_grad_(True)
+        terms = {"g": loss_g}
+        params = {"g": list(phi.parameters()) + list(psi.parameters())}
 
         y_real = self.render(q)
-        # ---- D step
+        # ---- D: rendered prior poses are real, Φ's outputs (through the pool) fake
         if cfg.discriminator:
             fake = self.pool.query(y_hat.detach(), self.gen)
             loss_d_real = lsgan_loss(disc(y_real), True)
             loss_d_fake = lsgan_loss(disc(fake), False)
-            loss_d = 0.5 * (loss_d_real + loss_d_fake)
-            self._clip_step(self.opt["d"], loss_d, disc.parameters())
-            out.update(loss_d_real=loss_d_real.item(), loss_d_fake=loss_d_fake.item())
+            terms["d"] = 0.5 * (loss_d_real + loss_d_fake)
+            params["d"] = list(disc.parameters())
+            named.update(loss_d_real=loss_d_real, loss_d_fake=loss_d_fake)
 
         # ---- η fine-tune
         l_prior = regressor_prior_loss(eta(y_real), q)
         y_det = y_hat.detach()
         l_self = regressor_self_loss(self.render(eta(y_det)), y_det)
-        self._clip_step(self.opt["eta"], cfg.w_reg_prior * l_prior + cfg.w_reg_self * l_self, eta.parameters())
-        out.update(loss_eta_prior=l_prior.item(), loss_eta_self=l_self.item())
+        terms["eta"] = cfg.w_reg_prior * l_prior + cfg.w_reg_self * l_self
+        params["eta"] = list(eta.parameters())
+        named.update(loss_eta_prior=l_prior, loss_eta_self=l_self)
+
+        values = torch.stack([v.detach().float() for v in (*named.values(), *terms.values())]).tolist()  # one sync
+        out = dict(zip(named, values))
+        ok = all(math.isfinite(v) for v in values)
+        if ok:
+            for k, loss in terms.items():
+                self.opt[k].zero_grad(set_to_none=True)
+                loss.backward()
+            clip = cfg.grad_clip if cfg.grad_clip > 0 else math.inf  # inf: only measures the norm
+            norms = torch.stack([nn.utils.clip_grad_norm_(params[k], clip) for k in terms])
+            ok = bool(torch.isfinite(norms).all())
+            if not ok:
+                out["grad_norm"] = float("nan")
+        if not ok:
+            for k in terms:
+                self.opt[k].zero_grad(set_to_none=True)
+            with torch.no_grad():
+                for b, v in zip(self._buffers, saved_buffers):
+                    b.copy_(v)
+            self.pool.restore(saved_pool)
+            return {**out, "skipped": True}
+        for k in terms:
+            self.opt[k].step()
         self._last = (x, y_hat.detach(), p.detach(), xa, x_rec.detach())
         self._update_ema()
         return out
@@ -405,6 +477,7 @@ class Trainer:
         return {
             "format": "keypointgan-checkpoint",
             "version": __version__,
+            "seed": self.cfg.seed,
             "config": self.cfg.to_dict(),
             "skeleton": self.skeleton.to_dict(),
             "step": self.step,
@@ -417,8 +490,38 @@ class Trainer:
             "optims": {k: v.state_dict() for k, v in self.opt.items()},
             "rec_loss": {k: v for k, v in self.rec_loss.state_dict().items() if not k.startswith("vgg.")},
             "pool": self.pool.state_dict(),
-            "rng": {"gen": self.gen.get_state()},
+            "skipped_steps": self.skipped_steps,
+            "rng": self._rng_state(),
         }
+
+    def _rng_state(self) -> dict:
+        """Every random state: the Trainer's generator (all its sampling), and the global torch,
+        CUDA, numpy and Python generators (the loop does not draw from these, but they are
+        restored on resume all the same).  Plain tensors and lists only (``weights_only``-loadable)."""
+        kind, keys, pos, has_gauss, gauss = np.random.get_state()
+        py = random.getstate()
+        state = {
+            "gen": self.gen.get_state(),
+            "torch": torch.get_rng_state(),
+            "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos), "has_gauss": int(has_gauss), "gauss": float(gauss)},
+            "python": [py[0], list(py[1]), py[2]],
+        }
+        if self.device.type == "cuda":
+            state["cuda"] = torch.cuda.get_rng_state_all()
+        return state
+
+    def _set_rng_state(self, state: dict) -> None:
+        self.gen.set_state(state["gen"])
+        if "torch" in state:
+            torch.set_rng_state(state["torch"])
+        if "numpy" in state:
+            n = state["numpy"]
+            np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+        if "python" in state:
+            v, internal, gauss = state["python"]
+            random.setstate((v, tuple(internal), gauss))
+        if "cuda" in state and self.device.type == "cuda" and len(state["cuda"]) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(state["cuda"])
 
     def load_state_dict(self, state: dict) -> None:
         for k, v in self.nets.items():
@@ -431,13 +534,16 @@ class Trainer:
         self.pool.load_state_dict(state["pool"], self.device)
         self.step, self.epoch, self.batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
         self.pretrained, self.elapsed = state["pretrained"], state["elapsed"]
-        self.gen.set_state(state["rng"]["gen"])
+        self.skipped_steps = state.get("skipped_steps", 0)
+        self._set_rng_state(state["rng"])
+        self._restored = True
 
     def save(self, path: Path | None = None) -> Path:
         from .checkpoint import save_checkpoint
 
         path = path or self.out / "checkpoints" / CHECKPOINT_NAME
         save_checkpoint(self.state_dict(), path)
+        self.saved_step = self.step
         return path
 
     def _progress(self, elapsed_s: float, budget_s: float) -> float:
@@ -457,16 +563,42 @@ class Trainer:
                 g["lr"] = self.base_lr[k] * scale
 
     # ----------------------------------------------------------- the loop
+    def environment(self) -> dict:
+        """Where this run executes: versions, device, threads, host (recorded in the log and the report)."""
+        env = {
+            "keypointgan": __version__,
+            "torch": torch.__version__,
+            "numpy": np.__version__,
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+            "host": socket.gethostname(),
+            "device": str(self.device),
+            "threads": torch.get_num_threads(),
+            "world_size": self.world_size,
+        }
+        if self.device.type == "cuda":
+            env["gpu"] = torch.cuda.get_device_name(self.device)
+        return env
+
     def run(self) -> dict:
         """Pre-train η if needed, then train until the budget is spent. Returns the final metrics.
 
         The time budget (``max_minutes``) counts GAN training only, not η pre-training.
-        Ctrl-C saves a checkpoint before the interrupt propagates.
+        A checkpoint is written after pre-training, every ``ckpt_every`` steps and at
+        the end, always atomically, so a crash (even SIGKILL) loses at most one interval.
+        SIGINT (Ctrl-C) or SIGTERM stops at the next step boundary, saves a checkpoint
+        and raises :class:`~keypointgan.errors.TrainingInterrupted`; a second signal
+        stops at once without saving (the previous checkpoint stays).
+        A fresh run seeds the global torch, numpy and Python generators from the seed;
+        a resumed one restores them.
         """
         cfg = self.cfg
         if cfg.steps is None and cfg.max_minutes is None:
             raise InputError("give a training budget: steps and/or max_minutes")
         self.out.mkdir(parents=True, exist_ok=True)
+        if self.rank == 0:  # temporary files of checkpoint writes a crash interrupted
+            for tmp in (self.out / "checkpoints").glob(f".{CHECKPOINT_NAME}.*.tmp"):
+                tmp.unlink(missing_ok=True)
         log_path = self.out / "log.jsonl"
         logf = open(log_path, "a", buffering=1) if self.rank == 0 else None
 
@@ -474,16 +606,66 @@ class Trainer:
             if logf is not None:
                 logf.write(json.dumps(rec) + "\n")
 
+        if not self._restored:
+            # a fresh run seeds the global generators too, as training scripts do: the loop itself draws
+            # only from self.gen, but code it calls (a custom loss, a callback) then stays reproducible;
+            # a resumed run gets them back from the checkpoint instead
+            seed = cfg.seed * 1009 + self.rank
+            torch.manual_seed(seed)
+            np.random.seed(seed % 2**32)
+            random.seed(seed)
+        self._stop_signal = None
+        previous = {}
+        if threading.current_thread() is threading.main_thread():
+
+            def on_signal(signum, frame):
+                if self._stop_signal is not None:  # the second signal: stop now
+                    raise KeyboardInterrupt
+                self._stop_signal = signum
+                if self.rank == 0:
+                    print(f"\nkeypointgan: {signal.Signals(signum).name}: finishing this step and saving a checkpoint "
+                          "(send it again to stop at once)", file=sys.stderr, flush=True)
+
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                try:
+                    previous[sig] = signal.signal(sig, on_signal)
+                except (ValueError, OSError):  # pragma: no cover - unusual embedding
+                    pass
         try:
             return self._loop(log)
-        except KeyboardInterrupt:
-            if self.rank == 0:
-                self.save()
-                log({"event": "interrupted", "step": self.step, "time": self.elapsed})
+        except TrainingInterrupted:
+            raise
+        except KeyboardInterrupt:  # a hard interrupt in the middle of a step: keep the last checkpoint
+            log({"event": "interrupted", "step": self.step, "saved": False})
             raise
         finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
             if logf is not None:
                 logf.close()
+
+    def _interrupt(self, log) -> None:
+        path = self.save() if self.rank == 0 else None
+        log({"event": "interrupted", "step": self.step, "time": self.elapsed, "saved": path is not None, "signal": self._stop_signal})
+        raise TrainingInterrupted(self._stop_signal, self.step, path)
+
+    def _skipped(self, losses: dict, log, bar) -> None:
+        """Book-keeping for a step skipped for NaN/Inf; too many in a row stop the run."""
+        self.skipped_steps += 1
+        self.bad_in_a_row += 1
+        bad = ", ".join(f"{k}={v}" for k, v in losses.items() if k != "skipped" and not math.isfinite(v)) or "gradients"
+        log({"event": "skipped", "step": self.step, "nonfinite": bad})
+        if self.rank == 0:
+            bar.write(f"keypointgan: warning: step {self.step}: non-finite {bad}; step skipped (no update)", file=sys.stderr)
+        if self.bad_in_a_row >= self.cfg.max_nonfinite_steps:
+            ck = self.out / "checkpoints" / CHECKPOINT_NAME
+            where = f"the last checkpoint {ck} (step {self.saved_step}) is intact" if self.saved_step is not None and ck.is_file() else "no checkpoint was written"
+            log({"event": "diverged", "step": self.step, "nonfinite": bad})
+            raise TrainingDiverged(
+                f"training stopped at step {self.step}: {self.bad_in_a_row} consecutive steps with non-finite losses or gradients "
+                f"(last: {bad}); {where}",
+                ck if self.saved_step is not None else None,
+            )
 
     def _loop(self, log) -> dict:
         from tqdm.auto import tqdm
@@ -491,14 +673,20 @@ class Trainer:
         from .viz import save_sample_grid
 
         cfg = self.cfg
-        log({"event": "start", "step": self.step, "device": str(self.device), "rec_loss": self.rec_loss.name,
-             "version": __version__, "config": cfg.to_dict()})
+        log({"event": "start", "step": self.step, "seed": cfg.seed, "device": str(self.device), "rec_loss": self.rec_loss.name,
+             "version": __version__, "environment": self.environment(), "config": cfg.to_dict()})
         if self.progress:
             print(f"device {self.device}; reconstruction loss: {self.rec_loss.name}", flush=True)
+        stop_requested = lambda: self._stop_signal is not None  # noqa: E731
         if not self.pretrained and cfg.pretrain_steps > 0:
             t0 = time.perf_counter()
-            r = self.pretrain_regressor(log=log)
+            r = self.pretrain_regressor(log=log, should_stop=stop_requested)
+            if r.get("interrupted"):
+                log({"event": "interrupted", "step": 0, "saved": False, "phase": "pretrain"})
+                raise TrainingInterrupted(self._stop_signal, 0, None)
             log({"event": "pretrained", **r, "seconds": time.perf_counter() - t0})
+        if self.rank == 0 and self.step == 0:
+            self.save()  # pre-training is never lost
         budget_s = cfg.max_minutes * 60 if cfg.max_minutes else math.inf
         start = time.perf_counter()
         base_elapsed = self.elapsed
@@ -510,6 +698,9 @@ class Trainer:
         seen, t_win = 0, time.perf_counter()
         result: dict = {}
         while True:
+            if stop_requested():
+                bar.close()
+                self._interrupt(log)
             if cfg.steps is not None and self.step >= cfg.steps:
                 break
             if base_elapsed + (time.perf_counter() - start) >= budget_s:
@@ -521,19 +712,24 @@ class Trainer:
             seen += x.shape[0]
             self.elapsed = base_elapsed + (time.perf_counter() - start)
             bar.update(1)
-            if self.step % cfg.log_every == 0:
-                now = time.perf_counter()
-                ips = seen / max(now - t_win, 1e-9)
-                seen, t_win = 0, now
-                log({"step": self.step, "time": self.elapsed, "img_per_s": ips, **losses})
-                bar.set_postfix(rec=f"{losses['loss_rec']:.3f}", d=f"{losses.get('loss_d_fake', 0):.3f}", ips=f"{ips:.0f}")
-            if self.rank == 0 and self.step % cfg.sample_every == 0:
+            if losses.get("skipped"):
+                self._skipped(losses, log, bar)
+            else:
+                self.bad_in_a_row = 0
+                if self.step % cfg.log_every == 0:
+                    now = time.perf_counter()
+                    ips = seen / max(now - t_win, 1e-9)
+                    seen, t_win = 0, now
+                    log({"step": self.step, "time": self.elapsed, "img_per_s": ips, **losses})
+                    bar.set_postfix(rec=f"{losses['loss_rec']:.3f}", d=f"{losses.get('loss_d_fake', 0):.3f}", ips=f"{ips:.0f}")
+            if self.rank == 0 and self.step % cfg.sample_every == 0 and getattr(self, "_last", None) is not None:
                 save_sample_grid(self.out / "samples" / f"step_{self.step:07d}.png", *self._last, self.skeleton, sigma=cfg.model.sigma)
             if self.step % cfg.eval_every == 0:
                 m = self.evaluate()
                 if m is not None:
                     log({"step": self.step, "time": self.elapsed, "eval": m})
-                    bar.write(f"step {self.step}: error {m['error']:.2f}  flip-corrected {m['error_flip']:.2f}  PCK {m['pck']:.3f}")
+                    if self.progress:
+                        bar.write(f"step {self.step}: error {m['error']:.2f}  flip-corrected {m['error_flip']:.2f}  PCK {m['pck']:.3f}")
             if self.rank == 0 and self.step % cfg.ckpt_every == 0:
                 self.save()
         bar.close()
@@ -545,5 +741,18 @@ class Trainer:
             self.save()
             if getattr(self, "_last", None) is not None:
                 save_sample_grid(self.out / "samples" / f"step_{self.step:07d}.png", *self._last, self.skeleton, sigma=cfg.model.sigma)
-        log({"event": "end", "step": self.step, "time": self.elapsed})
+            if self.eval_set is not None:
+                self.save_eval_predictions()
+        log({"event": "end", "step": self.step, "time": self.elapsed, "skipped_steps": self.skipped_steps})
         return result
+
+    def save_eval_predictions(self, path: Path | None = None, n: int = 12) -> Path:
+        """``RUN/eval_predictions.png``: predicted keypoints on held-out frames, each beside the truth."""
+        from .viz import overlay_sheet, tensor_to_uint8
+
+        es = self.eval_set
+        idx = np.linspace(0, len(es.images) - 1, min(n, len(es.images))).round().astype(int)
+        grid_hw = (self.size, self.size)  # drawn on the frames as the network sees them
+        pred = G.norm_to_image_pixels(self.predict_norm(es.images[idx]), self.size, grid_hw)
+        true = G.norm_to_image_pixels(G.image_pixels_to_norm(es.keypoints[idx], self.size, es.hw[idx]), self.size, grid_hw)
+        return overlay_sheet(tensor_to_uint8(es.images[idx]), pred, true, self.skeleton, path or self.out / "eval_predictions.png")

@@ -85,3 +85,20 @@ def save_sample_grid(path: str | Path, x, y_hat, points, x_app, x_rec, skeleton:
 
 def _up(img: np.ndarray, scale: int) -> np.ndarray:
     return img.repeat(scale, 0).repeat(scale, 1) if scale != 1 else img
+
+
+def overlay_sheet(images: np.ndarray, pred: np.ndarray, gt: np.ndarray | None, skeleton, path: str | Path, n: int = 12, scale: int = 3) -> Path:
+    """A PNG of ``n`` frames with predicted keypoints (and, beside each, the truth)."""
+    idx = np.linspace(0, len(images) - 1, min(n, len(images))).round().astype(int)
+    rows = []
+    for i in idx:
+        row = [draw_keypoints(images[i], pred[i], skeleton, scale=scale, radius=1.5, width=2)]
+        if gt is not None:
+            row.append(draw_keypoints(images[i], gt[i], skeleton, scale=scale, radius=1.5, width=2))
+        rows.append(row)
+    # two frames (prediction | truth) per row of the sheet
+    flat = [img for r in rows for img in r]
+    per = 4 if gt is not None else 6
+    sheet = grid([flat[k : k + per] for k in range(0, len(flat), per)])
+    write_image(path, sheet)
+    return Path(path)

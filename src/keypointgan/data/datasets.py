@@ -61,7 +61,9 @@ class FrameStore:
     Video files are never preloaded: a frame is decoded on demand by seeking
     to the keyframe before it and decoding forward (:class:`keypointgan.video.VideoReader`),
     and the last ``video_cache`` resized frames are kept (an LRU cache), so the
-    memory held does not grow with the videos' length.  At most
+    memory held does not grow with the videos' length.  A video with
+    ``frame_ids`` (a subset of its file's frames) maps its frame ``t`` to the
+    file's frame ``frame_ids[t]``.  At most
     ``max_open_videos`` files are open at a time.  A random frame costs a
     decode of up to one keyframe interval, so videos with short intervals
     (``ffmpeg -i IN -g 25 OUT.mp4``) train faster.
@@ -140,7 +142,7 @@ class FrameStore:
         if video.file is None:
             img = read_image(video.frames[t])
         else:
-            img = self._reader(v).read(t)
+            img = self._reader(v).read(video.file_frame(t))  # frame t of the Video: frame_ids[t] of the file
         if video.masks is not None:  # foreground masks (Simplified Human3.6M)
             from .masks import apply_mask
 

@@ -2,12 +2,16 @@
 
 ::
 
-    ROOT/<video_id>/vid.avi                 the video (decoded by a frame source)
-    ROOT/<video_id>/frames/<n>.jpg|.png     or its frames, extracted (e.g. ffmpeg -i vid.avi frames/%06d.png)
-    ROOT/<video_id>/annot/<n>.pts           68 landmarks of frame n (1-based pixels, 300-W format)
+    ROOT/<video_id>/vid.avi                 the video, decoded on demand (PyAV), or
+    ROOT/<video_id>/frames/<n>.jpg|.png     its frames, extracted (optional; e.g. ffmpeg -i vid.avi frames/%06d.png)
+    ROOT/<video_id>/annot/<n>.pts           68 landmarks of frame n (numbered from 1; 1-based pixels, 300-W format)
     ROOT/test.txt                           optional: the ids of the test videos, one per line
 
-Frames and landmark files are matched by the number in their names.  Without
+The video file is read directly (seeking, no extraction); a ``frames/``
+folder holding images is used instead when there is one.  Extracted frames
+and landmark files are matched by the number in their names; frame ``t``
+(from 0) of ``vid.avi`` gets ``annot/<t + 1>.pts`` (300-VW numbers frames
+from 1, as ``ffmpeg … %06d.png`` does).  Without
 ``test.txt`` every video is both trained on (frames only) and tested.  A face
 prior is not part of 300-VW: give one with ``--prior`` (a folder of 300-W
 ``.pts`` files with their images, or any prior file, see :mod:`.priors`).
@@ -25,6 +29,7 @@ import numpy as np
 from ..errors import InputError
 from ..skeleton import PRESETS as SKELETONS
 from ..skeleton import Skeleton
+from ..video import is_video_file
 from .benchmark import Benchmark, frame_folder
 from .layout import Video, frame_sort_key
 from .priors import read_pts
@@ -33,14 +38,13 @@ __all__ = ["FaceVideos", "read_pts"]
 
 
 def default_frame_source(video_dir: Path) -> tuple[Path, ...]:
-    """The extracted frames of a 300-VW video: ``<video_id>/frames/``.  A video decoder can plug in here."""
-    frames = frame_folder(video_dir / "frames", required=False)
-    if not frames:
-        vid = next((p for p in sorted(video_dir.glob("vid.*")) if p.is_file()), video_dir / "vid.avi")
-        raise InputError(
-            f"no extracted frames in {video_dir.name}/frames/; extract them, e.g. ffmpeg -i {vid.name} frames/%06d.png", video_dir
-        )
-    return frames
+    """The extracted frames of a 300-VW video, ``<video_id>/frames/``; empty when there are none."""
+    return frame_folder(video_dir / "frames", required=False)
+
+
+def find_video(video_dir: Path) -> Path | None:
+    """``<video_id>/vid.avi`` (or ``vid.`` another container PyAV reads), if present."""
+    return next((p for p in sorted(video_dir.glob("vid.*")) if p.is_file() and is_video_file(p)), None)
 
 
 class FaceVideos:
@@ -48,18 +52,24 @@ class FaceVideos:
 
     Args:
         root: the dataset folder.
-        frame_source: ``video folder -> frame files`` (default the ``frames/`` folder).
+        frame_source: ``video folder -> frame files``, to read frames from elsewhere; by default the
+            ``frames/`` folder when it holds images, else the video file ``vid.avi``.
         skeleton: the 68-point skeleton (default the ``face68`` preset).
     """
 
     def __init__(self, root: str | Path, *, frame_source: Callable[[Path], Sequence[Path]] | None = None, skeleton: Skeleton | None = None):
         self.root = Path(root)
         self.skeleton = skeleton or SKELETONS["face68"]
-        frame_source = frame_source or default_frame_source
         self.videos: list[Video] = []
         for d in sorted(p for p in self.root.iterdir() if p.is_dir() and (p / "annot").is_dir()):
-            frames = tuple(frame_source(d))
-            self.videos.append(Video(id=d.name, frames=frames, keypoints_path=d / "annot"))
+            frames = tuple((frame_source or default_frame_source)(d))
+            if frames or frame_source is not None:
+                self.videos.append(Video(id=d.name, frames=frames, keypoints_path=d / "annot"))
+                continue
+            video = find_video(d)
+            if video is None:
+                raise InputError("no video file (vid.avi) and no extracted frames (frames/<n>.png) next to annot/", d)
+            self.videos.append(Video.from_file(d.name, video, d / "annot"))
         if not self.videos:
             raise InputError("no <video_id>/annot/ folders of .pts files", self.root)
         ids = {v.id for v in self.videos}
@@ -81,8 +91,10 @@ class FaceVideos:
         k = self.skeleton.num_keypoints
         by_num = {frame_sort_key(p)[0]: p for p in video.keypoints_path.glob("*.pts")}
         out = np.full((len(video), k, 2), np.nan, dtype=np.float32)
-        for t, f in enumerate(video.frames):
-            p = by_num.get(frame_sort_key(f)[0])
+        # extracted frames: by the number in their names; a video file's frame t: annot/<t + 1>.pts
+        nums = [frame_sort_key(f)[0] for f in video.frames] if video.file is None else [video.file_frame(t) + 1 for t in range(len(video))]
+        for t, num in enumerate(nums):
+            p = by_num.get(num)
             if p is None:
                 continue
             pts = read_pts(p)

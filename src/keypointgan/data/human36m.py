@@ -26,17 +26,27 @@ in % of image size, averaged per activity, then over the activities.
 Full Human3.6M::
 
     ROOT/<subject>/MyPoseFeatures/D2_Positions/<sequence>.cdf   variable ``Pose``: (1, T, 64) pixel x, y of 32 joints
-    ROOT/<subject>/Videos/<sequence>.mp4                        the video (decoded by a frame source)
-    ROOT/<subject>/Videos/<sequence>/<n>.jpg                    or its frames, extracted (e.g. ffmpeg -i X.mp4 X/%06d.jpg)
+    ROOT/<subject>/Videos/<sequence>.mp4                        the video, decoded on demand (PyAV), or
+    ROOT/<subject>/Videos/<sequence>/<n>.jpg                    its frames, extracted (optional)
 
 read with ``cdflib`` (``pip install keypointgan[human36m]``).  Its protocol
 mirrors the simplified one: the same subjects, activities and halves, every
 ``frame_step``-th frame (default 5: 10 frames per second), full frames.
+
+The videos are read directly: a sequence becomes a :class:`Video` over its
+``.mp4`` with ``frame_ids`` (e.g. frames 0, 5, 10, … of the first half), whose
+frames are decoded on demand by seeking (:mod:`keypointgan.video`); nothing
+needs extracting.  When a folder of extracted frames named like the video
+exists next to it and holds images, it is used instead (reading JPEGs is
+faster than seeking in the video); its frames are matched to the poses by
+their order.  Where the video and the pose file differ in length the shorter
+one wins (the benchmark's notes say so).
 """
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -45,6 +55,7 @@ import numpy as np
 from ..errors import InputError
 from ..skeleton import PRESETS as SKELETONS
 from ..skeleton import Skeleton
+from ..video import VIDEO_SUFFIXES
 from .benchmark import Benchmark, frame_folder, stack_checked
 from .layout import Video
 from .matfile import load_mat, mat_field
@@ -263,21 +274,32 @@ def read_d2_positions(path: str | Path) -> np.ndarray:
     return arr.astype(np.float32)
 
 
-def default_frame_source(video_path: Path) -> tuple[Path, ...]:
-    """Frames of a Human3.6M video: the folder named like the video (without suffix) next to it.
+def find_video(videos_dir: Path, sequence: str) -> Path | None:
+    """``Videos/<sequence>.mp4`` (or another container PyAV reads), if present."""
+    for suffix in VIDEO_SUFFIXES:
+        for p in (videos_dir / f"{sequence}{suffix}", videos_dir / f"{sequence}{suffix.upper()}"):
+            if p.is_file():
+                return p
+    return None
 
-    This is the place where a video decoder plugs in: any callable
-    ``Path -> sequence of frames`` can be given as ``Human36M(frame_source=…)``.
-    """
-    folder = video_path.with_suffix("") if video_path.suffix.lower() in (".mp4", ".avi", ".mov", ".mkv") else video_path
-    frames = frame_folder(folder, required=False)
-    if not frames:
-        raise InputError(
-            f"no extracted frames in {folder.name}/ next to the video; extract them, e.g. "
-            f"ffmpeg -i '{video_path.name}' '{folder.name}/%06d.jpg'",
-            video_path,
-        )
-    return frames
+
+def default_frame_source(video_path: Path) -> tuple[Path, ...]:
+    """The frames extracted next to a Human3.6M video (the folder named like it, without suffix); empty if none."""
+    name = video_path.name
+    for suffix in VIDEO_SUFFIXES:
+        if name.lower().endswith(suffix):
+            name = name[: -len(suffix)]
+            break
+    return frame_folder(video_path.parent / name, required=False)
+
+
+@dataclass(frozen=True)
+class _Sequence:
+    frames: tuple[Path, ...]  # extracted frames, or () when the video file is decoded
+    file: Path | None  # the video file read directly
+    file_frames: int  # frames in the file
+    ids: np.ndarray  # the protocol's frame numbers (every frame_step-th)
+    poses: np.ndarray  # (len(ids), 32, 2) pixel poses of those frames
 
 
 class Human36M:
@@ -286,7 +308,8 @@ class Human36M:
     Args:
         root: the dataset folder (``S1``, …, ``S11`` as unpacked from the official archives).
         frame_step: use every ``frame_step``-th frame (the videos run at 50 fps).
-        frame_source: ``video path -> frame files`` (default: an extracted frame folder next to the video).
+        frame_source: ``video path -> frame files``, to read frames from elsewhere; by default the
+            extracted frame folder next to the video when there is one, else the video file itself.
         activities, train_subjects, test_subjects, skeleton: as for :class:`SimpleHuman36M`.
     """
 
@@ -305,7 +328,7 @@ class Human36M:
             raise InputError(f"frame_step must be >= 1, got {frame_step}")
         self.root = Path(root)
         self.frame_step = int(frame_step)
-        self.frame_source = frame_source or default_frame_source
+        self.frame_source = frame_source
         self.activities = tuple(a.lower() for a in activities)
         self.train_subjects = tuple(train_subjects)
         self.test_subjects = tuple(test_subjects)
@@ -322,50 +345,94 @@ class Human36M:
             ]
         if not any(self.sequences.values()):
             raise InputError(f"no D2_Positions/*.cdf of the activities {', '.join(self.activities)} found", self.root)
-        self._cache: dict[str, tuple[tuple[Path, ...], np.ndarray]] = {}
+        self._cache: dict[str, _Sequence] = {}
 
-    def _frames_and_poses(self, subject: str, seq: str, cdf: Path) -> tuple[tuple[Path, ...], np.ndarray]:
+    def _sequence(self, subject: str, seq: str, cdf: Path) -> _Sequence:
         key = f"{subject}/{seq}"
         if key not in self._cache:
             vdir = self.root / subject / "Videos"
-            video = next((p for p in vdir.glob(f"{glob_escape(seq)}.*") if p.is_file()), vdir / f"{seq}.mp4")
-            frames = tuple(self.frame_source(video))
+            video = find_video(vdir, seq)
+            file = None
+            if self.frame_source is not None:
+                frames = tuple(self.frame_source(video or vdir / f"{seq}.mp4"))
+            else:
+                frames = default_frame_source(video or vdir / f"{seq}.mp4")
+                if not frames:
+                    if video is None:
+                        raise InputError(
+                            f"no video file for the pose file {cdf.name} (expected {subject}/Videos/{seq}.mp4, "
+                            f"or its frames extracted to {subject}/Videos/{seq}/)",
+                            vdir / f"{seq}.mp4",
+                        )
+                    file = video
+            if file is not None:
+                from ..video import probe
+
+                n_frames = probe(file).num_frames
+            else:
+                n_frames = len(frames)
             poses = read_d2_positions(cdf)
-            n = min(len(frames), len(poses))  # the official videos and poses can differ by a few frames
-            idx = np.arange(0, n, self.frame_step)
-            self._cache[key] = (tuple(frames[i] for i in idx), poses[idx])
+            n = min(n_frames, len(poses))  # the official videos and poses can differ by a few frames
+            if n_frames != len(poses):
+                what = "video" if file is not None else "frame folder"
+                self.notes.append(f"{key}: the {what} has {n_frames} frames, the pose file {len(poses)}; using the first {n}")
+            if n == 0:
+                raise InputError("the video has no frames", file or vdir / seq)
+            ids = np.arange(0, n, self.frame_step)
+            self._cache[key] = _Sequence(frames, file, n_frames, ids, poses[ids])
         return self._cache[key]
+
+    @staticmethod
+    def _part(n: int, part: str) -> slice:
+        half = n // 2
+        return {"first": slice(0, half), "second": slice(half, None), "full": slice(None)}[part]
 
     def _split(self, subjects: Sequence[str], part: str) -> list[Video]:
         out = []
         for subject in subjects:
             for seq, cdf in self.sequences.get(subject, []):
-                frames, _ = self._frames_and_poses(subject, seq, cdf)
-                half = len(frames) // 2
-                sl = {"first": slice(0, half), "second": slice(half, None), "full": slice(None)}[part]
-                if frames[sl]:
-                    out.append(Video(id=f"{subject}/{seq}/{part}", frames=frames[sl], keypoints_path=cdf))
+                s = self._sequence(subject, seq, cdf)
+                sel = s.ids[self._part(len(s.ids), part)]
+                if not len(sel):
+                    continue
+                vid = f"{subject}/{seq}/{part}"
+                if s.file is not None:
+                    out.append(Video(vid, (), cdf, file=s.file, num_frames=s.file_frames, frame_ids=tuple(int(i) for i in sel)))
+                else:
+                    out.append(Video(vid, tuple(s.frames[i] for i in sel), cdf))
         return out
 
+    def train_videos(self) -> list[Video]:
+        """First halves of the training subjects' sequences, every ``frame_step``-th frame."""
+        return self._split(self.train_subjects, "first")
+
+    def prior_videos(self) -> list[Video]:
+        """Second halves of the training subjects' sequences (their poses are the prior)."""
+        return self._split(self.train_subjects, "second")
+
+    def test_videos(self) -> list[Video]:
+        """The test subjects' sequences, every ``frame_step``-th frame."""
+        return self._split(self.test_subjects, "full")
+
     def load_keypoints(self, video: Video) -> np.ndarray:
+        """``(T, 32, 2)`` float32 pixel ``(x, y)`` of ``video``'s frames."""
         subject, seq, part = video.id.split("/")
-        frames, poses = self._frames_and_poses(subject, seq, video.keypoints_path)
-        half = len(frames) // 2
-        sl = {"first": slice(0, half), "second": slice(half, None), "full": slice(None)}[part]
-        return poses[sl]
+        s = self._sequence(subject, seq, video.keypoints_path)
+        return s.poses[self._part(len(s.ids), part)]
 
     def load_prior(self) -> np.ndarray:
+        """Poses of the second halves, ``(N, 32, 2)`` float32 in [0, 1] as ``(x / W, y / H)``."""
         arrs = []
-        for v in self._split(self.train_subjects, "second"):
-            h, w = _image_hw(v.frames[0])
+        for v in self.prior_videos():
+            h, w = _video_hw(v)
             arrs.append(self.load_keypoints(v) / np.array([w, h], dtype=np.float32))
         if not arrs:
             raise InputError("no prior poses (second halves of the training sequences) found", self.root)
         return np.concatenate(arrs).astype(np.float32)
 
     def benchmark(self) -> Benchmark:
-        train = self._split(self.train_subjects, "first")
-        test = self._split(self.test_subjects, "full")
+        train = self.train_videos()
+        test = self.test_videos()
         return Benchmark(
             name="human36m",
             root=self.root,
@@ -380,7 +447,11 @@ class Human36M:
         )
 
 
-def glob_escape(name: str) -> str:
-    import glob
+def _video_hw(video: Video) -> tuple[int, int]:
+    """``(H, W)`` of a video's frames (from the video file's header, or its first frame image)."""
+    if video.file is not None:
+        from ..video import probe
 
-    return glob.escape(name)
+        info = probe(video.file)
+        return info.height, info.width
+    return _image_hw(video.frames[0])

@@ -21,6 +21,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
@@ -46,6 +47,9 @@ class Video:
 
     The frames are either image files (``frames``, in order) or one video
     file (``file``, with ``num_frames`` frames; ``frames`` is empty).
+    ``frame_ids`` (video files only) picks the file's frames this video uses,
+    in order: frame ``t`` of the video is frame ``frame_ids[t]`` of the file
+    (e.g. every 5th frame of its first half); without it every frame is used.
     ``masks`` (optional, one file per frame) are foreground masks multiplied into
     the frames when they are read (e.g. Simplified Human3.6M's ``BackgroudMask``).
     """
@@ -56,16 +60,40 @@ class Video:
     file: Path | None = None
     num_frames: int = 0
     masks: tuple[Path, ...] | None = None
+    frame_ids: tuple[int, ...] | None = None
+
+    def __post_init__(self):
+        if self.frame_ids is None:
+            return
+        if self.file is None:
+            raise ValueError(f"video {self.id!r}: frame_ids select frames of a video file, but the video has no file")
+        ids = tuple(int(i) for i in self.frame_ids)
+        bad = [i for i in ids if not 0 <= i < self.num_frames]
+        if bad:
+            raise ValueError(f"video {self.id!r}: frame_ids {bad[:3]} outside the file's {self.num_frames} frames ({self.file})")
+        object.__setattr__(self, "frame_ids", ids)
 
     def __len__(self) -> int:
-        return self.num_frames if self.file is not None else len(self.frames)
+        if self.file is None:
+            return len(self.frames)
+        return self.num_frames if self.frame_ids is None else len(self.frame_ids)
+
+    def file_frame(self, t: int) -> int:
+        """The number of the video file's frame that is frame ``t`` of this video."""
+        return int(t if self.frame_ids is None else self.frame_ids[t])
 
     @classmethod
-    def from_file(cls, id: str, path: str | Path, keypoints_path: Path | None = None) -> "Video":
-        """A video backed by a video file; counts its frames (demuxing, no decoding)."""
+    def from_file(
+        cls, id: str, path: str | Path, keypoints_path: Path | None = None, frame_ids: Sequence[int] | None = None
+    ) -> "Video":
+        """A video backed by a video file; counts its frames (demuxing, no decoding).
+
+        ``frame_ids``: the file's frames to use (default all of them).
+        """
         from ..video import probe
 
-        return cls(id, (), keypoints_path, Path(path), probe(path).num_frames)
+        ids = None if frame_ids is None else tuple(int(i) for i in frame_ids)
+        return cls(id, (), keypoints_path, Path(path), probe(path).num_frames, frame_ids=ids)
 
 
 def check_poses(arr: np.ndarray, skeleton: Skeleton | None, path: Path | str, *, what: str, allow_nan: bool) -> np.ndarray:

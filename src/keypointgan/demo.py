@@ -88,8 +88,8 @@ def train_supervised(
     while True:
         if steps is not None and step >= steps:
             break
-        if minutes is not None and time.perf_counter() - t0 >= minutes * 60 - eval_s:
-            break
+        if minutes is not None and step > 0 and time.perf_counter() - t0 >= minutes * 60 - eval_s:
+            break  # (at least one step, however short the budget)
         idx = torch.randint(len(store), (cfg.batch_size,), generator=gen)
         x = image_to_tensor(np.stack([store.get(int(i)) for i in idx])).to(dev, memory_format=mf)
         q = norm[idx].to(dev)

@@ -185,3 +185,30 @@ def test_motion_weight_emphasises_what_moved(tiny_data):
     assert w[0, 0, 2, 3].item() == pytest.approx(5.0) and w.sum().item() == pytest.approx(64 + 4.0)
     with pytest.raises(Exception, match="rec_motion_weight"):
         make_config("cpu-64", rec_motion_weight=-1.0).validate()
+
+
+def test_moving_average_gets_its_own_batchnorm_statistics(tiny_data, tmp_path):
+    def bn_means(net):
+        return [m.running_mean.clone() for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+
+    t = make_trainer(tiny_data, tmp_path, ema_decay=0.9, ema_norm_batches=3, steps=3)
+    it = t.batches()
+    for _ in range(3):
+        t.train_step(*next(it))
+        t.step += 1
+    raw = bn_means(t.nets["phi"])
+    first = bn_means(t.inference_nets()[0])
+    # measured for the average's own weights, not copied from the raw network's last batches
+    assert not all(torch.allclose(a, b) for a, b in zip(raw, first))
+    # measured once per step, deterministically (seeded by seed and step), training RNG untouched
+    gen_state = t.gen.get_state()
+    t._ema_norm_step = -1
+    again = bn_means(t.inference_nets()[0])
+    assert all(torch.equal(a, b) for a, b in zip(first, again)) and torch.equal(gen_state, t.gen.get_state())
+    assert all(torch.equal(a, b) for a, b in zip(first, bn_means(t.state_dict() and t.ema["phi"])))
+
+    # off: the average carries the raw network's statistics
+    t0 = make_trainer(tiny_data, tmp_path / "off", ema_decay=0.9, ema_norm_batches=0, steps=3)
+    t0.train_step(*next(t0.batches()))
+    t0.step += 1
+    assert all(torch.equal(a, b) for a, b in zip(bn_means(t0.nets["phi"]), bn_means(t0.inference_nets()[0])))

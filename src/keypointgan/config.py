@@ -82,6 +82,10 @@ class TrainConfig:
     ema_decay: float = 0.0
     """Keep an exponential moving average of Φ and η with this decay per step and use it for
     evaluation, checkpoints' detector and prediction (0: off, the raw weights are used)."""
+    ema_norm_batches: int = 20
+    """Before the moving average is used or saved, recompute its batch-norm statistics as plain means
+    over this many batches of training frames (unlabelled; 0: keep the raw networks' running
+    statistics, which belong to other weights and to the last ~10 batches only)."""
     grad_clip: float = 1.0
     """Gradient-norm clip for every network (0 disables)."""
     w_gan: float = 10.0
@@ -150,6 +154,8 @@ class TrainConfig:
         for name in ("lr", "lr_disc", "lr_regressor", "pretrain_lr"):
             if not getattr(self, name) > 0:
                 raise InputError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.ema_norm_batches < 0:
+            raise InputError(f"ema_norm_batches must be >= 0, got {self.ema_norm_batches}")
         if self.rec_motion_weight < 0:
             raise InputError(f"rec_motion_weight must be >= 0, got {self.rec_motion_weight}")
         if not 0.0 <= self.ema_decay < 1.0:

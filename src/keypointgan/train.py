@@ -38,6 +38,7 @@ from . import geometry as G
 from ._version import __version__
 from .config import TrainConfig
 from .data import FramePairDataset, FrameStore, PriorPoseDataset, augment_poses
+from .data.datasets import image_to_tensor
 from .data.layout import Video
 from .errors import InputError, TrainingDiverged, TrainingInterrupted
 from .losses import FallbackReconstructionLoss, lsgan_loss, make_reconstruction_loss, regressor_prior_loss, regressor_self_loss
@@ -272,6 +273,7 @@ class Trainer:
         self.base_lr = {"g": cfg.lr, "d": cfg.lr_disc, "eta": cfg.lr_regressor}
         # moving averages of Φ and η (what evaluation and the detector use when enabled)
         self.ema: dict[str, nn.Module] = {}
+        self._ema_norm_step = -1  # the step at which the average's batch-norm statistics were measured
         if cfg.ema_decay > 0:
             self.ema = {k: copy.deepcopy(self.nets[k]).eval().requires_grad_(False) for k in ("phi", "eta")}
         self.rec_loss = make_reconstruction_loss(cfg.vgg_weights).to(self.device)
@@ -332,6 +334,7 @@ class Trainer:
         """Train η alone on rendered (augmented) prior poses: see :func:`pretrain_eta`."""
         res = pretrain_eta(self.nets["eta"], self.skeleton, self.prior, self.cfg, self.gen, steps=steps, progress=self.progress,
                            log=log, should_stop=should_stop)
+        self._ema_norm_step = -1
         if res.get("interrupted"):
             return res
         if self.ema:
@@ -444,9 +447,43 @@ class Trainer:
             for ba, b in zip(avg.buffers(), self.nets[k].buffers()):
                 ba.copy_(b)
 
+    @torch.no_grad()
+    def _measure_ema_norm_stats(self) -> None:
+        """Batch-norm statistics of the moving averages, measured on training frames.
+
+        The average has its own weights, so the raw networks' running statistics (copied at every
+        step) do not quite fit it, and with momentum 0.1 they reflect the last ~10 batches only.
+        Before the average is evaluated, used for prediction or saved, its statistics are recomputed
+        as plain means over ``ema_norm_batches`` batches of training frames. No labels are involved.
+        The frames are drawn with a generator seeded by (seed, step): training's random streams
+        are untouched, and a resumed run measures exactly what an uninterrupted one does.
+        """
+        n = self.cfg.ema_norm_batches
+        if not self.ema or not n or self._ema_norm_step == self.step or len(self.store) == 0:
+            return
+        phi, eta = self.ema["phi"], self.ema["eta"]
+        bns = [m for net in (phi, eta) for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        if bns:
+            momenta = [m.momentum for m in bns]
+            for m in bns:
+                m.reset_running_stats()
+                m.momentum = None  # a cumulative mean over the batches below
+            phi.train(), eta.train()
+            gen = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + self.step)
+            bs = min(self.cfg.batch_size, len(self.store))
+            for _ in range(n):
+                idx = torch.randint(len(self.store), (bs,), generator=gen).tolist()
+                x = image_to_tensor(np.stack([self.store.get(i) for i in idx]))
+                eta(phi(x.to(self.device, memory_format=self.memory_format)))
+            phi.eval(), eta.eval()
+            for m, mom in zip(bns, momenta):
+                m.momentum = mom
+        self._ema_norm_step = self.step
+
     def inference_nets(self) -> tuple[nn.Module, nn.Module]:
         """Φ and η as used for prediction: the moving averages when enabled, else the raw networks."""
         if self.ema:
+            self._measure_ema_norm_stats()
             return self.ema["phi"], self.ema["eta"]
         return self.nets["phi"], self.nets["eta"]
 
@@ -474,6 +511,7 @@ class Trainer:
 
     # --------------------------------------------------------- checkpoints
     def state_dict(self) -> dict:
+        self._measure_ema_norm_stats()  # the saved average is what the detector will use
         return {
             "format": "keypointgan-checkpoint",
             "version": __version__,
@@ -535,6 +573,7 @@ class Trainer:
         self.step, self.epoch, self.batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
         self.pretrained, self.elapsed = state["pretrained"], state["elapsed"]
         self.skipped_steps = state.get("skipped_steps", 0)
+        self._ema_norm_step = -1
         self._set_rng_state(state["rng"])
         self._restored = True
 

@@ -124,7 +124,29 @@ def _skeleton(skeleton: Skeleton | None) -> Skeleton:
     return sk
 
 
-class SimpleHuman36M:
+class _ProtocolSplits:
+    """The protocol's three sets, from a reader's ``_split(subjects, part)``."""
+
+    train_subjects: tuple[str, ...]
+    test_subjects: tuple[str, ...]
+
+    def _split(self, subjects: Sequence[str], part: str) -> list[Video]:
+        raise NotImplementedError
+
+    def train_videos(self) -> list[Video]:
+        """First halves of the training subjects' sequences (in the full dataset, every ``frame_step``-th frame)."""
+        return self._split(self.train_subjects, "first")
+
+    def prior_videos(self) -> list[Video]:
+        """Second halves of the training subjects' sequences (their poses are the prior)."""
+        return self._split(self.train_subjects, "second")
+
+    def test_videos(self) -> list[Video]:
+        """The test subjects' sequences, whole (in the full dataset, every ``frame_step``-th frame)."""
+        return self._split(self.test_subjects, "full")
+
+
+class SimpleHuman36M(_ProtocolSplits):
     """Reader of Simplified Human3.6M and its protocol (module docs).
 
     Args:
@@ -200,18 +222,6 @@ class SimpleHuman36M:
                 if sel:
                     out.append(self._video(subject, seq, sel))
         return out
-
-    def train_videos(self) -> list[Video]:
-        """First halves of the training subjects' sequences."""
-        return self._split(self.train_subjects, "first")
-
-    def prior_videos(self) -> list[Video]:
-        """Second halves of the training subjects' sequences (their landmarks are the prior)."""
-        return self._split(self.train_subjects, "second")
-
-    def test_videos(self) -> list[Video]:
-        """Every frame of the test subjects' sequences."""
-        return self._split(self.test_subjects, "full")
 
     # -------------------------------------------------------------- keypoints
     @staticmethod
@@ -302,7 +312,7 @@ class _Sequence:
     poses: np.ndarray  # (len(ids), 32, 2) pixel poses of those frames
 
 
-class Human36M:
+class Human36M(_ProtocolSplits):
     """Reader of the full Human3.6M (videos + ``D2_Positions`` poses) with the protocol of the module docs.
 
     Args:
@@ -401,18 +411,6 @@ class Human36M:
                 else:
                     out.append(Video(vid, tuple(s.frames[i] for i in sel), cdf))
         return out
-
-    def train_videos(self) -> list[Video]:
-        """First halves of the training subjects' sequences, every ``frame_step``-th frame."""
-        return self._split(self.train_subjects, "first")
-
-    def prior_videos(self) -> list[Video]:
-        """Second halves of the training subjects' sequences (their poses are the prior)."""
-        return self._split(self.train_subjects, "second")
-
-    def test_videos(self) -> list[Video]:
-        """The test subjects' sequences, every ``frame_step``-th frame."""
-        return self._split(self.test_subjects, "full")
 
     def load_keypoints(self, video: Video) -> np.ndarray:
         """``(T, 32, 2)`` float32 pixel ``(x, y)`` of ``video``'s frames."""

@@ -243,30 +243,15 @@ def load_config(path) -> TrainConfig:
     """Read a config file (YAML or JSON: the fields of :class:`TrainConfig`, ``model`` a mapping) and validate it."""
     from pathlib import Path
 
-    import yaml
+    from .io import read_yaml
 
     path = Path(path)
-    if not path.is_file():
-        raise InputError("config file not found", path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise InputError(f"not valid YAML/JSON ({_yaml_problem(exc)})", path) from None
+    data = read_yaml(path, what="config file", format_name="YAML/JSON")
     cfg = TrainConfig.from_dict(data or {}, path)
     try:
         return cfg.validate()
     except InputError as exc:
         raise InputError(exc.problem, path) from None
-
-
-def _yaml_problem(exc: Exception) -> str:
-    """``problem at line L, column C`` for a YAML error (one line)."""
-    mark = getattr(exc, "problem_mark", None)
-    text = str(exc).strip()
-    problem = getattr(exc, "problem", None) or (text.splitlines()[0] if text else type(exc).__name__)
-    if mark is not None:
-        return f"{problem} at line {mark.line + 1}, column {mark.column + 1}"
-    return str(problem)
 
 
 def _tuples(cls, data: dict) -> dict:

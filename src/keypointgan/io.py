@@ -124,3 +124,27 @@ def write_image(path: str | Path, array: np.ndarray) -> None:
     buf = io.BytesIO()
     Image.fromarray(np.ascontiguousarray(array)).save(buf, format=fmt)
     atomic_write_bytes(path, buf.getvalue())
+
+
+def read_yaml(path: str | Path, *, what: str, format_name: str = "YAML"):
+    """Parse a YAML (or JSON) file; a missing file or a syntax error is an :class:`InputError`
+    naming the file (``"<what> not found"``, ``"not valid <format_name> (problem at line L, column C)"``)."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{what} not found", path)
+    try:
+        return yaml.safe_load(path.read_text())
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise InputError(f"not valid {format_name} ({_yaml_problem(exc)})", path) from None
+
+
+def _yaml_problem(exc: Exception) -> str:
+    """``problem at line L, column C`` for a YAML error (one line)."""
+    mark = getattr(exc, "problem_mark", None)
+    text = str(exc).strip()
+    problem = getattr(exc, "problem", None) or (text.splitlines()[0] if text else type(exc).__name__)
+    if mark is not None:
+        return f"{problem} at line {mark.line + 1}, column {mark.column + 1}"
+    return str(problem)

@@ -157,16 +157,9 @@ class Skeleton:
     @classmethod
     def from_yaml(cls, path: str | Path) -> "Skeleton":
         """Read a skeleton YAML file (fields ``name``, ``keypoints``, ``limbs``, ``symmetric``)."""
-        path = Path(path)
-        if not path.is_file():
-            raise InputError("skeleton file not found", path)
-        try:
-            data = yaml.safe_load(path.read_text())
-        except (yaml.YAMLError, UnicodeDecodeError) as exc:
-            from .config import _yaml_problem
+        from .io import read_yaml
 
-            raise InputError(f"not valid YAML ({_yaml_problem(exc)})", path) from None
-        return cls.from_dict(data, path)
+        return cls.from_dict(read_yaml(path, what="skeleton file"), Path(path))
 
     def to_yaml(self, path: str | Path) -> None:
         """Write the skeleton as YAML (atomically: write a temporary file, then rename)."""

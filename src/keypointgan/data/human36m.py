@@ -127,6 +127,10 @@ def _skeleton(skeleton: Skeleton | None) -> Skeleton:
 class _ProtocolSplits:
     """The protocol's three sets, from a reader's ``_split(subjects, part)``."""
 
+    benchmark_name: str
+    root: Path
+    skeleton: Skeleton
+    notes: list[str]
     train_subjects: tuple[str, ...]
     test_subjects: tuple[str, ...]
 
@@ -145,6 +149,24 @@ class _ProtocolSplits:
         """The test subjects' sequences, whole (in the full dataset, every ``frame_step``-th frame)."""
         return self._split(self.test_subjects, "full")
 
+    def benchmark(self) -> Benchmark:
+        """The protocol as a :class:`Benchmark`: errors averaged per activity, then over activities."""
+        train, test = self.train_videos(), self.test_videos()
+        if not train and not test:
+            raise InputError("no training or test sequences found", self.root)
+        return Benchmark(
+            name=self.benchmark_name,
+            root=self.root,
+            skeleton=self.skeleton,
+            videos=train,
+            test_videos=test,
+            groups={v.id: activity_of(v.id.split("/")[1]) for v in train + test},  # ids: subject/sequence[/part]
+            prior_loader=self.load_prior,
+            keypoint_loader=self.load_keypoints,
+            group_name="activity",
+            notes=list(self.notes),
+        )
+
 
 class SimpleHuman36M(_ProtocolSplits):
     """Reader of Simplified Human3.6M and its protocol (module docs).
@@ -156,6 +178,8 @@ class SimpleHuman36M(_ProtocolSplits):
         use_mask: multiply the foreground masks into the frames (the protocol does).
         skeleton: the 32-joint skeleton (default the ``human36m`` preset).
     """
+
+    benchmark_name = "simple-human36m"
 
     def __init__(
         self,
@@ -239,25 +263,6 @@ class SimpleHuman36M(_ProtocolSplits):
         arrs = [read_simple_landmarks(p) for v in self.prior_videos() for p in self.landmark_paths(v)]
         return stack_checked(arrs, "prior landmarks (second halves of the training sequences)", self.root)
 
-    def benchmark(self) -> Benchmark:
-        test = self.test_videos()
-        train = self.train_videos()
-        if not train and not test:
-            raise InputError("no training or test sequences found", self.root)
-        return Benchmark(
-            name="simple-human36m",
-            root=self.root,
-            skeleton=self.skeleton,
-            videos=train,
-            test_videos=test,
-            groups={v.id: activity_of(v.id.split("/", 1)[1]) for v in train + test},
-            prior_loader=self.load_prior,
-            keypoint_loader=self.load_keypoints,
-            group_name="activity",
-            notes=list(self.notes),
-        )
-
-
 # --------------------------------------------------------------------------- full Human3.6M
 def read_d2_positions(path: str | Path) -> np.ndarray:
     """A Human3.6M ``D2_Positions/<sequence>.cdf`` → ``(T, 32, 2)`` float32 pixel ``(x, y)``."""
@@ -322,6 +327,8 @@ class Human36M(_ProtocolSplits):
             extracted frame folder next to the video when there is one, else the video file itself.
         activities, train_subjects, test_subjects, skeleton: as for :class:`SimpleHuman36M`.
     """
+
+    benchmark_name = "human36m"
 
     def __init__(
         self,
@@ -427,23 +434,6 @@ class Human36M(_ProtocolSplits):
         if not arrs:
             raise InputError("no prior poses (second halves of the training sequences) found", self.root)
         return np.concatenate(arrs).astype(np.float32)
-
-    def benchmark(self) -> Benchmark:
-        train = self.train_videos()
-        test = self.test_videos()
-        return Benchmark(
-            name="human36m",
-            root=self.root,
-            skeleton=self.skeleton,
-            videos=train,
-            test_videos=test,
-            groups={v.id: activity_of(v.id.split("/")[1]) for v in train + test},
-            prior_loader=self.load_prior,
-            keypoint_loader=self.load_keypoints,
-            group_name="activity",
-            notes=list(self.notes),
-        )
-
 
 def _video_hw(video: Video) -> tuple[int, int]:
     """``(H, W)`` of a video's frames (from the video file's header, or its first frame image)."""

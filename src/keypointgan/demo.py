@@ -182,13 +182,13 @@ def run_demo(
 
     t0 = time.perf_counter()
     trainer.eval_set = es
-    pix = G.norm_to_image_pixels(trainer.predict_norm(es.images), trainer.size, es.hw)
-    results["keypointgan"] = _metrics(pix, es, layout.skeleton)
+    pred_norm = trainer.predict_norm(es.images)
+    results["keypointgan"] = _metrics(G.norm_to_image_pixels(pred_norm, trainer.size, es.hw), es, layout.skeleton)
     results["keypointgan"].update(steps=trainer.step, minutes=trainer.elapsed / 60)
     eval_s = time.perf_counter() - t0
     # the report, written now too (a partial page if anything later fails); its cost is measured
     t0 = time.perf_counter()
-    write_demo_report(out, trainer, es, results, pix)
+    write_demo_report(out, trainer, es, results, pred_norm)
     report_s = time.perf_counter() - t0
 
     # The supervised baseline gets the same time, unless the host slowed down so much that this would
@@ -205,22 +205,22 @@ def run_demo(
     atomic_write_text(out / "metrics.json", json.dumps(results, indent=2))
     if progress:
         print(format_table(results), flush=True)
-    write_demo_report(out, trainer, es, results, pix)
+    write_demo_report(out, trainer, es, results, pred_norm)
     if progress:
         print(f"report: {out / 'report.html'}", flush=True)
     return results
 
 
-def write_demo_report(out: Path, trainer: Trainer, es: EvalSet, results: dict, pix: np.ndarray | None = None) -> Path:
-    """``OUT/report.html``: results table, curves, KeypointGAN's predictions (``pix``, computed if not
-    given) next to the truth, samples."""
+def write_demo_report(out: Path, trainer: Trainer, es: EvalSet, results: dict, pred_norm: torch.Tensor | None = None) -> Path:
+    """``OUT/report.html``: results table, curves, KeypointGAN's predictions (``pred_norm``, points in
+    [-1, 1] on the network's grid; computed if not given) next to the truth, samples."""
     from .report import overlay_sheet, write_report
     from .viz import tensor_to_uint8
 
     grid_hw = (trainer.size, trainer.size)  # drawn on the frames as the network sees them
-    if pix is None:
-        pix = G.norm_to_image_pixels(trainer.predict_norm(es.images), trainer.size, es.hw)
-    pred = G.norm_to_image_pixels(G.image_pixels_to_norm(pix, trainer.size, es.hw), trainer.size, grid_hw)
+    if pred_norm is None:
+        pred_norm = trainer.predict_norm(es.images)
+    pred = G.norm_to_image_pixels(pred_norm, trainer.size, grid_hw)
     true = G.norm_to_image_pixels(G.image_pixels_to_norm(es.keypoints, trainer.size, es.hw), trainer.size, grid_hw)
     sheet = overlay_sheet(tensor_to_uint8(es.images), pred, true, trainer.skeleton, out / "test_predictions.png")
     return write_report(trainer.out, out / "report.html", metrics=results, overlays=sheet)

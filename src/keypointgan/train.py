@@ -248,7 +248,8 @@ class Trainer:
         self.size = size
         self.prior = PriorPoseDataset(prior, size).points.to(self.device)
         self.store = FrameStore(videos, size)
-        if len(self.store) // world_size < cfg.batch_size:
+        # no videos: the caller feeds train_step itself (benchmarks); batches() refuses to run then
+        if videos and len(self.store) // world_size < cfg.batch_size:
             raise InputError(f"the training videos hold {len(self.store)} frames, fewer than the batch size {cfg.batch_size}"
                              + (f" × {world_size} processes" if world_size > 1 else ""))
         self.pairs = FramePairDataset(self.store, gap=cfg.gap, seed=cfg.seed)

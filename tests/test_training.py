@@ -212,3 +212,26 @@ def test_moving_average_gets_its_own_batchnorm_statistics(tiny_data, tmp_path):
     t0.train_step(*next(t0.batches()))
     t0.step += 1
     assert all(torch.equal(a, b) for a, b in zip(bn_means(t0.nets["phi"]), bn_means(t0.inference_nets()[0])))
+
+
+def test_weight_averaging_phase_is_a_plain_mean(tiny_data, tmp_path):
+    t = make_trainer(tiny_data, tmp_path, ema_decay=0.9, swa_fraction=0.5, steps=10)
+    raw, avg = t.nets["phi"].head.weight, t.ema["phi"].head.weight
+    with torch.no_grad():
+        avg.fill_(1.0)
+        t.step, t._progress_now = 100, 0.4  # before the last half: exponential, weight 1 − 0.9
+        raw.fill_(3.0)
+        t._update_ema()
+        assert torch.allclose(avg, torch.full_like(avg, 1.2))
+        t._progress_now = 0.5  # the last half: a plain mean, the average so far counting as one
+        for v in (2.0, 5.0, 8.0):
+            raw.fill_(v)
+            t._update_ema()
+    assert t.swa_count == 3 and torch.allclose(avg, torch.full_like(avg, (1.2 + 2 + 5 + 8) / 4))
+    state = t.state_dict()
+    assert state["swa_count"] == 3
+    t2 = make_trainer(tiny_data, tmp_path / "resumed", ema_decay=0.9, swa_fraction=0.5, steps=10)
+    t2.load_state_dict(state)
+    assert t2.swa_count == 3 and torch.equal(t2.ema["phi"].head.weight, avg)
+    with pytest.raises(InputError, match="swa_fraction"):
+        tiny_config(swa_fraction=1.5).validate()

@@ -330,10 +330,12 @@ def evaluate(
     progress: bool = False,
     format: str = "auto",
     metric: str | None = None,
+    flip_test: bool | None = None,
 ) -> dict:
     """Evaluate a checkpoint on a dataset: every frame with keypoints (generic layout) or the protocol's test set.
 
     ``metric``: ``image`` or ``interocular`` (default: the dataset format's; ``image`` for the generic layout).
+    ``flip_test``: average with mirrored-image predictions (default: the run's ``flip_test`` setting).
 
     Returns ``error``, ``error_flip`` (% of image size — or of the inter-ocular
     distance for faces — averaged per group then over groups), ``pck``,
@@ -342,7 +344,7 @@ def evaluate(
     """
     from .detector import KeypointDetector
 
-    det = KeypointDetector.from_checkpoint(checkpoint, device=device)
+    det = KeypointDetector.from_checkpoint(checkpoint, device=device, flip_test=flip_test)
     layout = open_data(data, _matching_skeleton(data, det.skeleton), format)
     if isinstance(layout, Benchmark) and layout.skeleton != det.skeleton:
         raise InputError(f"the checkpoint's skeleton differs from the {layout.name} skeleton", checkpoint)

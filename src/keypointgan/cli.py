@@ -118,7 +118,9 @@ def cmd_evaluate(args) -> int:
     if args.predictions is not None:
         res = evaluate_predictions(args.predictions, args.data, format=args.format, metric=args.metric)
     else:
-        res = evaluate(args.checkpoint, args.data, device=args.device, progress=not args.quiet, format=args.format, metric=args.metric)
+        res = evaluate(
+            args.checkpoint, args.data, device=args.device, progress=not args.quiet, format=args.format, metric=args.metric, flip_test=args.flip_test
+        )
     for note in res.get("notes", []):
         print(f"note: {note}")
     group = res.get("group_name", "video")
@@ -148,7 +150,14 @@ def cmd_predict(args) -> int:
     from .predict import predict_files
 
     res = predict_files(
-        args.checkpoint, args.inputs, args.out, smooth=args.smooth, device=args.device, overlay=not args.no_overlay, progress=not args.quiet
+        args.checkpoint,
+        args.inputs,
+        args.out,
+        smooth=args.smooth,
+        device=args.device,
+        overlay=not args.no_overlay,
+        progress=not args.quiet,
+        flip_test=args.flip_test,
     )
     if res["images"] or not res["videos"]:
         print(f"wrote keypoints for {res['images']} image(s) to {args.out}")
@@ -157,6 +166,15 @@ def cmd_predict(args) -> int:
         skipped = f", {len(v['skipped'])} skipped (undecodable)" if v["skipped"] else ""
         print(f"wrote keypoints for {v['frames']} frame(s){skipped}: {', '.join(map(str, files))}")
     return 0
+
+
+def _add_flip_test(parser) -> None:
+    parser.add_argument(
+        "--flip-test",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="also predict each image mirrored and average (default: as the run was configured; on in cpu-64)",
+    )
 
 
 def _smooth_window(text: str) -> int:
@@ -262,6 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--format", default="auto", choices=_FORMATS, help="dataset format (default: recognised from the folder)")
     s.add_argument("--metric", choices=["image", "interocular"], help="error in %% of image size or of the inter-ocular distance (default: the format's)")
     s.add_argument("--json", type=Path, help="also write the metrics as JSON")
+    _add_flip_test(s)
     s.add_argument("--device")
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=cmd_evaluate)
@@ -271,6 +290,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("inputs", type=Path, nargs="+", help="image files, folders of images, video files (.mp4 .avi .mov .mkv .webm)")
     s.add_argument("--out", type=Path, required=True)
     s.add_argument("--no-overlay", action="store_true", help="keypoint files only, no overlay PNGs or videos")
+    _add_flip_test(s)
     s.add_argument("--smooth", type=_smooth_window, default=0, metavar="N",
                    help="videos: centred moving average of the keypoints over N frames (odd; default 0 = off)")
     s.add_argument("--device")

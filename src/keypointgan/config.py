@@ -82,6 +82,11 @@ class TrainConfig:
     ema_decay: float = 0.0
     """Keep an exponential moving average of Φ and η with this decay per step and use it for
     evaluation, checkpoints' detector and prediction (0: off, the raw weights are used)."""
+    swa_fraction: float = 0.0
+    """Over this last fraction of the budget (steps or minutes, like ``lr_decay_fraction``) the average
+    becomes a plain mean of the weights after every step, starting from the exponential average so far,
+    which counts as one of them (stochastic weight averaging: it irons out the late wander of the GAN
+    game). 0: the exponential average throughout."""
     ema_norm_batches: int = 20
     """Before the moving average is used or saved, recompute its batch-norm statistics as plain means
     over this many batches of training frames (unlabelled; 0: keep the raw networks' running
@@ -125,6 +130,10 @@ class TrainConfig:
     """Ψ sees ``β(η(Φ(x)))`` (True, the method) or ``Φ(x)`` itself (ablation)."""
     discriminator: bool = True
     """Train with the adversarial term (False: ablation)."""
+    flip_test: bool = False
+    """Inference (evaluation, the detector, predict): also predict each image mirrored, mirror those points
+    back with left/right keypoints swapped, and average the two (the usual flip test of pose estimators;
+    twice the inference cost). Off in the paper's presets, whose numbers are single-pass."""
     steps: int | None = None
     """Stop after this many training steps (None: only the time budget)."""
     max_minutes: float | None = None
@@ -160,6 +169,8 @@ class TrainConfig:
             raise InputError(f"rec_motion_weight must be >= 0, got {self.rec_motion_weight}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise InputError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+        if not 0.0 <= self.swa_fraction <= 1.0:
+            raise InputError(f"swa_fraction must be in [0, 1], got {self.swa_fraction}")
         if not 0.0 <= self.lr_decay_fraction <= 1.0:
             raise InputError(f"lr_decay_fraction must be in [0, 1], got {self.lr_decay_fraction}")
         if self.gap[0] < 0 or self.gap[1] < self.gap[0]:
@@ -299,6 +310,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         lr_regressor=5e-4,
         lr_decay_fraction=0.5,
         ema_decay=0.99,
+        swa_fraction=0.5,
+        flip_test=True,
         gap=(1, 1000),
         pretrain_steps=1000,
         eval_every=100,

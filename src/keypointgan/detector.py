@@ -14,7 +14,38 @@ from .errors import InputError
 from .nets import KeypointRegressor, PoseEncoder
 from .skeleton import Skeleton
 
-__all__ = ["KeypointDetector"]
+__all__ = ["KeypointDetector", "predict_points"]
+
+
+@torch.no_grad()
+def predict_points(
+    phi: torch.nn.Module,
+    eta: torch.nn.Module,
+    images: torch.Tensor,
+    *,
+    flip_permutation: list[int] | None = None,
+    batch_size: int = 64,
+    memory_format: torch.memory_format = torch.contiguous_format,
+) -> torch.Tensor:
+    """η(Φ(x)) for ``N×3×S×S`` images in [-1, 1] → ``N×K×2`` points in [-1, 1] (on the CPU).
+
+    With ``flip_permutation`` (the skeleton's left/right swap), the *flip test*: each image is also
+    predicted mirrored, the mirrored points are mirrored back (``x → −x``) with left and right
+    keypoints swapped, and the two predictions are averaged. The networks' modes are not changed.
+    """
+    dev = next(phi.parameters()).device
+    outs = []
+    for i in range(0, images.shape[0], batch_size):
+        x = images[i : i + batch_size].to(dev)
+        n = x.shape[0]
+        if flip_permutation is not None:
+            x = torch.cat([x, x.flip(-1)])
+        p = eta(phi(x.contiguous(memory_format=memory_format))).float()
+        if flip_permutation is not None:
+            mirrored = p[n:, flip_permutation] * p.new_tensor([-1.0, 1.0])
+            p = 0.5 * (p[:n] + mirrored)
+        outs.append(p.cpu())
+    return torch.cat(outs, 0)
 
 
 class KeypointDetector:
@@ -27,17 +58,32 @@ class KeypointDetector:
         det.skeleton.keypoints           # the names of the K rows
     """
 
-    def __init__(self, *, phi: PoseEncoder, eta: KeypointRegressor, skeleton: Skeleton, size: int, device: torch.device | str = "cpu", config: TrainConfig | None = None):
+    def __init__(
+        self,
+        *,
+        phi: PoseEncoder,
+        eta: KeypointRegressor,
+        skeleton: Skeleton,
+        size: int,
+        device: torch.device | str = "cpu",
+        config: TrainConfig | None = None,
+        flip_test: bool | None = None,
+    ):
         self.device = torch.device(device)
         self.phi = phi.to(self.device).eval()
         self.eta = eta.to(self.device).eval()
         self.skeleton = skeleton
         self.size = int(size)
         self.config = config
+        self.flip_test = bool(config.flip_test if flip_test is None and config is not None else flip_test)
+        """Average each prediction with that of the mirrored image (default: the run's ``flip_test``)."""
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, device: str | torch.device | None = None) -> "KeypointDetector":
-        """Load from a checkpoint file or a run folder (its latest checkpoint); GPU checkpoints load on CPU."""
+    def from_checkpoint(cls, path: str | Path, device: str | torch.device | None = None, flip_test: bool | None = None) -> "KeypointDetector":
+        """Load from a checkpoint file or a run folder (its latest checkpoint); GPU checkpoints load on CPU.
+
+        ``flip_test`` overrides the run's setting (``TrainConfig.flip_test``) for this detector.
+        """
         from .train import select_device
 
         dev = select_device("auto") if device is None else select_device(str(device))
@@ -55,7 +101,7 @@ class KeypointDetector:
             eta.load_state_dict(weights["eta"])
         except (KeyError, RuntimeError, TypeError) as exc:
             raise InputError(f"checkpoint is incomplete or inconsistent ({exc.__class__.__name__}: {str(exc)[:120]})", path) from None
-        return cls(phi=phi, eta=eta, skeleton=skeleton, size=cfg.model.size, device=dev, config=cfg)
+        return cls(phi=phi, eta=eta, skeleton=skeleton, size=cfg.model.size, device=dev, config=cfg, flip_test=flip_test)
 
     # ------------------------------------------------------------------ API
     def _prepare(self, images) -> tuple[torch.Tensor, list[tuple[int, int]], bool]:
@@ -100,11 +146,10 @@ class KeypointDetector:
             tensors.append(image_to_tensor(resize_image(img, self.size)))
         return torch.stack(tensors), hw, single
 
-    @torch.no_grad()
     def predict_norm(self, x: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
-        """``N×3×S×S`` in [-1, 1] at the model's size → ``N×K×2`` in [-1, 1]."""
-        outs = [self.eta(self.phi(x[i : i + batch_size].to(self.device))).float().cpu() for i in range(0, x.shape[0], batch_size)]
-        return torch.cat(outs, 0)
+        """``N×3×S×S`` in [-1, 1] at the model's size → ``N×K×2`` in [-1, 1] (with the flip test if on)."""
+        flip = self.skeleton.flip_permutation if self.flip_test else None
+        return predict_points(self.phi, self.eta, x, flip_permutation=flip, batch_size=batch_size)
 
     def predict(self, images, batch_size: int = 64) -> np.ndarray:
         """Keypoints in pixel ``(x, y)`` of the input images.

@@ -37,14 +37,16 @@ def collect_images(inputs: Sequence[str | Path]) -> list[Path]:
     return files
 
 
-def predict_paths(checkpoint, inputs: Sequence[str | Path], out: str | Path, *, device: str | None = None, overlay: bool = True, progress: bool = False) -> int:
+def predict_paths(
+    checkpoint, inputs: Sequence[str | Path], out: str | Path, *, device: str | None = None, overlay: bool = True, progress: bool = False, flip_test: bool | None = None
+) -> int:
     """Predict every image; write ``OUT/<name>.json`` (and ``OUT/<name>_overlay.png``). Returns the count."""
     from tqdm.auto import tqdm
 
     from .detector import KeypointDetector
     from .viz import draw_keypoints
 
-    det = checkpoint if isinstance(checkpoint, KeypointDetector) else KeypointDetector.from_checkpoint(checkpoint, device=device)
+    det = checkpoint if isinstance(checkpoint, KeypointDetector) else KeypointDetector.from_checkpoint(checkpoint, device=device, flip_test=flip_test)
     files = collect_images(inputs)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -162,6 +164,7 @@ def predict_video(
     name: str | None = None,
     device: str | None = None,
     progress: bool = False,
+    flip_test: bool | None = None,
 ) -> dict:
     """Keypoints for every frame of a video file, streamed.
 
@@ -209,7 +212,7 @@ def predict_video(
         raise InputError(f"--smooth must be 0 (off) or an odd number of frames, got {smooth}")
     if batch_size < 1:
         raise InputError(f"batch size must be positive, got {batch_size}")
-    det = detector if isinstance(detector, KeypointDetector) else KeypointDetector.from_checkpoint(detector, device=device)
+    det = detector if isinstance(detector, KeypointDetector) else KeypointDetector.from_checkpoint(detector, device=device, flip_test=flip_test)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     stem = name or path.stem
@@ -307,8 +310,20 @@ def predict_video(
     }
 
 
-def predict_files(checkpoint, inputs: Sequence[str | Path], out: str | Path, *, smooth: int = 0, device: str | None = None, overlay: bool = True, progress: bool = False) -> dict:
+def predict_files(
+    checkpoint,
+    inputs: Sequence[str | Path],
+    out: str | Path,
+    *,
+    smooth: int = 0,
+    device: str | None = None,
+    overlay: bool = True,
+    progress: bool = False,
+    flip_test: bool | None = None,
+) -> dict:
     """Images, folders of images and video files → the outputs of :func:`predict_paths` and :func:`predict_video`.
+
+    ``flip_test`` (when a checkpoint is given) overrides the run's setting: see :class:`~keypointgan.KeypointDetector`.
 
     Returns ``{"images": count, "videos": [predict_video results]}``.
     """
@@ -322,7 +337,7 @@ def predict_files(checkpoint, inputs: Sequence[str | Path], out: str | Path, *, 
     for v in videos:
         if stems.count(v.stem) > 1:
             raise InputError(f"two input videos share the name {v.stem!r}; their outputs would overwrite each other", v)
-    det = checkpoint if isinstance(checkpoint, KeypointDetector) else KeypointDetector.from_checkpoint(checkpoint, device=device)
+    det = checkpoint if isinstance(checkpoint, KeypointDetector) else KeypointDetector.from_checkpoint(checkpoint, device=device, flip_test=flip_test)
     if images:
         image_stems = {f.stem for f in collect_images(images)}
         for v in videos:

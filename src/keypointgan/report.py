@@ -181,6 +181,9 @@ def write_report(run: str | Path, out: str | Path | None = None, *, metrics: dic
             if k in metrics:
                 m = metrics[k]
                 rows.append((k, f"{m['error']:.2f}", f"{m['error_flip']:.2f}", f"{m['pck']:.3f}"))
+                if "single_pass" in m:
+                    s = m["single_pass"]
+                    rows.append((f"{k}, one pass (no flip test)", f"{s['error']:.2f}", f"{s['error_flip']:.2f}", f"{s['pck']:.3f}"))
         parts.append(_table(rows, header=True))
     elif final:
         parts.append("<h2>Held-out evaluation (last, % of image size)</h2>")

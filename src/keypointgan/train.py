@@ -40,6 +40,7 @@ from .config import TrainConfig
 from .data import FramePairDataset, FrameStore, PriorPoseDataset, augment_poses
 from .data.datasets import image_to_tensor
 from .data.layout import Video
+from .detector import predict_points
 from .errors import InputError, TrainingDiverged, TrainingInterrupted
 from .losses import FallbackReconstructionLoss, lsgan_loss, make_reconstruction_loss, regressor_prior_loss, regressor_self_loss
 from .nets import ConditionalDecoder, KeypointRegressor, MultiScaleDiscriminator, PoseEncoder, init_weights
@@ -275,7 +276,9 @@ class Trainer:
         # moving averages of Φ and η (what evaluation and the detector use when enabled)
         self.ema: dict[str, nn.Module] = {}
         self._ema_norm_step = -1  # the step at which the average's batch-norm statistics were measured
-        if cfg.ema_decay > 0:
+        self.swa_count = 0  # weights averaged into the plain mean so far (swa_fraction)
+        self._progress_now = 0.0  # fraction of the budget spent before the current step
+        if cfg.ema_decay > 0 or cfg.swa_fraction > 0:
             self.ema = {k: copy.deepcopy(self.nets[k]).eval().requires_grad_(False) for k in ("phi", "eta")}
         self.rec_loss = make_reconstruction_loss(cfg.vgg_weights).to(self.device)
         self.pool = ImagePool(cfg.pool_size)
@@ -440,11 +443,17 @@ class Trainer:
     def _update_ema(self) -> None:
         if not self.ema:
             return
-        # follow the raw weights closely at first (an average over ~step/10 steps), then with ema_decay
-        d = min(self.cfg.ema_decay, (1 + self.step) / (10 + self.step))
+        cfg = self.cfg
+        if cfg.swa_fraction > 0 and self._progress_now >= 1.0 - cfg.swa_fraction:
+            # the plain mean of the weights since the averaging phase began (the average so far counts as one)
+            self.swa_count += 1
+            w = 1.0 / (self.swa_count + 1)
+        else:
+            # follow the raw weights closely at first (an average over ~step/10 steps), then with ema_decay
+            w = 1.0 - min(cfg.ema_decay, (1 + self.step) / (10 + self.step))
         for k, avg in self.ema.items():
             for pa, p in zip(avg.parameters(), self.nets[k].parameters()):
-                pa.lerp_(p, 1.0 - d)
+                pa.lerp_(p, w)
             for ba, b in zip(avg.buffers(), self.nets[k].buffers()):
                 ba.copy_(b)
 
@@ -490,14 +499,16 @@ class Trainer:
 
     # ---------------------------------------------------------- evaluation
     @torch.no_grad()
-    def predict_norm(self, images: torch.Tensor, batch: int = 64) -> torch.Tensor:
-        """``N×3×S×S`` → ``N×K×2`` points in [-1, 1] (eval mode)."""
+    def predict_norm(self, images: torch.Tensor, batch: int = 64, flip_test: bool | None = None) -> torch.Tensor:
+        """``N×3×S×S`` → ``N×K×2`` points in [-1, 1] (eval mode; with the flip test when ``flip_test``,
+        by default ``cfg.flip_test``)."""
         phi, eta = self.inference_nets()
         was = phi.training, eta.training
         phi.eval(), eta.eval()
-        outs = [eta(phi(images[i : i + batch].to(self.device))).cpu() for i in range(0, images.shape[0], batch)]
+        flip = self.skeleton.flip_permutation if (self.cfg.flip_test if flip_test is None else flip_test) else None
+        out = predict_points(phi, eta, images, flip_permutation=flip, batch_size=batch, memory_format=self.memory_format)
         phi.train(was[0]), eta.train(was[1])
-        return torch.cat(outs, 0)
+        return out
 
     def evaluate(self) -> dict | None:
         if self.eval_set is None:
@@ -526,6 +537,7 @@ class Trainer:
             "elapsed": self.elapsed,
             "nets": {k: v.state_dict() for k, v in self.nets.items()},
             "ema": {k: v.state_dict() for k, v in self.ema.items()},
+            "swa_count": self.swa_count,
             "optims": {k: v.state_dict() for k, v in self.opt.items()},
             "rec_loss": {k: v for k, v in self.rec_loss.state_dict().items() if not k.startswith("vgg.")},
             "pool": self.pool.state_dict(),
@@ -574,6 +586,7 @@ class Trainer:
         self.step, self.epoch, self.batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
         self.pretrained, self.elapsed = state["pretrained"], state["elapsed"]
         self.skipped_steps = state.get("skipped_steps", 0)
+        self.swa_count = state.get("swa_count", 0)
         self._ema_norm_step = -1
         self._set_rng_state(state["rng"])
         self._restored = True
@@ -745,7 +758,8 @@ class Trainer:
                 break
             if base_elapsed + (time.perf_counter() - start) >= budget_s:
                 break
-            self._set_lr(self._progress(base_elapsed + time.perf_counter() - start, budget_s))
+            self._progress_now = self._progress(base_elapsed + time.perf_counter() - start, budget_s)
+            self._set_lr(self._progress_now)
             x, xa = next(it)
             losses = self.train_step(x, xa)
             self.step += 1

@@ -56,6 +56,9 @@ class KeypointDetector:
         det = KeypointDetector.from_checkpoint("runs/demo/keypointgan")
         kp = det.predict(image)          # image: H×W×3 uint8 → K×2 pixel (x, y)
         det.skeleton.keypoints           # the names of the K rows
+
+    With ``flip_test`` (default: the run's ``TrainConfig.flip_test``) every prediction averages the
+    image's and its mirror image's (mirrored back, left/right keypoints swapped): see :func:`predict_points`.
     """
 
     def __init__(

@@ -40,7 +40,10 @@ def collect_images(inputs: Sequence[str | Path]) -> list[Path]:
 def predict_paths(
     checkpoint, inputs: Sequence[str | Path], out: str | Path, *, device: str | None = None, overlay: bool = True, progress: bool = False, flip_test: bool | None = None
 ) -> int:
-    """Predict every image; write ``OUT/<name>.json`` (and ``OUT/<name>_overlay.png``). Returns the count."""
+    """Predict every image; write ``OUT/<name>.json`` (and ``OUT/<name>_overlay.png``). Returns the count.
+
+    ``flip_test`` (when a checkpoint is given) overrides the run's setting: see :class:`~keypointgan.KeypointDetector`.
+    """
     from tqdm.auto import tqdm
 
     from .detector import KeypointDetector
@@ -189,6 +192,7 @@ def predict_video(
         smooth: ``0`` or ``1`` for none, else an odd window in frames for a
             centred moving average of the keypoints (:class:`CentredMovingAverage`).
         name: output file stem (default: the video's stem).
+        flip_test: when ``detector`` is a checkpoint, overrides the run's flip-test setting.
 
     Returns:
         ``{"frames", "skipped", "json", "csv", "overlay", "fps", "width", "height"}``.

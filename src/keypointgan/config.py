@@ -81,7 +81,8 @@ class TrainConfig:
     (steps or minutes, whichever runs out first); 0 keeps them constant."""
     ema_decay: float = 0.0
     """Keep an exponential moving average of Φ and η with this decay per step and use it for
-    evaluation, checkpoints' detector and prediction (0: off, the raw weights are used)."""
+    evaluation, checkpoints' detector and prediction (0 and ``swa_fraction`` 0: off, the raw weights
+    are used; 0 with ``swa_fraction`` > 0: the average follows the raw weights until its plain-mean phase)."""
     swa_fraction: float = 0.0
     """Over this last fraction of the budget (steps or minutes, like ``lr_decay_fraction``) the average
     becomes a plain mean of the weights after every step, starting from the exponential average so far,

@@ -294,7 +294,9 @@ PRESETS: dict[str, dict[str, Any]] = {
     "faces-300w": dict(model=dict(size=128), batch_size=16, gap=(1, 1000)),
     # Sized and tuned so that the demo learns within its budget on a 2-core CPU
     # (docs/experiments.md, run e8): narrow networks, a lighter discriminator, faster learning
-    # rates decayed over the last half of the budget, and a moving average of Φ and η for prediction.
+    # rates decayed over the last half of the budget, a moving average of Φ and η for prediction that
+    # becomes a plain mean over the last half, twice the paper's reconstruction weight (for the fallback
+    # loss) and the flip test (sessions 2–3).
     "cpu-64": dict(
         model=dict(
             size=64,
@@ -309,6 +311,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         lr=5e-4,
         lr_disc=5e-4,
         lr_regressor=5e-4,
+        w_rec=20.0,  # tuned for the fallback reconstruction loss (docs/experiments.md, session 3)
         lr_decay_fraction=0.5,
         ema_decay=0.99,
         swa_fraction=0.5,

@@ -14,7 +14,13 @@ from .errors import InputError
 from .nets import KeypointRegressor, PoseEncoder
 from .skeleton import Skeleton
 
-__all__ = ["KeypointDetector", "predict_points"]
+__all__ = ["KeypointDetector", "predict_points", "unmirror"]
+
+
+def unmirror(points: torch.Tensor, flip_permutation: list[int]) -> torch.Tensor:
+    """``B×K×2`` points in [-1, 1] predicted on mirrored images → points for the images themselves:
+    ``x → −x``, and left and right keypoints swapped (``flip_permutation``, the skeleton's)."""
+    return points[:, flip_permutation] * points.new_tensor([-1.0, 1.0])
 
 
 @torch.no_grad()
@@ -30,8 +36,8 @@ def predict_points(
     """η(Φ(x)) for ``N×3×S×S`` images in [-1, 1] → ``N×K×2`` points in [-1, 1] (on the CPU).
 
     With ``flip_permutation`` (the skeleton's left/right swap), the *flip test*: each image is also
-    predicted mirrored, the mirrored points are mirrored back (``x → −x``) with left and right
-    keypoints swapped, and the two predictions are averaged. The networks' modes are not changed.
+    predicted mirrored, its points are mapped back (:func:`unmirror`), and the two predictions are
+    averaged. The networks' modes are not changed.
     """
     dev = next(phi.parameters()).device
     outs = []
@@ -42,8 +48,7 @@ def predict_points(
             x = torch.cat([x, x.flip(-1)])
         p = eta(phi(x.contiguous(memory_format=memory_format))).float()
         if flip_permutation is not None:
-            mirrored = p[n:, flip_permutation] * p.new_tensor([-1.0, 1.0])
-            p = 0.5 * (p[:n] + mirrored)
+            p = 0.5 * (p[:n] + unmirror(p[n:], flip_permutation))
         outs.append(p.cpu())
     return torch.cat(outs, 0)
 

@@ -37,6 +37,13 @@ def collect_images(inputs: Sequence[str | Path]) -> list[Path]:
     return files
 
 
+def _detector(source, device: str | None, flip_test: bool | None):
+    """``source`` itself if it is a :class:`~keypointgan.KeypointDetector`, else one loaded from that checkpoint."""
+    from .detector import KeypointDetector
+
+    return source if isinstance(source, KeypointDetector) else KeypointDetector.from_checkpoint(source, device=device, flip_test=flip_test)
+
+
 def predict_paths(
     checkpoint, inputs: Sequence[str | Path], out: str | Path, *, device: str | None = None, overlay: bool = True, progress: bool = False, flip_test: bool | None = None
 ) -> int:
@@ -46,10 +53,9 @@ def predict_paths(
     """
     from tqdm.auto import tqdm
 
-    from .detector import KeypointDetector
     from .viz import draw_keypoints
 
-    det = checkpoint if isinstance(checkpoint, KeypointDetector) else KeypointDetector.from_checkpoint(checkpoint, device=device, flip_test=flip_test)
+    det = _detector(checkpoint, device, flip_test)
     files = collect_images(inputs)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -201,7 +207,6 @@ def predict_video(
 
     from tqdm.auto import tqdm
 
-    from .detector import KeypointDetector
     from .io import atomic_path
     from .video import VideoReader, VideoWriter, is_video_file
     from .viz import draw_keypoints
@@ -216,7 +221,7 @@ def predict_video(
         raise InputError(f"--smooth must be 0 (off) or an odd number of frames, got {smooth}")
     if batch_size < 1:
         raise InputError(f"batch size must be positive, got {batch_size}")
-    det = detector if isinstance(detector, KeypointDetector) else KeypointDetector.from_checkpoint(detector, device=device, flip_test=flip_test)
+    det = _detector(detector, device, flip_test)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     stem = name or path.stem
@@ -331,7 +336,6 @@ def predict_files(
 
     Returns ``{"images": count, "videos": [predict_video results]}``.
     """
-    from .detector import KeypointDetector
     from .video import is_video_file
 
     paths = [Path(p) for p in inputs]
@@ -341,7 +345,7 @@ def predict_files(
     for v in videos:
         if stems.count(v.stem) > 1:
             raise InputError(f"two input videos share the name {v.stem!r}; their outputs would overwrite each other", v)
-    det = checkpoint if isinstance(checkpoint, KeypointDetector) else KeypointDetector.from_checkpoint(checkpoint, device=device, flip_test=flip_test)
+    det = _detector(checkpoint, device, flip_test)
     if images:
         image_stems = {f.stem for f in collect_images(images)}
         for v in videos:

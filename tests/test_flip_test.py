@@ -11,7 +11,7 @@ from keypointgan import geometry as G
 from keypointgan.api import train
 from keypointgan.cli import build_parser
 from keypointgan.data import Layout
-from keypointgan.detector import predict_points
+from keypointgan.inference import predict_points
 
 
 class _BiasedDotFinder(nn.Module):

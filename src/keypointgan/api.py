@@ -23,7 +23,8 @@ from .errors import InputError
 from .skeleton import Skeleton
 from ._version import __version__
 from .data import PriorPoseDataset
-from .train import EvalSet, Trainer, build_networks, pretrain_eta, select_device
+from .devices import select_device
+from .train import EvalSet, Trainer, build_networks, pretrain_eta
 
 __all__ = ["train", "pretrain_regressor", "evaluate", "evaluate_predictions", "make_eval_set", "load_data", "open_data"]
 

@@ -24,10 +24,11 @@ from .api import make_eval_set
 from .config import TrainConfig, make_config
 from .data import FrameStore, Layout, load_prior
 from .data.datasets import image_to_tensor
-from .detector import predict_points, unmirror
+from .devices import select_device
+from .inference import predict_points, unmirror
 from .evaluate import summarize
 from .io import atomic_write_text
-from .train import EvalSet, Trainer, build_networks, select_device
+from .train import EvalSet, Trainer, build_networks
 
 __all__ = ["run_demo", "mean_pose_metrics", "train_supervised", "DEFAULT_MINUTES"]
 

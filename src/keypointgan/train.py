@@ -40,7 +40,8 @@ from .config import TrainConfig
 from .data import FramePairDataset, FrameStore, PriorPoseDataset, augment_poses
 from .data.datasets import image_to_tensor
 from .data.layout import Video
-from .detector import predict_points
+from .devices import select_device
+from .inference import predict_points
 from .errors import InputError, TrainingDiverged, TrainingInterrupted
 from .losses import FallbackReconstructionLoss, lsgan_loss, make_reconstruction_loss, regressor_prior_loss, regressor_self_loss
 from .nets import ConditionalDecoder, KeypointRegressor, MultiScaleDiscriminator, PoseEncoder, init_weights
@@ -49,28 +50,6 @@ from .skeleton import Skeleton
 __all__ = ["Trainer", "build_networks", "select_device", "ImagePool", "EvalSet", "CHECKPOINT_NAME"]
 
 CHECKPOINT_NAME = "latest.pt"
-
-
-def select_device(name: str = "auto") -> torch.device:
-    """``auto`` → CUDA if available, else MPS, else CPU; otherwise the named device."""
-    mps = getattr(torch.backends, "mps", None)
-    mps_ok = mps is not None and mps.is_available()
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        return torch.device("mps") if mps_ok else torch.device("cpu")
-    try:
-        dev = torch.device(name)
-    except RuntimeError:
-        raise InputError(f"unknown device {name!r}") from None
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise InputError(f"device {name!r} requested but CUDA is not available")
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise InputError(f"device {name!r} requested but only {torch.cuda.device_count()} CUDA device(s) exist")
-    if dev.type == "mps" and not mps_ok:
-        raise InputError(f"device {name!r} requested but MPS is not available")
-    return dev
 
 
 def build_networks(cfg: TrainConfig, num_keypoints: int, *, with_gan: bool = True) -> dict[str, nn.Module]:

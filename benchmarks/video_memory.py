@@ -50,19 +50,22 @@ def child(mode: str, root: str, ckpt: str, out: str) -> None:
     torch.set_num_threads(1)
     lay = Layout(root)
     if mode == "train":
-        from keypointgan.train import Trainer
+        from keypointgan.api import make_loader
+        from keypointgan.training import TrainState, train_step
 
-        cfg = make_config("cpu-64", model=SMALL_MODEL, batch_size=8, device="cpu", steps=3)
+        cfg = make_config("cpu-64", model=SMALL_MODEL, batch_size=8, device="cpu", steps=3, data_workers=0)
         prior = load_prior(lay.prior_path, lay.skeleton)
-        # one throw-away trainer so that imports and one-time set-up are not measured
-        Trainer(cfg, lay.skeleton, prior, lay.videos, out, progress=False)
+        # one throw-away state and loader so that imports and one-time set-up are not measured
+        make_loader(cfg, lay.skeleton, prior, lay.videos, torch.device("cpu")), TrainState(cfg, lay.skeleton, torch.device("cpu"))
         rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         tracemalloc.start()
         t0 = time.perf_counter()
-        t = Trainer(cfg, lay.skeleton, prior, lay.videos, out, progress=False)
-        it = t.batches()
+        loader, points = make_loader(cfg, lay.skeleton, prior, lay.videos, torch.device("cpu"))
+        state = TrainState(cfg, lay.skeleton, torch.device("cpu"))
+        it = loader.batches()
         for _ in range(3):
-            t.train_step(*next(it))
+            b = next(it)
+            train_step(state, b.x, b.x_app, points)
     else:
         from keypointgan import KeypointDetector
         from keypointgan.predict import predict_video

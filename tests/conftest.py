@@ -24,3 +24,34 @@ def tiny_config(**over):
     base = dict(batch_size=4, pretrain_steps=5, pretrain_batch=4, log_every=1, sample_every=2, eval_every=2, ckpt_every=2, eval_frames=8, device="cpu")
     base.update(over)
     return make_config("cpu-64", model=model, **base)
+
+
+class TinyRun:
+    """What :func:`keypointgan.training.fit` needs for a tiny run on ``data``: state, loader, prior points."""
+
+    def __init__(self, data, out, *, eval_set=None, cfg=None, **over):
+        from keypointgan.api import make_loader
+        from keypointgan.data import Layout, load_prior
+        from keypointgan.training import TrainState
+
+        lay = Layout(data)
+        cfg = cfg or tiny_config(**over)
+        self.skeleton = lay.skeleton
+        self.loader, self.prior = make_loader(cfg, lay.skeleton, load_prior(lay.prior_path, lay.skeleton), lay.videos, torch.device("cpu"))
+        self.state = TrainState(cfg, lay.skeleton, torch.device("cpu"))
+        self.out, self.eval_set = out, eval_set
+
+    def batches(self):
+        """Endless ``(x, x_app)`` batches from the run's position in its data order."""
+        for b in self.loader.batches(self.state.epoch, self.state.batch_in_epoch):
+            yield b.x, b.x_app
+
+    def step(self, x, xa, progress=0.0):
+        from keypointgan.training import train_step
+
+        return train_step(self.state, x, xa, self.prior, progress=progress)
+
+    def fit(self):
+        from keypointgan.training import fit
+
+        return fit(self.state, self.loader, self.prior, self.out, eval_set=self.eval_set, progress=False)

@@ -13,11 +13,10 @@ import pytest
 import torch
 import yaml
 
-from conftest import tiny_config
+from conftest import TinyRun, tiny_config
 from keypointgan import InputError, TrainingDiverged
 from keypointgan.checkpoint import load_checkpoint, save_checkpoint
 from keypointgan.data import Layout, load_prior
-from keypointgan.train import Trainer
 
 N_STEPS = 20  # 32 frames / batch 4 = 8 batches per epoch: two epoch boundaries
 
@@ -83,8 +82,10 @@ def assert_same(a, b, where=""):
 
 
 def test_kill_and_resume_gives_identical_weights(tiny_data, tmp_path):
-    """SIGKILL a real `keypointgan train` after a checkpoint exists, resume: bit-identical to an uninterrupted run."""
-    cfg = crash_config(tmp_path / "tiny.yaml")
+    """SIGKILL a real `keypointgan train` after a checkpoint exists, resume: bit-identical to an uninterrupted run.
+    Frames come through 2 data worker processes in the killed run and its resumption, none in the whole run:
+    the data order and every batch do not depend on them."""
+    cfg = crash_config(tmp_path / "tiny.yaml", data_workers=2)
     killed, whole = tmp_path / "killed", tmp_path / "whole"
     proc = subprocess.Popen(train_cmd(tiny_data, killed, "--config", cfg, "--steps", N_STEPS), stderr=subprocess.PIPE, text=True)
     try:
@@ -100,12 +101,14 @@ def test_kill_and_resume_gives_identical_weights(tiny_data, tmp_path):
     assert max(logged_steps(killed)) > ck["step"]  # the kill came after the checkpoint: those steps are replayed
     r = subprocess.run(train_cmd(tiny_data, killed, "--resume", "--steps", N_STEPS), capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
-    r = subprocess.run(train_cmd(tiny_data, whole, "--config", cfg, "--steps", N_STEPS), capture_output=True, text=True)
+    r = subprocess.run(train_cmd(tiny_data, whole, "--config", crash_config(tmp_path / "no_workers.yaml", data_workers=0), "--steps", N_STEPS),
+                       capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
 
     a, b = load_checkpoint(killed), load_checkpoint(whole)
     assert a["step"] == b["step"] == N_STEPS and a["epoch"] == b["epoch"] == 2  # the data order crossed epochs
     a.pop("elapsed"), b.pop("elapsed")
+    assert a["config"].pop("data_workers") == 2 and b["config"].pop("data_workers") == 0
     assert a["pool"]["images"].shape[0] == 50  # the pool is full: its random swaps (Trainer generator) were exercised
     assert_same(a, b)  # networks, moving averages, optimisers, pool, every RNG, step, config
     starts = [json.loads(l) for l in (killed / "log.jsonl").read_text().splitlines() if '"start"' in l]
@@ -136,17 +139,20 @@ def test_sigint_saves_a_checkpoint_and_exits_130(tiny_data, tmp_path):
 
 # ----------------------------------------------------------------------------- in-process
 def make_trainer(data, out, **over):
-    lay = Layout(data)
-    return Trainer(tiny_config(**over), lay.skeleton, load_prior(lay.prior_path, lay.skeleton), lay.videos, out, progress=False)
+    return TinyRun(data, out, **over)
 
 
 def snapshot(t):
-    return {k: {n: v.clone() for n, v in net.state_dict().items()} for k, net in {**t.nets, **{f"ema_{k}": v for k, v in t.ema.items()}}.items()}
+    averages = dict(zip(("phi", "eta"), t.state.average.networks())) if t.state.average else {}
+    nets = {**t.state.nets, **{f"ema_{k}": v for k, v in averages.items()}}
+    return {k: {n: v.clone() for n, v in net.state_dict().items()} for k, net in nets.items()}
 
 
-def test_nonfinite_loss_skips_the_step_entirely(tiny_data, tmp_path, capsys):
+def test_nonfinite_loss_skips_the_step_entirely(tiny_data, tmp_path, capsys, monkeypatch):
+    import keypointgan.training.loop as loop
+
     t = make_trainer(tiny_data, tmp_path / "run", steps=6, ckpt_every=2, eval_every=100, sample_every=100, pretrain_steps=0)
-    real = t.rec_loss.forward
+    real = t.state.rec_loss.forward
     calls = {"n": 0}
 
     def poisoned(pred, target):  # the 4th training step gets a NaN reconstruction loss
@@ -154,25 +160,26 @@ def test_nonfinite_loss_skips_the_step_entirely(tiny_data, tmp_path, capsys):
         out = real(pred, target)
         return out * float("nan") if calls["n"] == 4 else out
 
-    t.rec_loss.forward = poisoned
+    t.state.rec_loss.forward = poisoned
     before = {}
-    orig_step = t.train_step
+    orig_step = loop.train_step
 
-    def step_and_record(x, xa):
+    def step_and_record(state, x, xa, prior, progress):
         if calls["n"] == 3:  # about to run the poisoned step
-            before.update(state=snapshot(t), pool=list(t.pool.images), adam=t.opt["g"].state_dict()["state"][0]["exp_avg"].clone())
-        out = orig_step(x, xa)
+            before.update(state=snapshot(t), pool=list(state.pool.images), adam=state.optimizers["g"].state_dict()["state"][0]["exp_avg"].clone())
+        result = orig_step(state, x, xa, prior, progress=progress)
+        out = {**result.losses, "skipped": result.skipped}
         if calls["n"] == 4:
             after = snapshot(t)
             assert out["skipped"] is True and math.isnan(out["loss_rec"])
             assert_same(before["state"], after, "nets")  # weights, BN statistics and EMA untouched
-            assert len(t.pool.images) == len(before["pool"]) and all(a is b for a, b in zip(t.pool.images, before["pool"]))
-            assert torch.equal(t.opt["g"].state_dict()["state"][0]["exp_avg"], before["adam"])
-        return out
+            assert len(state.pool.images) == len(before["pool"]) and all(a is b for a, b in zip(state.pool.images, before["pool"]))
+            assert torch.equal(state.optimizers["g"].state_dict()["state"][0]["exp_avg"], before["adam"])
+        return result
 
-    t.train_step = step_and_record
-    t.run()
-    assert t.step == 6 and t.skipped_steps == 1 and before
+    monkeypatch.setattr(loop, "train_step", step_and_record)
+    t.fit()
+    assert t.state.step == 6 and t.state.skipped_steps == 1 and before
     log = [json.loads(l) for l in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log if r.get("event") == "skipped"] == [4]
     assert "warning: step 4: non-finite loss_rec=nan; step skipped (no update)" in capsys.readouterr().err
@@ -182,15 +189,17 @@ def test_nonfinite_loss_skips_the_step_entirely(tiny_data, tmp_path, capsys):
 def test_repeated_nonfinite_steps_stop_with_a_usable_checkpoint(tiny_data, tmp_path):
     run = tmp_path / "run"
     t = make_trainer(tiny_data, run, steps=50, ckpt_every=2, eval_every=100, sample_every=100, pretrain_steps=0, max_nonfinite_steps=3)
-    batches = t.batches
+    batches = t.loader.batches
 
-    def nan_after_step_4():  # a data batch that turns into NaN from the 5th step on
-        for i, (x, xa) in enumerate(batches()):
-            yield (x * float("nan"), xa) if i >= 4 else (x, xa)
+    def nan_after_step_4(epoch, index):  # a data batch that turns into NaN from the 5th step on
+        for i, b in enumerate(batches(epoch, index)):
+            if i >= 4:
+                b.x = b.x * float("nan")
+            yield b
 
-    t.batches = nan_after_step_4
+    t.loader.batches = nan_after_step_4
     with pytest.raises(TrainingDiverged) as e:
-        t.run()
+        t.fit()
     ck_path = run / "checkpoints" / "latest.pt"
     assert str(e.value) == (f"training stopped at step 7: 3 consecutive steps with non-finite losses or gradients "
                             f"(last: loss_rec=nan, loss_g_adv=nan, loss_d_fake=nan, loss_eta_self=nan); the last checkpoint {ck_path} (step 6) is intact")
@@ -277,7 +286,7 @@ def test_training_loop_draws_only_from_its_own_generator_and_records_seed(tiny_d
     import random
 
     t = make_trainer(tiny_data, tmp_path / "run", steps=3, seed=7, eval_every=100, sample_every=100, ckpt_every=100)
-    t.run()
+    t.fit()
     seed = 7 * 1009
     assert torch.equal(torch.get_rng_state(), torch.manual_seed(seed).get_state())
     after_np, after_py = np.random.get_state()[1].copy(), random.getstate()
@@ -292,13 +301,15 @@ def test_training_loop_draws_only_from_its_own_generator_and_records_seed(tiny_d
 
 def test_same_seed_same_data_order_and_first_losses(tiny_data, tmp_path):
     def first(seed, name):
+        from keypointgan.training import pretrain_regressor
+
         t = make_trainer(tiny_data, tmp_path / name, steps=2, seed=seed, pretrain_steps=2)
-        t.pretrain_regressor()
+        pretrain_regressor(t.state, t.prior, progress=False)
         it = t.batches()
         out = []
         for _ in range(2):
             x, xa = next(it)
-            out.append((x.clone(), xa.clone(), t.train_step(x, xa)))
+            out.append((x.clone(), xa.clone(), t.step(x, xa).losses))
         return out
 
     a, b, c = first(5, "a"), first(5, "b"), first(6, "c")
@@ -310,19 +321,20 @@ def test_same_seed_same_data_order_and_first_losses(tiny_data, tmp_path):
 
 def test_sigterm_stops_at_the_step_boundary_exit_143(tiny_data, tmp_path, monkeypatch, capsys):
     """SIGTERM (what schedulers send) is handled like Ctrl-C: finish the step, save, exit 128 + 15."""
+    import keypointgan.training.loop as loop
     from keypointgan.cli import main
 
-    real = Trainer.train_step
+    real = loop.train_step
     calls = []
 
-    def step_then_term(self, x, xa):
-        out = real(self, x, xa)
+    def step_then_term(state, x, xa, prior, progress):
+        out = real(state, x, xa, prior, progress=progress)
         calls.append(1)
         if len(calls) == 2:
             os.kill(os.getpid(), signal.SIGTERM)  # arrives in the middle of the step's bookkeeping
         return out
 
-    monkeypatch.setattr(Trainer, "train_step", step_then_term)
+    monkeypatch.setattr(loop, "train_step", step_then_term)
     cfg = crash_config(tmp_path / "tiny.yaml", pretrain_steps=0)
     run = tmp_path / "run"
     threads = torch.get_num_threads()

@@ -161,20 +161,20 @@ def test_evaluate_known_predictions_per_activity(simple_h36m, tmp_path):
 
 
 def test_cli_train_simple_h36m_preset_two_steps(simple_h36m, tmp_path, monkeypatch):
-    """``keypointgan train --preset simple-human36m --data FIXTURE --steps 2`` (the preset shrunk to test widths)."""
+    """``keypointgan train --preset paper-128 --data FIXTURE --steps 2`` (the preset shrunk to test widths)."""
     import torch
 
     import keypointgan.config as C
     from conftest import tiny_config
     from keypointgan.cli import main
 
-    assert C.PRESETS["simple-human36m"]["model"]["size"] == 128
-    monkeypatch.setitem(C.PRESETS, "simple-human36m", {**tiny_config().to_dict(), "steps": None})
+    assert C.PRESETS["paper-128"]["model"]["size"] == 128
+    monkeypatch.setitem(C.PRESETS, "paper-128", {**tiny_config().to_dict(), "steps": None})
     root, _ = simple_h36m
     run = tmp_path / "run"
-    assert main(["train", "--preset", "simple-human36m", "--data", str(root), "--out", str(run), "--steps", "2", "--quiet"]) == 0
+    assert main(["train", "--preset", "paper-128", "--data", str(root), "--out", str(run), "--steps", "2", "--quiet"]) == 0
     ck = torch.load(run / "checkpoints" / "latest.pt", map_location="cpu", weights_only=False)
-    assert ck["step"] == 2 and ck["config"]["preset"] == "simple-human36m"
+    assert ck["step"] == 2 and ck["config"]["preset"] == "paper-128"
     assert ck["skeleton"]["name"] == "human36m" and len(ck["skeleton"]["keypoints"]) == 32
     # the checkpoint evaluates with the protocol: per activity, then over activities
     out = tmp_path / "m.json"

@@ -17,16 +17,17 @@ def test_training_loop_never_imports_matplotlib(tiny_data, tmp_path):
     code = f"""
 import sys
 sys.path.insert(0, {str(tmp_path)!r})
-import keypointgan, keypointgan.train, keypointgan.api, keypointgan.cli, keypointgan.demo, keypointgan.detector
+import keypointgan, keypointgan.training, keypointgan.api, keypointgan.cli, keypointgan.demo, keypointgan.detector
 assert "matplotlib" not in sys.modules, "imported by a module"
 from keypointgan.config import TrainConfig
 from keypointgan.data import Layout, load_prior
-from keypointgan.api import make_eval_set
-from keypointgan.train import Trainer
+from keypointgan.api import make_eval_set, make_loader
+from keypointgan.training import TrainState, fit
 cfg = TrainConfig.from_dict({tiny_config(steps=2, pretrain_steps=2, sample_every=1, eval_every=1).to_dict()!r})
 lay = Layout({str(tiny_data)!r})
 es = make_eval_set(lay, lay.videos[-1:], cfg.model.size, 4)
-Trainer(cfg, lay.skeleton, load_prior(lay.prior_path, lay.skeleton), lay.videos, {str(tmp_path / "run")!r}, eval_set=es, progress=False).run()
+loader, prior = make_loader(cfg, lay.skeleton, load_prior(lay.prior_path, lay.skeleton), lay.videos, "cpu")
+fit(TrainState(cfg, lay.skeleton, "cpu"), loader, prior, {str(tmp_path / "run")!r}, eval_set=es, progress=False)
 assert "matplotlib" not in sys.modules, "imported by the training loop"
 import keypointgan.report
 keypointgan.report.report_run({str(tmp_path / "run")!r})

@@ -4,12 +4,11 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import tiny_config
+from conftest import TinyRun, tiny_config
 from keypointgan import InputError, KeypointDetector
 from keypointgan.api import train
 from keypointgan.data import Layout, load_prior
 from keypointgan.nets import ConditionalDecoder, KeypointRegressor, MultiScaleDiscriminator, PoseEncoder
-from keypointgan.train import Trainer
 
 
 def test_network_shapes():
@@ -24,19 +23,19 @@ def test_network_shapes():
 
 
 def make_trainer(tiny_data, tmp_path, **over):
-    lay = Layout(tiny_data)
-    prior = load_prior(lay.prior_path, lay.skeleton)
     from keypointgan.api import make_eval_set
 
-    cfg = tiny_config(**over)
-    es = make_eval_set(lay, lay.videos[-1:], cfg.model.size, 8)
-    return Trainer(cfg, lay.skeleton, prior, lay.videos, tmp_path / "run", eval_set=es, progress=False)
+    lay = Layout(tiny_data)
+    es = make_eval_set(lay, lay.videos[-1:], tiny_config(**over).model.size, 8)
+    return TinyRun(tiny_data, tmp_path / "run", eval_set=es, **over)
 
 
 def test_regressor_pretraining_reduces_loss(tiny_data, tmp_path):
+    from keypointgan.training import pretrain_regressor
+
     t = make_trainer(tiny_data, tmp_path, pretrain_lr=3e-3, pretrain_batch=8)
     losses = []
-    t.pretrain_regressor(steps=60, log=lambda r: losses.append(r["loss_eta_prior"]))
+    pretrain_regressor(t.state, t.prior, steps=60, progress=False, log=lambda r: losses.append(r["loss_eta_prior"]))
     # logged every 25 steps: 0, 25, 50
     assert losses[-1] < 0.5 * losses[0]
 
@@ -45,9 +44,9 @@ def test_training_steps_reduce_reconstruction_loss(tiny_data, tmp_path):
     torch.manual_seed(0)
     t = make_trainer(tiny_data, tmp_path, lr=2e-3, steps=1)
     x, xa = next(t.batches())
-    rec = [t.train_step(x, xa)["loss_rec"] for _ in range(40)]
+    rec = [t.step(x, xa).losses["loss_rec"] for _ in range(40)]
     assert np.mean(rec[-5:]) < 0.8 * np.mean(rec[:5])
-    out = t.train_step(x, xa)
+    out = t.step(x, xa).losses
     assert {"loss_rec", "loss_g_adv", "loss_d_real", "loss_d_fake", "loss_eta_prior", "loss_eta_self"} <= set(out)
     assert all(np.isfinite(v) for v in out.values())
 
@@ -55,10 +54,10 @@ def test_training_steps_reduce_reconstruction_loss(tiny_data, tmp_path):
 def test_ablation_switches_change_the_step(tiny_data, tmp_path):
     t = make_trainer(tiny_data, tmp_path, discriminator=False, bottleneck=False, steps=1)
     x, xa = next(t.batches())
-    d0 = [p.clone() for p in t.nets["disc"].parameters()]
-    out = t.train_step(x, xa)
+    d0 = [p.clone() for p in t.state.nets["disc"].parameters()]
+    out = t.step(x, xa).losses
     assert "loss_g_adv" not in out and "loss_d_fake" not in out
-    assert all(torch.equal(a, b) for a, b in zip(d0, t.nets["disc"].parameters()))
+    assert all(torch.equal(a, b) for a, b in zip(d0, t.state.nets["disc"].parameters()))
 
 
 def test_train_save_load_identical_predictions_and_resume(tiny_data, tmp_path):
@@ -97,7 +96,7 @@ def test_detector_input_kinds_and_pixel_mapping(tiny_data, tmp_path):
     det = KeypointDetector.from_checkpoint(out, device="cpu")
     K = det.skeleton.num_keypoints
     fixed = torch.tensor([[-1.0, -1.0], [1.0, 1.0]] + [[0.0, 0.0]] * (K - 2))
-    det.predict_norm = lambda x, batch_size=64: fixed.expand(x.shape[0], K, 2).clone()
+    det.predict_grid_points = lambda x, batch_size=64: fixed.expand(x.shape[0], K, 2).clone()
     one = det.predict(np.zeros((32, 32, 3), np.uint8))
     assert one.shape == (K, 2)
     # at the model's size, -1 / 1 are the first / last pixel centres
@@ -130,108 +129,74 @@ def test_detector_real_forward_matches_training_eval(tiny_data, tmp_path):
 
 def test_ema_and_lr_decay(tiny_data, tmp_path):
     t = make_trainer(tiny_data, tmp_path, ema_decay=0.9, lr_decay_fraction=0.5, steps=4, lr=1e-3)
+    from keypointgan.training import inference_networks, save_state
+    from keypointgan.training.loop import lr_scale
+
     x, xa = next(t.batches())
     for _ in range(3):
-        t.train_step(x, xa)
-        t.step += 1
-    raw = t.nets["phi"].head.weight
-    avg = t.ema["phi"].head.weight
+        t.step(x, xa)
+    raw = t.state.nets["phi"].head.weight
+    avg = t.state.average.networks()[0].head.weight
     assert not torch.equal(raw, avg)
-    assert t.inference_nets()[0] is t.ema["phi"]
+    assert inference_networks(t.state, t.loader)[0] is t.state.average.networks()[0]
     # lr: constant for the first half of the budget, then linear to 0
-    t._set_lr(0.25)
-    assert t.opt["g"].param_groups[0]["lr"] == pytest.approx(1e-3)
-    t._set_lr(0.75)
-    assert t.opt["g"].param_groups[0]["lr"] == pytest.approx(0.5e-3)
-    t._set_lr(1.0)
-    assert t.opt["d"].param_groups[0]["lr"] == 0.0
-    path = t.save()
+    t.state.set_lr_scale(lr_scale(0.25, 0.5))
+    assert t.state.lr("g") == pytest.approx(1e-3)
+    t.state.set_lr_scale(lr_scale(0.75, 0.5))
+    assert t.state.lr("g") == pytest.approx(0.5e-3)
+    t.state.set_lr_scale(lr_scale(1.0, 0.5))
+    assert t.state.lr("d") == 0.0
+    path = save_state(t.state, t.loader, tmp_path / "ck.pt")
     state = torch.load(path, weights_only=True)
     assert torch.equal(state["ema"]["phi"]["head.weight"], avg)
     det = KeypointDetector.from_checkpoint(path)
     assert torch.equal(det.phi.head.weight, avg)
 
 
-def test_fallback_loss_weights_pixels_and_keeps_scale():
-    import torch
-
-    from keypointgan.losses import FallbackReconstructionLoss
-
-    loss = FallbackReconstructionLoss()
-    g = torch.Generator().manual_seed(0)
-    a, b = torch.rand(2, 3, 16, 16, generator=g), torch.rand(2, 3, 16, 16, generator=g)
-    # a constant weight changes nothing (the weighted means are normalised)
-    assert torch.allclose(loss(a, b), loss(a, b, torch.full((2, 1, 16, 16), 3.0)))
-    # a mismatch confined to pixels with (almost) no weight costs (almost) nothing
-    b2 = torch.where(torch.arange(16).view(1, 1, 16, 1) >= 8, a, b)
-    w = torch.where(torch.arange(16).view(1, 1, 16, 1) >= 8, 1.0, 1e-4).expand(2, 1, 16, 16)
-    assert loss(a, b2, w) < 0.01 * loss(a, b2)
-
-
-def test_motion_weight_emphasises_what_moved(tiny_data):
-    import torch
-
-    from keypointgan.config import make_config
-    from keypointgan.data import Layout, load_prior
-    from keypointgan.train import Trainer
-
-    lay = Layout(tiny_data)
-    cfg = tiny_config(rec_motion_weight=4.0)
-    t = Trainer(cfg, lay.skeleton, load_prior(lay.prior_path, lay.skeleton), lay.videos, tiny_data / "run_mw", progress=False)
-    x = torch.zeros(1, 3, 8, 8)
-    xa = x.clone()
-    xa[..., 2, 3] = 1.0  # one pixel changed between the frames
-    w = t._rec_weight(x, xa)["weight"]
-    assert w[0, 0, 2, 3].item() == pytest.approx(5.0) and w.sum().item() == pytest.approx(64 + 4.0)
-    with pytest.raises(Exception, match="rec_motion_weight"):
-        make_config("cpu-64", rec_motion_weight=-1.0).validate()
-
-
 def test_moving_average_gets_its_own_batchnorm_statistics(tiny_data, tmp_path):
+    from keypointgan.training import inference_networks
+
     def bn_means(net):
         return [m.running_mean.clone() for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)]
 
     t = make_trainer(tiny_data, tmp_path, ema_decay=0.9, ema_norm_batches=3, steps=3)
     it = t.batches()
     for _ in range(3):
-        t.train_step(*next(it))
-        t.step += 1
-    raw = bn_means(t.nets["phi"])
-    first = bn_means(t.inference_nets()[0])
+        t.step(*next(it))
+    raw = bn_means(t.state.nets["phi"])
+    first = bn_means(inference_networks(t.state, t.loader)[0])
     # measured for the average's own weights, not copied from the raw network's last batches
     assert not all(torch.allclose(a, b) for a, b in zip(raw, first))
     # measured once per step, deterministically (seeded by seed and step), training RNG untouched
-    gen_state = t.gen.get_state()
-    t._ema_norm_step = -1
-    again = bn_means(t.inference_nets()[0])
-    assert all(torch.equal(a, b) for a, b in zip(first, again)) and torch.equal(gen_state, t.gen.get_state())
-    assert all(torch.equal(a, b) for a, b in zip(first, bn_means(t.state_dict() and t.ema["phi"])))
+    gen_state = t.state.gen.get_state()
+    t.state.average.norm_step = None
+    again = bn_means(inference_networks(t.state, t.loader)[0])
+    assert all(torch.equal(a, b) for a, b in zip(first, again)) and torch.equal(gen_state, t.state.gen.get_state())
+    assert all(torch.equal(a, b) for a, b in zip(first, bn_means(t.state.state_dict() and t.state.average.networks()[0])))
 
     # off: the average carries the raw network's statistics
     t0 = make_trainer(tiny_data, tmp_path / "off", ema_decay=0.9, ema_norm_batches=0, steps=3)
-    t0.train_step(*next(t0.batches()))
-    t0.step += 1
-    assert all(torch.equal(a, b) for a, b in zip(bn_means(t0.nets["phi"]), bn_means(t0.inference_nets()[0])))
+    t0.step(*next(t0.batches()))
+    assert all(torch.equal(a, b) for a, b in zip(bn_means(t0.state.nets["phi"]), bn_means(inference_networks(t0.state, t0.loader)[0])))
 
 
 def test_weight_averaging_phase_is_a_plain_mean(tiny_data, tmp_path):
     t = make_trainer(tiny_data, tmp_path, ema_decay=0.9, swa_fraction=0.5, steps=10)
-    raw, avg = t.nets["phi"].head.weight, t.ema["phi"].head.weight
+    average, nets = t.state.average, t.state.nets
+    raw, avg = nets["phi"].head.weight, average.networks()[0].head.weight
     with torch.no_grad():
         avg.fill_(1.0)
-        t.step, t._progress_now = 100, 0.4  # before the last half: exponential, weight 1 − 0.9
         raw.fill_(3.0)
-        t._update_ema()
+        average.update(nets, step=100, progress=0.4)  # before the last half: exponential, weight 1 − 0.9
         assert torch.allclose(avg, torch.full_like(avg, 1.2))
-        t._progress_now = 0.5  # the last half: a plain mean, the average so far counting as one
-        for v in (2.0, 5.0, 8.0):
+        for v in (2.0, 5.0, 8.0):  # the last half: a plain mean, the average so far counting as one
             raw.fill_(v)
-            t._update_ema()
-    assert t.swa_count == 3 and torch.allclose(avg, torch.full_like(avg, (1.2 + 2 + 5 + 8) / 4))
-    state = t.state_dict()
+            average.update(nets, step=101, progress=0.5)
+    assert average.swa_count == 3 and torch.allclose(avg, torch.full_like(avg, (1.2 + 2 + 5 + 8) / 4))
+    state = t.state.state_dict()
     assert state["swa_count"] == 3
     t2 = make_trainer(tiny_data, tmp_path / "resumed", ema_decay=0.9, swa_fraction=0.5, steps=10)
-    t2.load_state_dict(state)
-    assert t2.swa_count == 3 and torch.equal(t2.ema["phi"].head.weight, avg)
+    t2.state.load_state_dict(state)
+    assert t2.state.average.swa_count == 3 and torch.equal(t2.state.average.networks()[0].head.weight, avg)
     with pytest.raises(InputError, match="swa_fraction"):
         tiny_config(swa_fraction=1.5).validate()

@@ -187,21 +187,21 @@ def test_layout_mixes_frame_folders_and_video_files(tmp_path, tiny_data):
 
 def test_video_dataset_trains_with_memory_independent_of_length(tmp_path, tiny_data):
     """Acceptance (issue 4): a video-file dataset trains; memory does not grow with the video's length."""
-    from keypointgan.train import Trainer
+    from conftest import TinyRun
 
     def train_steps(root, steps, trace=True):
-        lay = Layout(root)
-        prior = load_prior(lay.prior_path, lay.skeleton)
         torch.manual_seed(0)
         if trace:
             tracemalloc.start()
-        t = Trainer(tiny_config(steps=steps), lay.skeleton, prior, lay.videos, tmp_path / "run", progress=False)
+        t = TinyRun(root, tmp_path / "run", steps=steps, data_workers=0)
         batches = t.batches()
-        losses = [t.train_step(*next(batches))["loss_rec"] for _ in range(steps)]
+        losses = [t.step(*next(batches)).losses["loss_rec"] for _ in range(steps)]
         peak = tracemalloc.get_traced_memory()[1] if trace else 0
         tracemalloc.stop()
-        assert all(np.isfinite(losses)) and len(t.store._lru) <= t.store.video_cache
-        assert t.store._cache is None  # nothing preloaded
+        lay = Layout(root)
+        store = t.loader.store
+        assert all(np.isfinite(losses)) and len(store._lru) <= store.video_cache
+        assert store._cache is None  # nothing preloaded
         return peak, len(lay.videos[0])
 
     short = video_layout(tiny_data, tmp_path / "short", {"clip": 150}, size=64)

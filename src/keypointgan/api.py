@@ -5,7 +5,6 @@ The CLI is a thin layer over these functions.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from pathlib import Path
 from typing import Any, Sequence
@@ -15,18 +14,20 @@ import torch
 
 from . import geometry as G
 from .checkpoint import load_checkpoint, save_checkpoint
-from .config import TrainConfig, make_config
-from .data import EvalFrameDataset, Layout, load_prior
+from .config import TrainConfig, make_config, resume_config, with_overrides
+from .data import EvalFrameDataset, FrameStore, Layout, load_prior
 from .data.benchmark import Benchmark, open_dataset
 from .data.layout import Video, check_poses
 from .errors import InputError
 from .skeleton import Skeleton
 from ._version import __version__
 from .data import PriorPoseDataset
+from .data.loader import PairLoader
 from .devices import select_device
-from .train import EvalSet, Trainer, build_networks, pretrain_eta
+from .nets import build_networks
+from .training import CHECKPOINT_NAME, EvalSet, TrainState, check_training_checkpoint, fit, pretrain_eta
 
-__all__ = ["train", "pretrain_regressor", "evaluate", "evaluate_predictions", "make_eval_set", "load_data", "open_data"]
+__all__ = ["train", "pretrain_regressor", "evaluate", "evaluate_predictions", "make_eval_set", "make_loader", "load_data", "open_data"]
 
 
 def open_data(data: str | Path, skeleton: str | Path | Skeleton | None = None, format: str = "auto") -> Layout | Benchmark:
@@ -105,7 +106,7 @@ def train(
     prior: str | Path | None = None,
     skeleton: str | Path | Skeleton | None = None,
     config: TrainConfig | None = None,
-    preset: str = "cpu-64",
+    preset: str | None = None,
     resume: bool = False,
     regressor: str | Path | None = None,
     eval_data: str | Path | None = None,
@@ -123,9 +124,12 @@ def train(
         out: run folder: ``checkpoints/latest.pt``, ``log.jsonl``, ``samples/``.
         prior: prior poses file (default ``DATA/prior.npy``).
         skeleton: skeleton YAML or object (default ``DATA/skeleton.yaml``).
-        config: a full config; otherwise ``preset`` plus ``overrides``
-            (``steps=…``, ``max_minutes=…``, ``seed=…``, any :class:`TrainConfig` field).
-        resume: continue from ``OUT/checkpoints/latest.pt``.
+        config: a full config, or ``preset`` (default ``cpu-64``); either with ``overrides``
+            on top (``steps=…``, ``max_minutes=…``, ``seed=…``, any :class:`TrainConfig` field;
+            ``model`` a dict of :class:`~keypointgan.config.ModelConfig` fields).
+        resume: continue from ``OUT/checkpoints/latest.pt`` with its settings; only the budget and
+            how the run executes (:data:`~keypointgan.config.RUNTIME_FIELDS`) may change, and a
+            ``config`` or ``preset`` that differs from the checkpoint's is refused.
         regressor: a pre-trained η (from :func:`pretrain_regressor`); skips pre-training.
         eval_data: a dataset of held-out videos with keypoints for periodic evaluation
             (default: none).
@@ -142,37 +146,24 @@ def train(
     _check_vgg_weights(overrides.get("vgg_weights") or (config.vgg_weights if config is not None else None))
     layout, poses = load_data(data, prior, skeleton, format)
     out = Path(out)
-    ckpt_path = out / "checkpoints" / "latest.pt"
-    state = None
+    ckpt_path = out / "checkpoints" / CHECKPOINT_NAME
+    state_dict = None
     if resume:
         if not ckpt_path.is_file():
             raise InputError("nothing to resume: no checkpoints/latest.pt", out)
-        state = load_checkpoint(ckpt_path)
-        missing = [k for k in ("config", "skeleton", "nets", "optims", "step", "rng") if k not in state]
-        if missing:
-            raise InputError(f"cannot resume: not a training checkpoint (no {', '.join(missing)})", ckpt_path)
+        state_dict = load_checkpoint(ckpt_path)
+        check_training_checkpoint(state_dict, ckpt_path)
         try:
-            cfg = TrainConfig.from_dict(state["config"])
-            saved_skeleton = Skeleton.from_dict(state["skeleton"])
+            saved = TrainConfig.from_dict(state_dict["config"])
+            saved_skeleton = Skeleton.from_dict(state_dict["skeleton"])
         except (KeyError, TypeError, InputError) as exc:
             raise InputError(f"cannot resume: the checkpoint's config or skeleton is damaged ({exc})", ckpt_path) from None
-        for k, v in overrides.items():
-            if v is None:
-                continue
-            if k in ("steps", "max_minutes", "device", "num_threads", "max_nonfinite_steps"):  # may change on resume
-                setattr(cfg, k, v)
-            elif getattr(cfg, k, v) != v:
-                raise InputError(f"cannot change {k} when resuming (the run has {getattr(cfg, k)!r})", ckpt_path)
+        requested = config if config is not None else (make_config(preset) if preset is not None else None)
+        cfg = resume_config(saved, requested, ckpt_path, **overrides)
         if saved_skeleton != layout.skeleton:
             raise InputError("the checkpoint was trained with another skeleton than this dataset's", ckpt_path)
     else:
-        if config is not None:
-            unknown = sorted(set(overrides) - set(TrainConfig.__dataclass_fields__))
-            if unknown:
-                raise InputError(f"unknown config field(s): {', '.join(unknown)}")
-            cfg = dataclasses.replace(config, **{k: v for k, v in overrides.items() if v is not None})
-        else:
-            cfg = make_config(preset, **overrides)
+        cfg = with_overrides(config, **overrides) if config is not None else make_config(preset or "cpu-64", **overrides)
         if ckpt_path.exists():
             raise InputError("run folder already holds a checkpoint; use --resume or another --out", out)
     cfg.validate()
@@ -185,31 +176,55 @@ def train(
         eval_set = make_eval_set(ev_layout, ev_videos, cfg.model.size, cfg.eval_frames, ev_groups) if ev_videos else None
         if eval_set is None:
             raise InputError("evaluation data has no keypoints to evaluate against", eval_data)
+    eta_state = _read_regressor(regressor, layout.skeleton) if regressor is not None and state_dict is None else None
     rank = int(os.environ.get("RANK", 0))
     world = int(os.environ.get("WORLD_SIZE", 1))
-    trainer = Trainer(cfg, layout.skeleton, poses, videos or layout.videos, out, eval_set=eval_set, rank=rank, world_size=world, progress=progress)
-    if state is not None:
+    if cfg.num_threads:
+        torch.set_num_threads(cfg.num_threads)
+    device = select_device(cfg.device)
+    loader, prior_points = make_loader(cfg, layout.skeleton, poses, videos or layout.videos, device, rank=rank, world_size=world)
+    state = TrainState(cfg, layout.skeleton, device, rank=rank)
+    if state_dict is not None:
         try:
-            trainer.load_state_dict(state)
+            state.load_state_dict(state_dict)
         except (KeyError, RuntimeError, ValueError, TypeError) as exc:
             raise InputError(f"cannot resume: the checkpoint does not match this run's networks ({exc.__class__.__name__})", ckpt_path) from None
-    elif regressor is not None:
-        reg = load_checkpoint(regressor)
-        if "eta" not in reg.get("nets", {}):
-            raise InputError("not a regressor checkpoint (no 'eta' network)", regressor)
-        if Skeleton.from_dict(reg["skeleton"]) != layout.skeleton:
-            raise InputError("the regressor was trained for another skeleton", regressor)
+    elif eta_state is not None:
         try:
-            trainer.nets["eta"].load_state_dict(reg["nets"]["eta"])
+            state.set_pretrained_regressor(eta_state)
         except RuntimeError:
             raise InputError("the regressor's widths differ from this run's config", regressor) from None
-        trainer.pretrained = True
-    result = trainer.run()
+    result = fit(state, loader, prior_points, out, eval_set=eval_set, progress=progress)
     if report and rank == 0:
         from .report import report_run
 
         report_run(out)
     return result
+
+
+def make_loader(cfg: TrainConfig, skeleton: Skeleton, poses: np.ndarray, videos: Sequence[Video], device: torch.device, *,
+                rank: int = 0, world_size: int = 1) -> tuple[PairLoader, torch.Tensor]:
+    """The training frames of ``videos`` as a :class:`~keypointgan.data.loader.PairLoader`, and the
+    prior ``poses`` (``N×K×2`` in [0, 1]) as ``N×K×2`` points in [-1, 1] on ``device``."""
+    if poses.shape[1] != skeleton.num_keypoints:
+        raise InputError(f"the prior has K={poses.shape[1]} but the skeleton has {skeleton.num_keypoints} keypoints")
+    store = FrameStore(videos, cfg.model.size)
+    if len(store) // world_size < cfg.batch_size:
+        raise InputError(f"the training videos hold {len(store)} frames, fewer than the batch size {cfg.batch_size}"
+                         + (f" × {world_size} processes" if world_size > 1 else ""))
+    loader = PairLoader(store, batch_size=cfg.batch_size, gap=cfg.gap, seed=cfg.seed, workers=cfg.data_workers, rank=rank,
+                        world_size=world_size, device=device, memory_format=torch.channels_last if cfg.channels_last else torch.contiguous_format)
+    return loader, PriorPoseDataset(poses, cfg.model.size).points.to(device)
+
+
+def _read_regressor(path: str | Path, skeleton: Skeleton) -> dict:
+    """η's weights from a :func:`pretrain_regressor` checkpoint, checked against ``skeleton``."""
+    reg = load_checkpoint(path)
+    if "eta" not in reg.get("nets", {}):
+        raise InputError("not a regressor checkpoint (no 'eta' network)", path)
+    if Skeleton.from_dict(reg["skeleton"]) != skeleton:
+        raise InputError("the regressor was trained for another skeleton", path)
+    return reg["nets"]["eta"]
 
 
 def pretrain_regressor(
@@ -227,9 +242,9 @@ def pretrain_regressor(
         skeleton = Skeleton.from_yaml(skeleton)
     poses = load_prior(prior, skeleton)
     overrides.setdefault("steps", 0)
-    cfg = (config or make_config(preset, **overrides)).validate()
+    cfg = (with_overrides(config, **overrides) if config is not None else make_config(preset, **overrides)).validate()
     dev = select_device(cfg.device)
-    eta = build_networks(cfg, skeleton.num_keypoints, with_gan=False)["eta"].to(dev)
+    eta = build_networks(cfg.model, skeleton.num_keypoints, with_gan=False)["eta"].to(dev)
     points = PriorPoseDataset(poses, cfg.model.size).points.to(dev)
     res = pretrain_eta(eta, skeleton, points, cfg, torch.Generator().manual_seed(cfg.seed), progress=progress)
     save_checkpoint(
@@ -360,7 +375,7 @@ def evaluate(
         items = [ds[i] for i in range(len(ds))]
         x = torch.stack([it[0] for it in items])
         hw = np.stack([it[2].numpy() for it in items])
-        preds.append(G.norm_to_image_pixels(det.predict_norm(x, batch_size), det.size, hw))
+        preds.append(G.norm_to_image_pixels(det.predict_grid_points(x, batch_size), det.size, hw))
         gts.append(np.stack([it[1].numpy() for it in items]))
         hws.append(hw)
         groups += [g] * len(items)

@@ -63,28 +63,111 @@ def cmd_make_synthetic(args) -> int:
     return 0
 
 
-def _overrides(args) -> dict:
-    out = {}
-    for name in ("steps", "max_minutes", "seed", "device", "batch_size", "vgg_weights", "pretrain_steps", "num_threads"):
-        v = getattr(args, name, None)
-        if v is not None:
-            out[name] = str(v) if name == "vgg_weights" else v
-    if getattr(args, "no_bottleneck", False):
-        out["bottleneck"] = False
-    if getattr(args, "no_discriminator", False):
-        out["discriminator"] = False
+# ------------------------------------------------ config flags, generated from the dataclasses
+# Every TrainConfig / ModelConfig field is a flag (``--batch-size``, ``--model.size``; also spelt with
+# underscores), its help the field's docstring (read by docstring_parser, the library jsonargparse uses
+# for this).  The flags are generated here rather than by jsonargparse or tyro because a run's config
+# is layered — preset or --config file, then only the flags given — and those libraries fill every
+# field with the dataclass default, which would hide the preset; their underscore-only spelling would
+# also rename the flags users already have in their scripts (--max-minutes, --no-bottleneck).
+_FLAG_TYPES = {  # fields with a narrower type than their annotation
+    "steps": _nonneg_int, "max_minutes": _positive_float, "seed": _nonneg_int, "num_threads": _positive_int,
+    "pretrain_steps": _nonneg_int, "data_workers": _nonneg_int,
+}
+_NOT_FLAGS = ("model", "preset")  # model: one flag per ModelConfig field; preset: --preset itself
+
+
+def _field_docs(cls) -> dict[str, str]:
+    import docstring_parser
+
+    return {p.arg_name: " ".join((p.description or "").split()) for p in docstring_parser.parse_from_object(cls).params}
+
+
+def _scalar_parser(hint, name: str):
+    if name in _FLAG_TYPES:
+        return _FLAG_TYPES[name]
+    if hint is float:
+        return float
+    if hint is int:
+        return int
+    return str
+
+
+def _add_config_flags(parser) -> None:
+    """One flag per config field, with the field's docstring as help; unset flags leave no attribute."""
+    import dataclasses
+    import typing
+
+    from .config import ModelConfig, TrainConfig
+
+    group = parser.add_argument_group("config (every TrainConfig field; default: the preset's or --config file's value)")
+    for cls, prefix in ((TrainConfig, ""), (ModelConfig, "model.")):
+        docs, hints = _field_docs(cls), typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            if not prefix and f.name in _NOT_FLAGS:
+                continue
+            hint, dest = hints[f.name], "cfg:" + prefix + f.name
+            args = typing.get_args(hint)
+            optional = type(None) in args
+            if optional:
+                hint = next(a for a in args if a is not type(None))
+            flag = f"--{prefix}{f.name.replace('_', '-')}"
+            alias = f"--{prefix}{f.name}" if "_" in f.name and hint is not bool else None  # litgpt / jsonargparse spelling
+            helptext = (docs.get(f.name) or f.name.replace("_", " ")).replace("%", "%%")
+            kw = dict(dest=dest, default=argparse.SUPPRESS, help=helptext + (" ('none' for None)" if optional else ""))
+            if hint is bool:
+                group.add_argument(flag, action=argparse.BooleanOptionalAction, **kw)
+                continue
+            if typing.get_origin(hint) is tuple:
+                elems = typing.get_args(hint)
+                n = "+" if len(elems) == 2 and elems[1] is Ellipsis else len(elems)
+                more = dict(nargs=n, type=_scalar_parser(elems[0], f.name), metavar=f.name.split("_")[-1].upper())
+            else:
+                parse = _scalar_parser(hint, f.name)
+                more = dict(type=(lambda t, p=parse: None if t.lower() in ("none", "null") else p(t)) if optional else parse, metavar=f.name.upper())
+            group.add_argument(flag, **kw, **more)
+            if alias:
+                group.add_argument(alias, **{**kw, "help": argparse.SUPPRESS}, **more)
+
+
+def _config_flags(args) -> dict:
+    """The config fields given as flags: ``{field: value, "model": {field: value}}``."""
+    out: dict = {}
+    for dest, v in vars(args).items():
+        if dest.startswith("cfg:"):
+            name = dest[4:]
+            if isinstance(v, list):
+                v = tuple(v)
+            if name.startswith("model."):
+                out.setdefault("model", {})[name[6:]] = v
+            else:
+                out[name] = v
     return out
 
 
 def cmd_train(args) -> int:
-    from .api import train
-    from .config import load_config
+    import yaml
 
-    over = _overrides(args)
+    from .api import train
+    from .config import load_config, make_config, with_overrides
+
+    over = _config_flags(args)
+    if "vgg_weights" in over and over["vgg_weights"] is not None:
+        over["vgg_weights"] = str(over["vgg_weights"])
+    if args.config is not None and args.preset is not None:
+        raise KeypointGANError("give --config or --preset, not both (a config file holds a whole config)")
     config = load_config(args.config) if args.config is not None else None
     has_budget = config is not None and (config.steps is not None or config.max_minutes is not None)
     if not args.resume and not has_budget and over.get("steps") is None and over.get("max_minutes") is None:
         over["max_minutes"] = 10.0
+    if args.print_config:
+        if args.resume:
+            raise KeypointGANError("--print-config shows a new run's config; a run's own is in OUT/checkpoints/latest.pt and its log")
+        cfg = with_overrides(config, args.config, **over) if config is not None else make_config(args.preset or "cpu-64", **over)
+        print(yaml.safe_dump(_plain(cfg.validate().to_dict()), sort_keys=False), end="")
+        return 0
+    if args.data is None or args.out is None:
+        raise KeypointGANError("train needs --data and --out")
     res = train(
         args.data, args.out, prior=args.prior, skeleton=args.skeleton, preset=args.preset, config=config, resume=args.resume,
         regressor=args.regressor, eval_data=args.eval_data, progress=not args.quiet, report=not args.no_report,
@@ -101,7 +184,7 @@ def cmd_train(args) -> int:
 def cmd_pretrain(args) -> int:
     from .api import pretrain_regressor
 
-    over = {k: v for k, v in _overrides(args).items() if k in ("seed", "device")}
+    over = {k: getattr(args, k) for k in ("seed", "device") if getattr(args, k) is not None}
     if args.steps is not None:
         over["pretrain_steps"] = args.steps
     res = pretrain_regressor(args.prior, args.skeleton, args.out, preset=args.preset, progress=not args.quiet, **over)
@@ -133,6 +216,15 @@ def cmd_evaluate(args) -> int:
     if args.json:
         atomic_write_text(args.json, json.dumps(_json_safe(res), indent=2))
     return 0
+
+
+def _plain(obj):
+    """Tuples → lists, for YAML that reads back as the same config."""
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    return obj
 
 
 def _json_safe(obj):
@@ -234,32 +326,25 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=cmd_make_synthetic)
 
-    def budget(s):
-        s.add_argument("--steps", type=_nonneg_int, help="training steps")
-        s.add_argument("--max-minutes", type=_positive_float, help="training time budget in minutes (after η pre-training)")
-        s.add_argument("--seed", type=_nonneg_int)
-        s.add_argument("--device", help="auto (default), cpu, cuda, cuda:1, mps")
-        s.add_argument("--quiet", action="store_true", help="no progress bars")
-
-    s = sub.add_parser("train", help="train KeypointGAN on a dataset (generic layout or a dataset format)")
-    s.add_argument("--data", type=Path, required=True, help="dataset folder (generic layout or a dataset format, see --format)")
+    s = sub.add_parser("train", help="train KeypointGAN on a dataset (generic layout or a dataset format)",
+                       description="Train KeypointGAN. The run's config is the preset (or the --config file) with the config flags "
+                                   "given on top; --print-config shows it. Without a budget a new run trains for 10 minutes.")
+    s.add_argument("--data", type=Path, help="dataset folder (generic layout or a dataset format, see --format)")
     s.add_argument("--format", default="auto", choices=_FORMATS, help="dataset format (default: recognised from the folder)")
     s.add_argument("--prior", type=Path, help="prior poses .npy/.csv/.json/.pts (default DATA/prior.npy, or the format's protocol prior)")
     s.add_argument("--skeleton", type=Path, help="skeleton YAML (default DATA/skeleton.yaml)")
-    s.add_argument("--preset", default="cpu-64", choices=sorted(PRESETS))
+    s.add_argument("--preset", choices=sorted(PRESETS), help="settings to start from (default cpu-64)")
     s.add_argument("--config", type=Path, help="config file (YAML/JSON with TrainConfig fields); replaces --preset")
-    s.add_argument("--out", type=Path, required=True, help="run folder")
-    s.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/latest.pt")
+    s.add_argument("--out", type=Path, help="run folder")
+    s.add_argument("--print-config", action="store_true", help="print the config this command would train with (YAML, a valid --config file) and exit")
+    s.add_argument("--resume", action="store_true",
+                   help="continue from OUT/checkpoints/latest.pt with its config; only the budget, device, threads, data workers "
+                        "and tensorboard may change")
     s.add_argument("--regressor", type=Path, help="a pre-trained regressor (from pretrain-regressor)")
     s.add_argument("--eval-data", type=Path, help="dataset with keypoints for periodic evaluation")
-    s.add_argument("--batch-size", type=_positive_int)
-    s.add_argument("--pretrain-steps", type=_nonneg_int, help="regressor pre-training steps")
-    s.add_argument("--vgg-weights", type=Path, help="VGG-19 weights for the perceptual loss: torchvision vgg19 .pth or MatConvNet imagenet-vgg-verydeep-19.mat")
-    s.add_argument("--no-bottleneck", action="store_true", help="ablation: Ψ sees Φ(x) instead of β(η(Φ(x)))")
-    s.add_argument("--no-discriminator", action="store_true", help="ablation: no adversarial term")
-    s.add_argument("--num-threads", type=_positive_int, help="torch CPU threads")
     s.add_argument("--no-report", action="store_true", help="do not write OUT/report.html at the end")
-    budget(s)
+    s.add_argument("--quiet", action="store_true", help="no progress bars or messages, only warnings and errors")
+    _add_config_flags(s)
     s.set_defaults(func=cmd_train)
 
     s = sub.add_parser("pretrain-regressor", help="pre-train the keypoint regressor η on prior poses alone")
@@ -313,8 +398,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    import logging
+
+    from .log import configure
+
     parser = build_parser()
     args = parser.parse_args(argv)
+    configure(logging.WARNING if getattr(args, "quiet", False) else logging.INFO)
     try:
         return int(args.func(args) or 0)
     except (KeypointGANError, OSError) as exc:

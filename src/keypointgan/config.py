@@ -9,7 +9,10 @@ from typing import Any
 from .errors import InputError
 from .nets.common import NORMS
 
-__all__ = ["ModelConfig", "TrainConfig", "PRESETS", "make_config", "load_config"]
+__all__ = ["ModelConfig", "TrainConfig", "PRESETS", "RUNTIME_FIELDS", "make_config", "load_config", "with_overrides", "resume_config"]
+
+RUNTIME_FIELDS = ("steps", "max_minutes", "device", "num_threads", "data_workers", "tensorboard", "max_nonfinite_steps")
+"""Fields that may change when a run is resumed: the budget and how the run executes, never what it computes."""
 
 
 @dataclass
@@ -24,10 +27,6 @@ class ModelConfig:
     """η channels: the 7×7 stem, then one stride-2 stage per further entry."""
     decoder_widths: tuple[int, ...] = (32, 64, 128, 256)
     """Ψ channels per level of both of its encoders and of its upsampling path."""
-    decoder_pose_skips: bool = False
-    """Ψ: skip connections from its skeleton encoder at every resolution (not in the paper)."""
-    decoder_appearance_skips: bool = False
-    """Ψ: skip connections from its appearance encoder at every resolution (not in the paper)."""
     disc_ndf: int = 64
     """Channels of the first discriminator layer."""
     disc_layers: int = 3
@@ -66,9 +65,11 @@ class TrainConfig:
     """Everything a training run needs besides the data."""
 
     model: ModelConfig = field(default_factory=ModelConfig)
+    """Network shapes (:class:`ModelConfig`)."""
     preset: str = "custom"
     """Name of the preset this config started from."""
     batch_size: int = 16
+    """Frame pairs per step (per process in a multi-process run)."""
     lr: float = 2e-4
     """Adam learning rate of Φ and Ψ."""
     lr_disc: float = 2e-4
@@ -76,6 +77,7 @@ class TrainConfig:
     lr_regressor: float = 2e-4
     """Adam learning rate of η while it is fine-tuned during training."""
     betas: tuple[float, float] = (0.5, 0.999)
+    """Adam's (β1, β2) for Φ, Ψ, D and η during training."""
     lr_decay_fraction: float = 0.0
     """Decay every learning rate linearly to 0 over this last fraction of the budget
     (steps or minutes, whichever runs out first); 0 keeps them constant."""
@@ -98,13 +100,10 @@ class TrainConfig:
     """Weight of the adversarial term in the G loss."""
     w_rec: float = 10.0
     """Weight of the reconstruction term in the G loss."""
-    rec_motion_weight: float = 0.0
-    """Fallback reconstruction loss only: pixels weigh ``1 + k·|x − x′|`` (mean over channels of the
-    difference between the target and the appearance frame, in [-1, 1] units), so what moved between
-    the two frames — what the skeleton must explain — outweighs the static background (0 = off)."""
     w_consistency: float = 0.0
-    """Weight of the authors' optional render-consistency term in the G loss,
-    ``MSE(Φ(x), β(η(Φ(x))).detach())``: a dense pixel target for Φ (0 = off, as in the paper)."""
+    """Weight of the render-consistency term of the authors' release in the G loss,
+    ``MSE(Φ(x), β(η(Φ(x))).detach())``: a dense pixel target for Φ (0 = off, as in the paper;
+    kept to reproduce the release, where it is an option; not helpful in our measurements)."""
     w_reg_prior: float = 0.9
     """η fine-tune: weight of ``MSE(η(β(q)), q)``."""
     w_reg_self: float = 0.1
@@ -113,20 +112,18 @@ class TrainConfig:
     """Image pool of past fakes shown to D (0 disables)."""
     gap: tuple[int, int] = (1, 20)
     """Frame gap range between the target and the appearance frame."""
-    prior_rotate: float = 0.0
-    """Prior pose augmentation: rotation range in degrees (±)."""
-    prior_scale: tuple[float, float] = (1.0, 1.0)
-    prior_translate: float = 0.0
-    """Prior pose augmentation: translation range in [-1, 1] units (±)."""
-    prior_flip: bool = False
-    """Prior pose augmentation: random left-right mirror."""
     pretrain_steps: int = 1500
     """Regressor pre-training steps on the prior when no pre-trained η is given (0 skips)."""
     pretrain_lr: float = 1e-3
+    """Adam learning rate of η's pre-training (cosine decay to 0 over ``pretrain_steps``)."""
     pretrain_batch: int = 32
+    """Prior poses per pre-training step."""
     pretrain_rotate: float = 15.0
+    """Pre-training pose augmentation: rotation range in degrees (±)."""
     pretrain_scale: tuple[float, float] = (0.85, 1.15)
+    """Pre-training pose augmentation: scale range (about each pose's centre)."""
     pretrain_translate: float = 0.15
+    """Pre-training pose augmentation: translation range in [-1, 1] units (±)."""
     bottleneck: bool = True
     """Ψ sees ``β(η(Φ(x)))`` (True, the method) or ``Φ(x)`` itself (ablation)."""
     discriminator: bool = True
@@ -140,13 +137,19 @@ class TrainConfig:
     max_minutes: float | None = None
     """Stop after this many minutes of training (None: only the step budget)."""
     log_every: int = 25
+    """Steps between records in RUN/log.jsonl."""
     sample_every: int = 250
+    """Steps between sample grids in RUN/samples/."""
     eval_every: int = 500
+    """Steps between evaluations (with evaluation data)."""
     ckpt_every: int = 500
+    """Steps between checkpoints (one is also written after η's pre-training and at the end)."""
     eval_frames: int = 500
     """At most this many frames in periodic evaluation."""
     seed: int = 0
+    """Seed of the initial weights and of every random draw (data order, pairs, prior poses, pool)."""
     device: str = "auto"
+    """auto (CUDA, else MPS, else CPU), cpu, cuda, cuda:1, mps."""
     vgg_weights: str | None = None
     """VGG-19 weights for the perceptual loss (None: the fallback reconstruction loss)."""
     channels_last: bool = True
@@ -156,6 +159,12 @@ class TrainConfig:
     max_nonfinite_steps: int = 20
     """A step whose losses or gradients are NaN/Inf is skipped (no update); this many
     consecutive skipped steps stop the run with an error (the last checkpoint stays usable)."""
+    data_workers: int | None = None
+    """Worker processes that read and decode frames (None: a quarter of the CPU cores, at most 8;
+    0: in the training process). The data order and every batch are the same for any number."""
+    tensorboard: bool = False
+    """Also write the logged scalars and the sample grids as TensorBoard events in RUN/tensorboard/
+    (needs ``pip install 'keypointgan[tensorboard]'``)."""
 
     def validate(self) -> "TrainConfig":
         self.model.validate()
@@ -166,8 +175,6 @@ class TrainConfig:
                 raise InputError(f"{name} must be positive, got {getattr(self, name)}")
         if self.ema_norm_batches < 0:
             raise InputError(f"ema_norm_batches must be >= 0, got {self.ema_norm_batches}")
-        if self.rec_motion_weight < 0:
-            raise InputError(f"rec_motion_weight must be >= 0, got {self.rec_motion_weight}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise InputError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
         if not 0.0 <= self.swa_fraction <= 1.0:
@@ -186,6 +193,8 @@ class TrainConfig:
         for name in ("pool_size", "pretrain_steps", "grad_clip", "w_gan", "w_rec", "w_consistency", "w_reg_prior", "w_reg_self"):
             if getattr(self, name) < 0:
                 raise InputError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.data_workers is not None and self.data_workers < 0:
+            raise InputError(f"data_workers must be >= 0, got {self.data_workers}")
         if self.num_threads is not None and self.num_threads < 1:
             raise InputError(f"num_threads must be at least 1, got {self.num_threads}")
         if self.seed < 0:
@@ -196,16 +205,50 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], source=None) -> "TrainConfig":
-        """A config from a plain dict (a checkpoint's, or a config file's); every field is type-checked."""
+    def from_dict(cls, data: dict[str, Any], source=None, *, drop_removed: bool = False) -> "TrainConfig":
+        """A config from a plain dict (a checkpoint's, or a config file's); every field is type-checked.
+
+        Fields this version no longer has (:data:`REMOVED_FIELDS`) are dropped when they hold the
+        value that switched them off, which is what they did; otherwise they are refused, naming the
+        field, unless ``drop_removed`` (for prediction, which they never affected)."""
         if not isinstance(data, dict):
             raise InputError("a config must be a mapping of field names to values", source)
         data = dict(data)
         model_data = data.pop("model", {}) or {}
         if not isinstance(model_data, dict):
             raise InputError("config field 'model' must be a mapping", source)
+        model_data, data = dict(model_data), _drop_removed(data, "", source, drop_removed)
+        model_data = _drop_removed(model_data, "model.", source, drop_removed)
         model = ModelConfig(**_checked(ModelConfig, model_data, "model.", source))
         return cls(model=model, **_checked(cls, data, "", source))
+
+
+REMOVED_FIELDS: dict[str, Any] = {
+    "model.decoder_pose_skips": False,
+    "model.decoder_appearance_skips": False,
+    "rec_motion_weight": 0.0,
+    "prior_rotate": 0.0,
+    "prior_scale": (1.0, 1.0),
+    "prior_translate": 0.0,
+    "prior_flip": False,
+}
+"""Switches of earlier versions that were measured as not helping and removed (docs/design.md), with
+the value that turned each off."""
+
+
+def _drop_removed(data: dict, prefix: str, source, force: bool) -> dict:
+    out = {}
+    for k, v in data.items():
+        off = REMOVED_FIELDS.get(prefix + k, _MISSING)
+        if off is _MISSING:
+            out[k] = v
+        elif not force and (tuple(v) if isinstance(v, list) else v) != off:
+            raise InputError(f"config field {prefix}{k} was removed from keypointgan (it did not help; docs/design.md), "
+                             f"and this config sets it to {v!r}", source)
+    return out
+
+
+_MISSING = object()
 
 
 def _checked(cls, data: dict, prefix: str, source) -> dict:
@@ -284,14 +327,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         batch_size=16,
         gap=(1, 1000),
     ),
-    # One preset per benchmark of the paper (README, "Reproducing the paper"): the authors' widths,
-    # losses and optimiser at 128 px, batch 16, appearance frames up to 1000 frames away (their
-    # sample_window [0, 1000]), σ = 0.2, η fine-tuned with weights 0.9 / 0.1.  Use them with the
-    # dataset's format (--format, or recognised from the folder) and --vgg-weights.
-    "simple-human36m": dict(model=dict(size=128), batch_size=16, gap=(1, 1000)),
-    "human36m": dict(model=dict(size=128), batch_size=16, gap=(1, 200)),  # every 5th frame: 200 ≈ 1000 frames
-    "penn-action": dict(model=dict(size=128), batch_size=16, gap=(1, 1000)),
-    "faces-300w": dict(model=dict(size=128), batch_size=16, gap=(1, 1000)),
+    # Human3.6M from its videos, of which every 5th frame is used: a window of 200 frames ≈ 1000 of the video
+    "human36m": dict(model=dict(size=128), batch_size=16, gap=(1, 200)),
     # Sized and tuned so that the demo learns within its budget on a 2-core CPU
     # (docs/experiments.md, run e8): narrow networks, a lighter discriminator, faster learning
     # rates decayed over the last half of the budget, a moving average of Φ and η for prediction that
@@ -335,3 +372,42 @@ def make_config(preset: str = "cpu-64", **overrides: Any) -> TrainConfig:
     base.update({k: v for k, v in overrides.items() if v is not None})
     base["preset"] = preset
     return TrainConfig(model=ModelConfig(**model), **base)
+
+
+def with_overrides(cfg: TrainConfig, source=None, **overrides: Any) -> TrainConfig:
+    """A copy of ``cfg`` with fields replaced (``None`` values ignored; ``model`` a mapping of
+    :class:`ModelConfig` fields or a ``ModelConfig``); unknown fields are refused."""
+    over = {k: v for k, v in overrides.items() if v is not None}
+    unknown = sorted(set(over) - {f.name for f in dataclasses.fields(TrainConfig)})
+    if unknown:
+        raise InputError(f"unknown config field(s): {', '.join(unknown)}", source)
+    model = over.pop("model", None)
+    if isinstance(model, dict):
+        bad = sorted(set(model) - {f.name for f in dataclasses.fields(ModelConfig)})
+        if bad:
+            raise InputError(f"unknown config field(s): {', '.join('model.' + k for k in bad)}", source)
+        model = dataclasses.replace(cfg.model, **{k: tuple(v) if isinstance(v, list) else v for k, v in model.items()})
+    return dataclasses.replace(cfg, **over, **({"model": model} if model is not None else {}))
+
+
+def _flat(cfg: TrainConfig) -> dict[str, Any]:
+    d = cfg.to_dict()
+    return {**{f"model.{k}": v for k, v in d.pop("model").items()}, **d}
+
+
+def resume_config(saved: TrainConfig, requested: TrainConfig | None, source=None, **overrides: Any) -> TrainConfig:
+    """The config a resumed run continues with: ``saved`` (the checkpoint's), with the
+    :data:`RUNTIME_FIELDS` of ``overrides`` applied.  Any other difference — from ``requested`` (a
+    ``--config`` file or a ``--preset``, compared field by field) or from ``overrides`` — is refused,
+    naming the first field that differs."""
+    allowed = {k: v for k, v in overrides.items() if k in RUNTIME_FIELDS and v is not None}
+    others = {k: v for k, v in overrides.items() if k not in RUNTIME_FIELDS and v is not None}
+    have = _flat(saved)
+    for k, v in _flat(with_overrides(saved, source, **others)).items():
+        if v != have[k]:
+            raise InputError(f"cannot change {k} when resuming (the run has {have[k]!r})", source)
+    if requested is not None:
+        for k, v in _flat(requested).items():
+            if k not in RUNTIME_FIELDS and k != "preset" and v != have.get(k):
+                raise InputError(f"cannot change {k} when resuming (the run has {have.get(k)!r}; the requested config has {v!r})", source)
+    return with_overrides(saved, source, **allowed)

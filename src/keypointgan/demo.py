@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import geometry as G
-from .api import make_eval_set
+from .api import make_eval_set, make_loader
 from .config import TrainConfig, make_config
 from .data import FrameStore, Layout, load_prior
 from .data.datasets import image_to_tensor
@@ -28,7 +28,10 @@ from .devices import select_device
 from .inference import predict_points, unmirror
 from .evaluate import summarize
 from .io import atomic_write_text
-from .train import EvalSet, Trainer, build_networks
+from .log import configure as configure_logging
+from .log import logger
+from .nets import build_networks
+from .training import EvalSet, TrainState, fit, predict_state, pretrain_regressor
 
 __all__ = ["run_demo", "mean_pose_metrics", "train_supervised", "DEFAULT_MINUTES"]
 
@@ -86,7 +89,7 @@ def train_supervised(
     dev = select_device(cfg.device)
     sk = layout.skeleton
     size = cfg.model.size
-    nets = build_networks(cfg, sk.num_keypoints, with_gan=False)
+    nets = build_networks(cfg.model, sk.num_keypoints, with_gan=False)
     mf = torch.channels_last if cfg.channels_last else torch.contiguous_format
     phi, eta = nets["phi"].to(dev, memory_format=mf), nets["eta"].to(dev, memory_format=mf)
     t0 = time.perf_counter()
@@ -98,11 +101,12 @@ def train_supervised(
     gen = torch.Generator().manual_seed(cfg.seed + 1)
     step = 0
     bar = tqdm(desc="supervised", total=steps, disable=not progress, leave=False)
-    while True:
+    def budget_left() -> bool:  # (at least one step, however short the time budget)
         if steps is not None and step >= steps:
-            break
-        if minutes is not None and step > 0 and time.perf_counter() - t0 >= minutes * 60 - eval_s:
-            break  # (at least one step, however short the budget)
+            return False
+        return minutes is None or step == 0 or time.perf_counter() - t0 < minutes * 60 - eval_s
+
+    while budget_left():
         idx = torch.randint(len(store), (cfg.batch_size,), generator=gen)
         x = image_to_tensor(np.stack([store.get(int(i)) for i in idx])).to(dev, memory_format=mf)
         q = norm[idx].to(dev)
@@ -155,6 +159,7 @@ def run_demo(
     """
     from .data.synthetic import SyntheticConfig, make_synthetic
 
+    configure_logging()
     t_start = time.perf_counter()
     deadline = t_start + max_minutes * 60
     if vgg_weights:  # read the weights now, not after minutes of data generation
@@ -173,38 +178,39 @@ def run_demo(
     es = make_eval_set(layout, test_videos, cfg.model.size)
     results: dict = {"mean_pose": mean_pose_metrics(prior, es, layout.skeleton)}
     if progress:
-        print(f"mean-pose baseline: error {results['mean_pose']['error']:.2f}  flip-corrected {results['mean_pose']['error_flip']:.2f}", flush=True)
+        logger.info(f"mean-pose baseline: error {results['mean_pose']['error']:.2f}  flip-corrected {results['mean_pose']['error_flip']:.2f}")
 
     run_dir = out / "keypointgan"
     # periodic evaluation on every 4th test frame (it costs training time); the final one on all
     es_periodic = EvalSet(es.images[::4], es.keypoints[::4], es.hw[::4], es.groups[::4])
-    trainer = Trainer(cfg, layout.skeleton, prior, train_videos, run_dir, eval_set=es_periodic, progress=progress)
-    trainer.pretrain_regressor()
+    device = select_device(cfg.device)
+    loader, prior_points = make_loader(cfg, layout.skeleton, prior, train_videos, device)
+    state = TrainState(cfg, layout.skeleton, device)
+    pretrain_regressor(state, prior_points, progress=progress)
 
     # What is left is split evenly between KeypointGAN and the supervised baseline, after a reserve for
     # the closing phases (two evaluations on all test frames, with a margin, and the report). The reserve is measured
     # on this machine now, not assumed: a loaded host makes every phase slower.
     t0 = time.perf_counter()
-    trainer.predict_norm(es.images)
+    predict_state(state, loader, es.images)
     eval_s = time.perf_counter() - t0
     reserve_s = 3 * eval_s + REPORT_RESERVE_S
     per_method = max((deadline - time.perf_counter() - reserve_s) / 120, 0.05)
-    trainer.cfg = replace(cfg, max_minutes=per_method)
+    state.set_budget(max_minutes=per_method)
     if progress:
-        print(f"training KeypointGAN for {per_method:.1f} min, then the supervised baseline for the same time", flush=True)
-    trainer.run()
+        logger.info(f"training KeypointGAN for {per_method:.1f} min, then the supervised baseline for the same time")
+    fit(state, loader, prior_points, run_dir, eval_set=es_periodic, progress=progress)
 
     t0 = time.perf_counter()
-    trainer.eval_set = es
-    pred_norm, single = _predict_test_set(lambda x: trainer.predict_norm(x, flip_test=False), es, layout.skeleton, trainer.cfg.flip_test)
-    results["keypointgan"] = _metrics(G.norm_to_image_pixels(pred_norm, trainer.size, es.hw), es, layout.skeleton)
-    results["keypointgan"].update(steps=trainer.step, minutes=trainer.elapsed / 60)
+    pred_grid, single = _predict_test_set(lambda x: predict_state(state, loader, x, flip_test=False), es, layout.skeleton, cfg.flip_test)
+    results["keypointgan"] = _metrics(G.norm_to_image_pixels(pred_grid, cfg.model.size, es.hw), es, layout.skeleton)
+    results["keypointgan"].update(steps=state.step, minutes=state.elapsed / 60)
     if single is not None:
         results["keypointgan"]["single_pass"] = single
     eval_s = time.perf_counter() - t0
     # the report, written now too (a partial page if anything later fails); its cost is measured
     t0 = time.perf_counter()
-    write_demo_report(out, trainer, es, results, pred_norm)
+    write_demo_report(out, run_dir, layout.skeleton, es, results, pred_grid)
     report_s = time.perf_counter() - t0
 
     # The supervised baseline gets the same time, unless the host slowed down so much that this would
@@ -212,7 +218,7 @@ def run_demo(
     left = (deadline - time.perf_counter() - report_s - 5) / 60
     sup_minutes = max(min(per_method, left), 0.05)
     results["supervised"] = train_supervised(
-        trainer.cfg, layout, train_videos, es, minutes=sup_minutes, steps=None, progress=progress, store=trainer.store, eval_s=eval_s
+        state.cfg, layout, train_videos, es, minutes=sup_minutes, steps=None, progress=progress, store=loader.store, eval_s=eval_s
     )
     results["minutes"] = (time.perf_counter() - t_start) / 60
     results["budget_minutes"] = max_minutes
@@ -221,25 +227,24 @@ def run_demo(
     atomic_write_text(out / "metrics.json", json.dumps(results, indent=2))
     if progress:
         print(format_table(results), flush=True)
-    write_demo_report(out, trainer, es, results, pred_norm)
+    write_demo_report(out, run_dir, layout.skeleton, es, results, pred_grid)
     if progress:
         print(f"report: {out / 'report.html'}", flush=True)
     return results
 
 
-def write_demo_report(out: Path, trainer: Trainer, es: EvalSet, results: dict, pred_norm: torch.Tensor | None = None) -> Path:
-    """``OUT/report.html``: results table, curves, KeypointGAN's predictions (``pred_norm``, points in
-    [-1, 1] on the network's grid; computed if not given) next to the truth, samples."""
-    from .report import overlay_sheet, write_report
-    from .viz import tensor_to_uint8
+def write_demo_report(out: Path, run_dir: Path, skeleton, es: EvalSet, results: dict, pred_grid: torch.Tensor) -> Path:
+    """``OUT/report.html``: the run's report with the demo's table and the test predictions
+    (``pred_grid``: ``N×K×2`` in [-1, 1] on ``es.images``) drawn beside the truth."""
+    from .report import write_report
+    from .viz import overlay_sheet, tensor_to_uint8
 
-    grid_hw = (trainer.size, trainer.size)  # drawn on the frames as the network sees them
-    if pred_norm is None:
-        pred_norm = trainer.predict_norm(es.images)
-    pred = G.norm_to_image_pixels(pred_norm, trainer.size, grid_hw)
-    true = G.norm_to_image_pixels(G.image_pixels_to_norm(es.keypoints, trainer.size, es.hw), trainer.size, grid_hw)
-    sheet = overlay_sheet(tensor_to_uint8(es.images), pred, true, trainer.skeleton, out / "test_predictions.png")
-    return write_report(trainer.out, out / "report.html", metrics=results, overlays=sheet)
+    size = es.images.shape[-1]
+    grid_hw = (size, size)  # drawn on the frames as the network sees them
+    pred = G.norm_to_image_pixels(pred_grid, size, grid_hw)
+    true = G.norm_to_image_pixels(G.image_pixels_to_norm(es.keypoints, size, es.hw), size, grid_hw)
+    sheet = overlay_sheet(tensor_to_uint8(es.images), pred, true, skeleton, out / "test_predictions.png")
+    return write_report(run_dir, out / "report.html", metrics=results, overlays=sheet)
 
 
 def format_table(results: dict) -> str:

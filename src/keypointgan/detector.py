@@ -63,7 +63,7 @@ class KeypointDetector:
         if state.get("kind") == "regressor":
             raise InputError("a regressor-only checkpoint (from pretrain-regressor) cannot predict; give a training run's checkpoint", path)
         try:
-            cfg = TrainConfig.from_dict(state["config"])
+            cfg = TrainConfig.from_dict(state["config"], drop_removed=True)
             skeleton = Skeleton.from_dict(state["skeleton"])
             phi = PoseEncoder(widths=cfg.model.encoder_widths, norm=cfg.model.norm)
             eta = KeypointRegressor(num_keypoints=skeleton.num_keypoints, widths=cfg.model.regressor_widths, norm=cfg.model.norm)
@@ -118,7 +118,7 @@ class KeypointDetector:
             tensors.append(image_to_tensor(resize_image(img, self.size)))
         return torch.stack(tensors), hw, single
 
-    def predict_norm(self, x: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
+    def predict_grid_points(self, x: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
         """``N×3×S×S`` in [-1, 1] at the model's size → ``N×K×2`` in [-1, 1] (with the flip test if on)."""
         flip = self.skeleton.flip_permutation if self.flip_test else None
         return predict_points(self.phi, self.eta, x, flip_permutation=flip, batch_size=batch_size)
@@ -135,7 +135,7 @@ class KeypointDetector:
             coordinates with the centre of pixel column ``j`` at ``x = j``.
         """
         x, hw, single = self._prepare(images)
-        pts = self.predict_norm(x, batch_size)
+        pts = self.predict_grid_points(x, batch_size)
         out = G.norm_to_image_pixels(pts, self.size, np.asarray(hw))
         return out[0] if single else out
 

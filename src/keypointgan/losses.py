@@ -323,25 +323,16 @@ class FallbackReconstructionLoss(nn.Module):
     def _grad(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return x[..., :, 1:] - x[..., :, :-1], x[..., 1:, :] - x[..., :-1, :]
 
-    def forward(self, pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
-        """``weight`` (optional, ``B×1×H×W``, positive): a per-pixel weight; each term is a weighted
-        mean (normalised by the weights' mean, so the loss keeps its scale)."""
-
-        def l1(a: torch.Tensor, b: torch.Tensor, w: torch.Tensor | None) -> torch.Tensor:
-            if w is None:
-                return F.l1_loss(a, b)
-            w = w[..., : a.shape[-2], : a.shape[-1]]
-            return ((a - b).abs() * w).mean() / w.mean()
-
-        loss = l1(pred, target, weight)
-        p, t, w = pred, target, weight
+    def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """``B×3×H×W`` images in [-1, 1] → the mean of the ``1 + 2·scales`` L1 terms."""
+        loss = F.l1_loss(pred, target)
+        p, t = pred, target
         for _ in range(self.scales):
             gpx, gpy = self._grad(p)
             gtx, gty = self._grad(t)
-            loss = loss + l1(gpx, gtx, w) + l1(gpy, gty, w)
+            loss = loss + F.l1_loss(gpx, gtx) + F.l1_loss(gpy, gty)
             p, t = F.avg_pool2d(p, 2), F.avg_pool2d(t, 2)
-            w = F.avg_pool2d(w, 2) if w is not None else None
-            loss = loss + l1(p, t, w)
+            loss = loss + F.l1_loss(p, t)
         return loss / (1 + 2 * self.scales)
 
 

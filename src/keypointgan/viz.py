@@ -68,8 +68,8 @@ def grid(rows: Sequence[Sequence[np.ndarray]], pad: int = 2, fill: int = 255) ->
     return out
 
 
-def save_sample_grid(path: str | Path, x, y_hat, points, x_app, x_rec, skeleton: Skeleton, n: int = 8, scale: int = 2, sigma: float = 0.2) -> None:
-    """A PNG with one row per example: x, Φ(x), β(η(Φ(x))) with keypoints, x′, x̂."""
+def save_sample_grid(path: str | Path, x, y_hat, points, x_app, x_rec, skeleton: Skeleton, n: int = 8, scale: int = 2, sigma: float = 0.2) -> np.ndarray:
+    """A PNG with one row per example: x, Φ(x), β(η(Φ(x))) with keypoints, x′, x̂. Returns the picture (``H×W×3`` uint8)."""
     n = min(n, x.shape[0])
     size = x.shape[-1]
     rendered = G.to_signed(G.render_skeleton(points[:n].float(), skeleton, size, sigma))
@@ -80,7 +80,9 @@ def save_sample_grid(path: str | Path, x, y_hat, points, x_app, x_rec, skeleton:
         row = [np.asarray(_up(c[i], scale)) for c in cols]
         row[2] = draw_keypoints(cols[2][i], pix[i], skeleton, scale=scale)
         rows.append(row)
-    write_image(path, grid(rows))
+    sheet = grid(rows)
+    write_image(path, sheet)
+    return sheet
 
 
 def _up(img: np.ndarray, scale: int) -> np.ndarray:

@@ -114,6 +114,10 @@ class FrameStore:
         state["_readers"], state["_lru"] = OrderedDict(), OrderedDict()
         return state
 
+    def forget_open_files(self) -> None:
+        """Drop the open video readers and cached frames: a new worker process opens its own files."""
+        self._readers, self._lru = OrderedDict(), OrderedDict()
+
     def locate(self, index: int) -> tuple[int, int]:
         """Global frame index → (video index, frame index)."""
         v = int(np.searchsorted(self.offsets, index, side="right") - 1)
@@ -204,13 +208,14 @@ class FramePairDataset(Dataset):
     def __len__(self) -> int:
         return len(self.store)
 
-    def partner(self, index: int) -> int:
-        """Global index of the appearance frame paired with target ``index`` (this epoch)."""
+    def partner(self, index: int, epoch: int | None = None) -> int:
+        """Global index of the appearance frame paired with target ``index`` in ``epoch`` (default: this epoch)."""
+        epoch = self.epoch if epoch is None else int(epoch)
         v, t = self.store.locate(index)
         n = len(self.store.videos[v])
         if n == 1:
             return index
-        rng = np.random.default_rng((self.seed, self.epoch, index))
+        rng = np.random.default_rng((self.seed, epoch, index))
         lo, hi = self.gap[0], min(self.gap[1], n - 1)
         lo = min(max(lo, 1), hi)
         # legal partners: t + lo .. t + hi after t, and t - hi .. t - lo before it (inside the video)
@@ -222,12 +227,18 @@ class FramePairDataset(Dataset):
         j = t + lo + k if k < after else max(t - hi, 0) + (k - after)
         return int(self.store.offsets[v] + j)
 
-    def __getitem__(self, index: int):
-        j = self.partner(index)
+    def frames(self, index: int, epoch: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """The pair of ``index`` in ``epoch`` (default: this epoch) as two ``S×S×3`` uint8 arrays."""
+        j = self.partner(index, epoch)
         if j < index:  # the earlier frame first: a video file then decodes forward instead of seeking twice
             xa = self.store.get(j)
-            return image_to_tensor(self.store.get(index)), image_to_tensor(xa)
-        return image_to_tensor(self.store.get(index)), image_to_tensor(self.store.get(j))
+            return self.store.get(index), xa
+        x = self.store.get(index)
+        return x, self.store.get(j)
+
+    def __getitem__(self, index: int):
+        x, xa = self.frames(index)
+        return image_to_tensor(x), image_to_tensor(xa)
 
 
 class PriorPoseDataset(Dataset):

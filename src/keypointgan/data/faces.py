@@ -30,7 +30,7 @@ from ..errors import InputError
 from ..skeleton import PRESETS as SKELETONS
 from ..skeleton import Skeleton
 from ..video import is_video_file
-from .benchmark import Benchmark, frame_folder
+from .protocol import Benchmark, frame_folder, register_format
 from .layout import Video, frame_sort_key
 from .priors import read_pts
 
@@ -119,3 +119,10 @@ class FaceVideos:
             group_name="video",
             metric="interocular",
         )
+
+
+def _is_300vw(root: Path) -> bool:
+    return any((d / "annot").is_dir() for d in root.iterdir() if d.is_dir())
+
+
+register_format("300vw", _is_300vw, lambda root, **kw: FaceVideos(root, **kw).benchmark())

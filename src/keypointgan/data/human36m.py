@@ -56,7 +56,7 @@ from ..errors import InputError
 from ..skeleton import PRESETS as SKELETONS
 from ..skeleton import Skeleton
 from ..video import VIDEO_SUFFIXES
-from .benchmark import Benchmark, frame_folder, stack_checked
+from .protocol import Benchmark, frame_folder, register_format, stack_checked
 from .layout import Video
 from .matfile import load_mat, mat_field
 
@@ -443,3 +443,15 @@ def _video_hw(video: Video) -> tuple[int, int]:
         info = probe(video.file)
         return info.height, info.width
     return _image_hw(video.frames[0])
+
+
+def _is_simple_h36m(root: Path) -> bool:
+    return any((d / "WithBackground").is_dir() and (d / "Landmarks").is_dir() for d in root.glob("S*"))
+
+
+def _is_h36m(root: Path) -> bool:
+    return any((d / "MyPoseFeatures" / "D2_Positions").is_dir() for d in root.glob("S*"))
+
+
+register_format("simple-human36m", _is_simple_h36m, lambda root, **kw: SimpleHuman36M(root, **kw).benchmark())
+register_format("human36m", _is_h36m, lambda root, **kw: Human36M(root, **kw).benchmark())

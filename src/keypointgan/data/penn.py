@@ -24,7 +24,7 @@ import numpy as np
 from ..errors import InputError
 from ..skeleton import PRESETS as SKELETONS
 from ..skeleton import Skeleton
-from .benchmark import Benchmark, frame_folder
+from .protocol import Benchmark, frame_folder, register_format
 from .layout import Video
 from .matfile import load_mat, mat_field, mat_scalar, mat_string
 
@@ -110,3 +110,10 @@ class PennAction:
             keypoint_loader=self.load_keypoints,
             group_name="action",
         )
+
+
+def _is_penn(root: Path) -> bool:
+    return (root / "frames").is_dir() and (root / "labels").is_dir()
+
+
+register_format("penn-action", _is_penn, lambda root, **kw: PennAction(root, **kw).benchmark())

@@ -42,6 +42,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
+from ..log import logger
 from ..skeleton import SYNTHETIC_KEYPOINTS, preset
 
 __all__ = ["SyntheticConfig", "make_synthetic", "render_video", "sample_poses"]
@@ -788,7 +789,7 @@ def make_synthetic(
 
         def report():
             if progress and (done % step == 0 or done == config.videos):
-                print(f"synthetic: {done}/{config.videos} videos", file=sys.stderr, flush=True)
+                logger.info(f"synthetic: {done}/{config.videos} videos")
 
         if workers > 1:
             pool = _pool(workers)
@@ -821,5 +822,5 @@ def make_synthetic(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     if progress:
-        print(f"synthetic: wrote {config.videos} videos and {config.prior} prior poses to {out}", file=sys.stderr)
+        logger.info(f"synthetic: wrote {config.videos} videos and {config.prior} prior poses to {out}")
     return out

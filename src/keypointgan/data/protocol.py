@@ -1,0 +1,99 @@
+"""The protocol side of a dataset in its own format: :class:`Benchmark`, and the registry of formats.
+
+A format module (:mod:`.human36m`, :mod:`.penn`, :mod:`.faces`) builds a :class:`Benchmark` and
+registers itself with :func:`register_format`: a name, a recogniser (does this folder look like the
+format?) and an opener.  :mod:`.benchmark` imports the formats and picks one for a folder.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from ..errors import InputError
+from ..io import IMAGE_SUFFIXES
+from ..skeleton import Skeleton
+from .layout import Video, frame_sort_key
+
+__all__ = ["Benchmark", "FORMATS", "register_format", "frame_folder", "stack_checked"]
+
+
+@dataclass
+class Benchmark:
+    """A dataset with its protocol.
+
+    Attributes:
+        name: the format name (``simple-human36m``, …).
+        root: the dataset folder.
+        skeleton: the keypoint layout.
+        videos: training videos (frames only; their keypoints are never used for training).
+        test_videos: the videos the protocol evaluates on.
+        groups: ``{video id: group}`` — test frames are averaged per group, then over groups.
+        group_name: what a group is (``activity``, ``action``, ``video``).
+        metric: ``image`` (% of image size) or ``interocular`` (% of the inter-ocular distance).
+        notes: protocol facts worth printing (e.g. subjects missing from the folder).
+    """
+
+    name: str
+    root: Path
+    skeleton: Skeleton
+    videos: list[Video]
+    test_videos: list[Video]
+    groups: dict[str, str]
+    prior_loader: Callable[[], np.ndarray]
+    keypoint_loader: Callable[[Video], np.ndarray]
+    group_name: str = "video"
+    metric: str = "image"
+    notes: list[str] = field(default_factory=list)
+
+    # --- what Layout offers -------------------------------------------------
+    @property
+    def prior_path(self) -> Path:
+        return self.root
+
+    @property
+    def has_keypoints(self) -> bool:
+        return bool(self.test_videos)
+
+    def num_frames(self) -> int:
+        return sum(len(v) for v in self.videos)
+
+    def load_prior(self) -> np.ndarray:
+        """The protocol's prior poses, ``(N, K, 2)`` float32 in [0, 1] as ``(x / width, y / height)``."""
+        return self.prior_loader()
+
+    def load_keypoints(self, video: Video) -> np.ndarray:
+        """``(T, K, 2)`` float32 pixel ``(x, y)`` of ``video``'s frames (NaN: missing or invisible)."""
+        return self.keypoint_loader(video)
+
+    def group_of(self, video: Video) -> str:
+        return self.groups.get(video.id, video.id)
+
+
+# name -> (recogniser, opener), in the order auto-detection tries them
+FORMATS: dict[str, tuple[Callable[[Path], bool], Callable[..., Benchmark]]] = {}
+
+
+def register_format(name: str, recognise: Callable[[Path], bool], open: Callable[..., Benchmark]) -> None:
+    """Make a dataset format known: ``recognise(root)`` tells whether a folder is in it, ``open(root, **kw)`` reads it."""
+    FORMATS[name] = (recognise, open)
+
+
+def frame_folder(folder: Path, *, required: bool = True) -> tuple[Path, ...]:
+    """Image files of ``folder`` sorted by the number in their names."""
+    if not folder.is_dir():
+        if required:
+            raise InputError("frame folder not found", folder)
+        return ()
+    return tuple(
+        sorted((p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")), key=frame_sort_key)
+    )
+
+
+def stack_checked(arrs: Sequence[np.ndarray], what: str, path) -> np.ndarray:
+    if not arrs:
+        raise InputError(f"no {what} found", path)
+    return np.stack(arrs).astype(np.float32)

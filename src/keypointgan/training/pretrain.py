@@ -1,0 +1,76 @@
+"""η on its own: sampling prior poses, and pre-training η on them before the GAN game starts."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import nn
+
+from .. import geometry
+from ..data.datasets import augment_poses
+from ..losses import regressor_prior_loss
+from ..skeleton import Skeleton
+
+__all__ = ["sample_prior", "pretrain_eta"]
+
+
+def sample_prior(prior: torch.Tensor, n: int, cfg, skeleton: Skeleton, gen: torch.Generator, *, pretrain: bool) -> torch.Tensor:
+    """``n`` prior poses (``n×K×2`` in [-1, 1]) drawn with replacement from ``prior`` (``N×K×2``);
+    for η's pre-training (``pretrain``) rotated, scaled and shifted by the ``pretrain_*`` ranges of
+    ``cfg`` (a :class:`~keypointgan.config.TrainConfig`), for the GAN game as they are."""
+    idx = torch.randint(prior.shape[0], (n,), generator=gen).to(prior.device)
+    q = prior[idx]
+    rot, sc, tr = cfg.pretrain_rotate, cfg.pretrain_scale, cfg.pretrain_translate
+    if pretrain and (rot or tr or tuple(sc) != (1.0, 1.0)):
+        g = torch.Generator(device=prior.device).manual_seed(int(torch.randint(2**62, (), generator=gen)))
+        q = augment_poses(q, g, rotate_deg=rot, scale=tuple(sc), translate=tr)
+    return q
+
+
+def pretrain_eta(
+    eta: nn.Module,
+    skeleton: Skeleton,
+    prior: torch.Tensor,
+    cfg,
+    gen: torch.Generator,
+    *,
+    steps: int | None = None,
+    progress: bool = True,
+    log: Callable[[dict], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> dict:
+    """Pre-train η on the prior alone: ``MSE(η(β(q)), q)`` with pose augmentation.
+
+    ``prior`` is ``N×K×2`` in [-1, 1] on η's device; ``cfg`` a :class:`~keypointgan.config.TrainConfig`.
+    Adam at ``cfg.pretrain_lr`` with cosine decay over ``steps`` (default ``cfg.pretrain_steps``);
+    batches of ``cfg.pretrain_batch`` poses rotated, scaled and shifted by the ``pretrain_*`` ranges.
+    ``should_stop()`` is polled before every step; when it returns True the result has
+    ``interrupted=True``.  Returns ``pretrain_mse`` (the last batch's) and ``pretrain_steps``.
+    """
+    from tqdm.auto import tqdm
+
+    steps = cfg.pretrain_steps if steps is None else steps
+    eta.train()
+    opt = torch.optim.Adam(eta.parameters(), lr=cfg.pretrain_lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(steps, 1))
+    size, sigma = cfg.model.size, cfg.model.sigma
+    loss = torch.tensor(float("nan"))
+    bar = tqdm(range(steps), desc="pre-train η", disable=not progress, leave=False)
+    for i in bar:
+        if should_stop is not None and should_stop():
+            bar.close()
+            return {"pretrain_mse": float(loss.item()), "pretrain_steps": i, "interrupted": True}
+        q = sample_prior(prior, cfg.pretrain_batch, cfg, skeleton, gen, pretrain=True)
+        loss = regressor_prior_loss(eta(geometry.to_signed(geometry.render_skeleton(q, skeleton, size, sigma))), q)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip > 0:
+            nn.utils.clip_grad_norm_(eta.parameters(), cfg.grad_clip)
+        opt.step()
+        sched.step()
+        if i % 25 == 0:
+            bar.set_postfix(mse=f"{loss.item():.2e}")
+            if log is not None:
+                log({"phase": "pretrain", "step": i, "loss_eta_prior": loss.item()})
+    return {"pretrain_mse": float(loss.item()), "pretrain_steps": int(steps)}

@@ -47,7 +47,10 @@ class ModelConfig:
                 raise InputError(f"{name} needs at least two positive widths, got {w}")
         if self.size % (2 ** (len(self.encoder_widths) - 1)) or self.size % (2 ** (len(self.decoder_widths) - 1)):
             raise InputError(f"size {self.size} must be divisible by 2**(levels-1) of the encoder and decoder")
-        smallest = self.size // 2 ** (self.disc_scales - 1) // 2**self.disc_layers
+        if self.disc_scales < 1 or self.disc_layers < 1 or self.disc_ndf < 1:
+            raise InputError(f"disc_scales, disc_layers and disc_ndf must be at least 1, got {self.disc_scales}, {self.disc_layers}, {self.disc_ndf}")
+        # (shifts, not powers: a huge count costs nothing and leaves 0 px)
+        smallest = self.size >> min(self.disc_scales - 1 + self.disc_layers, self.size.bit_length())
         if smallest < 3:
             raise InputError(
                 f"discriminator too deep for {self.size} px: {self.disc_scales} scales × {self.disc_layers} layers leave {smallest} px"

@@ -22,10 +22,12 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from .pixels import image_pixels_to_norm, norm_to_image_pixels  # torch-free, re-exported here
 from .skeleton import Skeleton
 
 __all__ = [
     "soft_argmax",
+    "soft_argmax_confidence",
     "render_skeleton",
     "to_signed",
     "pixel_to_norm",
@@ -116,37 +118,6 @@ def rescale_pixels(points, from_size: Size, to_size: Size):
     return _stack_like(points, f(points[..., 0], fw, tw), f(points[..., 1], fh, th))
 
 
-def _per_image_wh(hw, n: int):
-    hw = np.asarray(hw, dtype=np.float64)
-    hw = np.broadcast_to(hw, (n, 2)) if hw.ndim == 1 else hw
-    return hw[:, 1].reshape(-1, 1), hw[:, 0].reshape(-1, 1)  # W, H as N×1
-
-
-def norm_to_image_pixels(points, size: int, hw) -> np.ndarray:
-    """``N×K×2`` points in [-1, 1] on the ``size``-pixel network grid → pixel ``(x, y)`` of each original image.
-
-    ``hw`` is one ``(H, W)`` or an ``N×2`` array of them; the image was resized to ``size×size``
-    with pixel edges on pixel edges (see :func:`rescale_pixels`).
-    """
-    pts = points.detach().cpu().numpy() if isinstance(points, torch.Tensor) else np.asarray(points)
-    pts = pts.astype(np.float64)
-    w, h = _per_image_wh(hw, pts.shape[0])
-    px = (pts[..., 0] + 1.0) * (size - 1) / 2.0
-    py = (pts[..., 1] + 1.0) * (size - 1) / 2.0
-    x = (px + 0.5) * (w / size) - 0.5
-    y = (py + 0.5) * (h / size) - 0.5
-    return np.stack([x, y], axis=-1).astype(np.float32)
-
-
-def image_pixels_to_norm(points, size: int, hw) -> np.ndarray:
-    """Inverse of :func:`norm_to_image_pixels`: pixel ``(x, y)`` of each original image → [-1, 1] at ``size``."""
-    pts = np.asarray(points, dtype=np.float64)
-    w, h = _per_image_wh(hw, pts.shape[0])
-    px = (pts[..., 0] + 0.5) * (size / w) - 0.5
-    py = (pts[..., 1] + 0.5) * (size / h) - 0.5
-    return np.stack([2.0 * px / (size - 1) - 1.0, 2.0 * py / (size - 1) - 1.0], axis=-1).astype(np.float32)
-
-
 def _grid(n: int, like: torch.Tensor) -> torch.Tensor:
     return torch.linspace(-1.0, 1.0, n, device=like.device, dtype=like.dtype)
 
@@ -160,12 +131,40 @@ def soft_argmax(heatmaps: torch.Tensor) -> torch.Tensor:
     """
     if heatmaps.ndim != 4:
         raise ValueError(f"heatmaps must be B×K×H×W, got shape {tuple(heatmaps.shape)}")
-    _, _, h, w = heatmaps.shape
-    px = torch.softmax(heatmaps.mean(dim=2), dim=-1)  # B×K×W
-    py = torch.softmax(heatmaps.mean(dim=3), dim=-1)  # B×K×H
-    x = (px * _grid(w, heatmaps)).sum(-1)
-    y = (py * _grid(h, heatmaps)).sum(-1)
+    px, py = _marginals(heatmaps)
+    x = (px * _grid(px.shape[-1], heatmaps)).sum(-1)
+    y = (py * _grid(py.shape[-1], heatmaps)).sum(-1)
     return torch.stack([x, y], dim=-1)
+
+
+def _marginals(heatmaps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The soft-argmax's marginal distributions of ``B×K×H×W`` logits: ``B×K×W`` over x and ``B×K×H`` over y."""
+    return torch.softmax(heatmaps.mean(dim=2), dim=-1), torch.softmax(heatmaps.mean(dim=3), dim=-1)
+
+
+def soft_argmax_confidence(heatmaps: torch.Tensor, radius: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`soft_argmax` and a per-keypoint confidence: ``B×K×H×W`` logits → ``B×K×2`` points, ``B×K`` in [0, 1].
+
+    For each marginal (over x: ``W`` cells, over y: ``H`` cells) the confidence takes the share of its
+    probability mass near the point it yields — weighted by a Gaussian of ``radius`` heatmap cells
+    around the expectation, so a peaked marginal scores 1 and a flat or two-peaked one (the point
+    falls between modes) scores low — and combines the two axes by their geometric mean. Exported to
+    ONNX as part of the detector graph; any device and dtype.
+    """
+    if heatmaps.ndim != 4:
+        raise ValueError(f"heatmaps must be B×K×H×W, got shape {tuple(heatmaps.shape)}")
+    px, py = _marginals(heatmaps)
+    coords, mass = [], []
+    for p in (px, py):
+        n = p.shape[-1]
+        g = _grid(n, heatmaps)
+        mu = (p * g).sum(-1)
+        cell = 2.0 / max(n - 1, 1)
+        kernel = torch.exp(-0.5 * ((g - mu.unsqueeze(-1)) / (radius * cell)) ** 2)
+        coords.append(mu)
+        mass.append((p * kernel).sum(-1))
+    conf = torch.sqrt((mass[0] * mass[1]).clamp(0.0, 1.0))
+    return torch.stack(coords, dim=-1), conf
 
 
 def _limb_geometry(points, ia, ib, gx, gy):

@@ -82,8 +82,7 @@ def main() -> None:
         "frames": int(len(es.images)),
     }
     for flip in (False, True):
-        perm = det.skeleton.flip_permutation if flip else None
-        pts, conf = predict_points_confidence(det.phi, det.eta, es.images, flip_permutation=perm)
+        pts, conf = predict_points_confidence(det.phi, det.eta, es.images, flip_permutation=det.skeleton.flip_permutation, flip_test=flip)
         pix = norm_to_image_pixels(pts, det.size, es.hw)
         err = _distances(pix, es.keypoints, es.hw) * 100  # N×K, % of image size
         r = confidence_ranking(err, conf.numpy())

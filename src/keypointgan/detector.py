@@ -143,15 +143,16 @@ class KeypointDetector:
 
         Returns:
             ``(points, confidence)``: ``K×2`` and ``K`` for a single image, else ``N×K×2`` and ``N×K``
-            float32. Confidence is in [0, 1], from η's heatmaps
-            (:func:`~keypointgan.geometry.soft_argmax_confidence`; averaged over the two passes of
-            the flip test); the points are those of :meth:`predict`.
+            float32. Confidence is in [0, 1]: the agreement of η's heatmaps of the image and of its
+            mirror image (:func:`~keypointgan.geometry.heatmap_agreement`), so it costs the mirrored
+            pass, which the flip test makes anyway; the points are those of :meth:`predict`.
         """
         from .inference import predict_points_confidence
 
         x, hw, single = self._prepare(images)
-        flip = self.skeleton.flip_permutation if self.flip_test else None
-        pts, conf = predict_points_confidence(self.phi, self.eta, x, flip_permutation=flip, batch_size=batch_size)
+        pts, conf = predict_points_confidence(
+            self.phi, self.eta, x, flip_permutation=self.skeleton.flip_permutation, flip_test=self.flip_test, batch_size=batch_size
+        )
         out = norm_to_image_pixels(pts, self.size, np.asarray(hw))
         conf = conf.numpy().astype(np.float32)
         return (out[0], conf[0]) if single else (out, conf)

@@ -43,7 +43,7 @@ def model_metadata(skeleton, size: int, *, flip_test: bool, preprocess: bool) ->
         ),
         "points": f"N×K×2 float32 (x, y) in [-1, 1] on the {size}×{size} grid: x right, y down, -1 and 1 the centres of the first and last pixel",
         "pixel_conversion": f"pixel x of an original image of width W = ((x + 1) * ({size} - 1) / 2 + 0.5) * W / {size} - 0.5 (likewise y with height H); the centre of pixel column j is at x = j",
-        "confidence": "N×K float32 in [0, 1]: share of each heatmap marginal's mass within about one cell of the point, geometric mean over x and y",
+        "confidence": "N×K float32 in [0, 1]: agreement (Bhattacharyya coefficient) of the keypoint's heatmap in the image and in its mirror image, mirrored back",
         "flip_test": "true" if flip_test else "false",
         "preprocess": "true" if preprocess else "false",
     }
@@ -77,14 +77,13 @@ def export_onnx(source, out: str | Path, *, flip_test: bool | None = None, prepr
     flip = det.flip_test if flip_test is None else bool(flip_test)
     sk, size = det.skeleton, det.size
     graph = DetectorGraph(
-        det.phi.to("cpu").eval(), det.eta.to("cpu").eval(), flip_permutation=sk.flip_permutation if flip else None, preprocess=preprocess, size=size
+        det.phi.to("cpu").eval(), det.eta.to("cpu").eval(), flip_permutation=sk.flip_permutation, flip_test=flip, preprocess=preprocess, size=size
     ).eval()
     example = torch.zeros(2, size, size, 3, dtype=torch.uint8) if preprocess else torch.zeros(2, 3, size, size)
     dynamic = {0: "N", 1: "H", 2: "W"} if preprocess else {0: "N"}
     out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(out) as tmp:
         with torch.no_grad(), warnings.catch_warnings():
-            # the heatmap size is a constant of the model (the input is resized to S×S first)
             warnings.simplefilter("ignore", torch.jit.TracerWarning)
             # the TorchScript exporter: quick, and needs no onnxscript; torch >= 2.9 marks it deprecated
             warnings.simplefilter("ignore", DeprecationWarning)
@@ -100,6 +99,11 @@ def export_onnx(source, out: str | Path, *, flip_test: bool | None = None, prepr
             )
         model = onnx.load(str(tmp))
         model.doc_string = f"keypointgan detector: {sk.num_keypoints} keypoints of skeleton {sk.name!r}, input {size}×{size}"
+        for out_value, dims in zip(model.graph.output, (["N", sk.num_keypoints, 2], ["N", sk.num_keypoints])):
+            shape = out_value.type.tensor_type.shape  # the tracer leaves K symbolic behind some ops: state it
+            shape.ClearField("dim")
+            for d in dims:
+                shape.dim.add(**({"dim_param": d} if isinstance(d, str) else {"dim_value": d}))
         for k, v in model_metadata(sk, size, flip_test=flip, preprocess=preprocess).items():
             model.metadata_props.add(key=k, value=v)
         onnx.checker.check_model(model)

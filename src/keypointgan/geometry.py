@@ -27,7 +27,7 @@ from .skeleton import Skeleton
 
 __all__ = [
     "soft_argmax",
-    "soft_argmax_confidence",
+    "heatmap_agreement",
     "render_skeleton",
     "to_signed",
     "pixel_to_norm",
@@ -131,40 +131,29 @@ def soft_argmax(heatmaps: torch.Tensor) -> torch.Tensor:
     """
     if heatmaps.ndim != 4:
         raise ValueError(f"heatmaps must be B×K×H×W, got shape {tuple(heatmaps.shape)}")
-    px, py = _marginals(heatmaps)
-    x = (px * _grid(px.shape[-1], heatmaps)).sum(-1)
-    y = (py * _grid(py.shape[-1], heatmaps)).sum(-1)
+    _, _, h, w = heatmaps.shape
+    px = torch.softmax(heatmaps.mean(dim=2), dim=-1)  # B×K×W
+    py = torch.softmax(heatmaps.mean(dim=3), dim=-1)  # B×K×H
+    x = (px * _grid(w, heatmaps)).sum(-1)
+    y = (py * _grid(h, heatmaps)).sum(-1)
     return torch.stack([x, y], dim=-1)
 
 
-def _marginals(heatmaps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The soft-argmax's marginal distributions of ``B×K×H×W`` logits: ``B×K×W`` over x and ``B×K×H`` over y."""
-    return torch.softmax(heatmaps.mean(dim=2), dim=-1), torch.softmax(heatmaps.mean(dim=3), dim=-1)
+def heatmap_agreement(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Per-keypoint confidence from two readings of the same keypoints: ``B×K×h×w`` logits → ``B×K`` in [0, 1].
 
-
-def soft_argmax_confidence(heatmaps: torch.Tensor, radius: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
-    """:func:`soft_argmax` and a per-keypoint confidence: ``B×K×H×W`` logits → ``B×K×2`` points, ``B×K`` in [0, 1].
-
-    For each marginal (over x: ``W`` cells, over y: ``H`` cells) the confidence takes the share of its
-    probability mass near the point it yields — weighted by a Gaussian of ``radius`` heatmap cells
-    around the expectation, so a peaked marginal scores 1 and a flat or two-peaked one (the point
-    falls between modes) scores low — and combines the two axes by their geometric mean. Exported to
-    ONNX as part of the detector graph; any device and dtype.
+    The Bhattacharyya coefficient ``Σ sqrt(P_a · P_b)`` of the two heatmaps' distributions (a softmax over
+    each whole ``h×w`` map): 1 when η puts the keypoint at the same place with the same spread in both, 0
+    when the two have no overlap. The detector compares η's heatmaps of an image with those of its mirror
+    image, mirrored back (columns reversed, left/right keypoints swapped; see
+    :class:`~keypointgan.inference.DetectorGraph`): where Φ draws the figure unambiguously they agree.
+    Any device and dtype; exported to ONNX.
     """
-    if heatmaps.ndim != 4:
-        raise ValueError(f"heatmaps must be B×K×H×W, got shape {tuple(heatmaps.shape)}")
-    px, py = _marginals(heatmaps)
-    coords, mass = [], []
-    for p in (px, py):
-        n = p.shape[-1]
-        g = _grid(n, heatmaps)
-        mu = (p * g).sum(-1)
-        cell = 2.0 / max(n - 1, 1)
-        kernel = torch.exp(-0.5 * ((g - mu.unsqueeze(-1)) / (radius * cell)) ** 2)
-        coords.append(mu)
-        mass.append((p * kernel).sum(-1))
-    conf = torch.sqrt((mass[0] * mass[1]).clamp(0.0, 1.0))
-    return torch.stack(coords, dim=-1), conf
+    if a.ndim != 4 or a.shape != b.shape:
+        raise ValueError(f"heatmaps must be two B×K×H×W of one shape, got {tuple(a.shape)} and {tuple(b.shape)}")
+    la = torch.log_softmax(a.flatten(2), dim=-1)
+    lb = torch.log_softmax(b.flatten(2), dim=-1)
+    return torch.exp(0.5 * (la + lb)).sum(-1).clamp(0.0, 1.0)
 
 
 def _limb_geometry(points, ia, ib, gx, gy):

@@ -2,7 +2,7 @@
 
 Images: ``OUT/<name>.json`` and ``OUT/<name>_overlay.png`` per image.
 Every output carries a confidence in [0, 1] per keypoint (from η's heatmaps, see
-:func:`keypointgan.geometry.soft_argmax_confidence`); overlays draw keypoints below
+:func:`keypointgan.geometry.heatmap_agreement`); overlays draw keypoints below
 :data:`keypointgan.viz.CONFIDENCE_THRESHOLD` faint. The detector may be a checkpoint (PyTorch) or an
 exported ``.onnx`` file (onnxruntime, no torch).
 Videos (:func:`predict_video`): ``OUT/<name>.json`` and ``OUT/<name>.csv`` with

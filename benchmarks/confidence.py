@@ -2,8 +2,8 @@
 
     python benchmarks/confidence.py --checkpoint RUN --data DATA [--json OUT]
 
-``DATA`` is a synthetic dataset (``keypointgan make-synthetic``); its last tenth of videos are the test
-videos (as in the demo; the run must not have trained on them). For every (frame, keypoint) of the test
+``DATA`` is a synthetic dataset (``keypointgan make-synthetic``); its last tenth of videos (``--test-fraction``)
+are the test videos (as in the demo; the run must not have trained on them). For every (frame, keypoint) of the test
 frames: the error (distance to the truth in % of image size) and the detector's confidence (as
 configured: flip test per the run). Reported:
 
@@ -56,6 +56,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--checkpoint", required=True)
     ap.add_argument("--data", required=True)
+    ap.add_argument("--test-fraction", type=float, default=0.1, help="the last this share of DATA's videos are the test videos (1: all)")
     ap.add_argument("--json", default="benchmarks/results/confidence.json")
     args = ap.parse_args()
 
@@ -69,7 +70,7 @@ def main() -> None:
     torch.set_num_threads(min(2, os.cpu_count() or 1))
     det = KeypointDetector.from_checkpoint(args.checkpoint, device="cpu")
     layout = Layout(args.data)
-    test = layout.videos[-max(1, round(len(layout.videos) * 0.1)) :]
+    test = layout.videos[-max(1, round(len(layout.videos) * args.test_fraction)) :]
     es = make_eval_set(layout, test, det.size)
     from keypointgan.inference import predict_points_confidence
     from keypointgan.pixels import norm_to_image_pixels

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from keypointgan import InputError, Skeleton
+from keypointgan.viz import CONFIDENCE_THRESHOLD
 
 CHROMIUM = os.environ.get("KEYPOINTGAN_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 
@@ -23,7 +24,7 @@ class _ScriptedDetector:
     @staticmethod
     def truth(t):
         pts = np.array([[4.0 + t, 6.0], [5.0, 20.0 + 0.25 * t], [26.0, 28.0 - 0.5 * t]], np.float32)
-        conf = np.array([0.9, 0.8, 0.95], np.float32)
+        conf = np.array([0.97, 0.93, 0.99], np.float32)
         if t == 7:
             conf[:] = [0.1, 0.2, 0.3]
         if t == 13:
@@ -94,7 +95,7 @@ def test_viewer_in_a_headless_browser(predictions):
                 assert [k["name"] for k in d] == ["head", "l_hand", "r_hand"]
                 np.testing.assert_allclose([[k["x"], k["y"]] for k in d], (pts + 0.5) * scale, atol=0.01)
                 np.testing.assert_allclose([k["confidence"] for k in d], conf, atol=1e-3)
-                assert [k["faint"] for k in d] == list(conf < 0.5)
+                assert [k["faint"] for k in d] == list(conf < CONFIDENCE_THRESHOLD)
 
             check(0, drawn(0))
             page.locator("#scrubber").fill("9")
@@ -104,7 +105,7 @@ def test_viewer_in_a_headless_browser(predictions):
             px = page.evaluate(f"Array.from(document.getElementById('frame').getContext('2d').getImageData({d[0]['x']:.0f}, {d[0]['y']:.0f}, 1, 1).data)")
             assert px[:3] == [60, 220, 60]
             assert page.locator("#frame-label").inner_text() == "frame 9 / 19"
-            assert page.locator("#keypoints tr[data-keypoint=r_hand] td.conf").inner_text() == "0.950"
+            assert page.locator("#keypoints tr[data-keypoint=r_hand] td.conf").inner_text() == "0.990"
             # keyboard steps too
             page.keyboard.press("ArrowRight")
             check(10, drawn(10))

@@ -11,7 +11,7 @@ from .io import write_image
 from .skeleton import Skeleton
 
 LEFT, RIGHT, CENTRE = (255, 80, 40), (40, 140, 255), (60, 220, 60)
-CONFIDENCE_THRESHOLD = 0.8
+CONFIDENCE_THRESHOLD = 0.9
 """Keypoints whose confidence is below this are drawn faint in overlays (and flagged in the viewer)."""
 
 

@@ -109,7 +109,7 @@ def test_kill_and_resume_gives_identical_weights(tiny_data, tmp_path):
     assert a["step"] == b["step"] == N_STEPS and a["epoch"] == b["epoch"] == 2  # the data order crossed epochs
     a.pop("elapsed"), b.pop("elapsed")
     assert a["config"].pop("data_workers") == 2 and b["config"].pop("data_workers") == 0
-    assert a["pool"]["images"].shape[0] == 50  # the pool is full: its random swaps (Trainer generator) were exercised
+    assert a["pool"]["images"].shape[0] == 50  # the pool is full: its random swaps (the state's generator) were exercised
     assert_same(a, b)  # networks, moving averages, optimisers, pool, every RNG, step, config
     starts = [json.loads(l) for l in (killed / "log.jsonl").read_text().splitlines() if '"start"' in l]
     assert [s["step"] for s in starts] == [0, ck["step"]]
@@ -282,7 +282,7 @@ def test_crafted_pickle_is_refused_and_never_runs(tmp_path):
 
 def test_training_loop_draws_only_from_its_own_generator_and_records_seed(tiny_data, tmp_path):
     """A fresh run seeds the global generators; the loop never draws from them (its randomness is the
-    Trainer's generator, which resume restores), so they end exactly as seeded."""
+    training state's generator, which resume restores), so they end exactly as seeded."""
     import random
 
     t = make_trainer(tiny_data, tmp_path / "run", steps=3, seed=7, eval_every=100, sample_every=100, ckpt_every=100)

@@ -294,7 +294,7 @@ def test_predict_cli_on_a_300_frame_video(tmp_path, tiny_data, tiny_checkpoint, 
     with open(out / "walk.csv", newline="") as f:
         rows = list(csv.reader(f))
     assert rows[0][:4] == ["frame", "time", f"{names[0]}_x", f"{names[0]}_y"] and len(rows) == 301
-    np.testing.assert_allclose(np.array(rows[1:], float)[:, 2:].reshape(300, 15, 2), kp, atol=2e-3)
+    np.testing.assert_allclose(np.array(rows[1:], float)[:, 2:32].reshape(300, 15, 2), kp, atol=2e-3)  # then 15 _conf columns
 
     # the overlay decodes back: 300 frames, 4× upscaled, skeleton drawn where the keypoints are
     info = probe(out / "walk_overlay.mp4")
@@ -328,7 +328,7 @@ def test_predict_video_api_skips_a_corrupt_frame(tmp_path, tiny_checkpoint):
     assert rec["frames"][17] == {"frame": 17, "time": pytest.approx(17 / 25), "skipped": True, "keypoints": None}
     assert rec["frames"][18]["keypoints"] is not None
     rows = (tmp_path / "out" / "clip.csv").read_text().splitlines()
-    assert rows[18].split(",")[2:] == [""] * 30
+    assert rows[18].split(",")[2:] == [""] * 45  # x, y and confidence of 15 keypoints
     assert probe(res["overlay"]).num_frames == 39
     # the keypoints of the decodable frames equal an image-by-image prediction
     frames = dict(VideoReader(src).frames())
@@ -388,7 +388,7 @@ def test_predict_video_leaves_nothing_half_written(tmp_path, tiny_checkpoint, mo
     write_video(tmp_path / "c.mp4", (stripe_frame(i) for i in range(20)))
     det = KeypointDetector.from_checkpoint(tiny_checkpoint)
     calls = {"n": 0}
-    predict = det.predict
+    predict = det.predict_with_confidence
 
     def failing(images, batch_size=64):
         calls["n"] += 1
@@ -396,7 +396,7 @@ def test_predict_video_leaves_nothing_half_written(tmp_path, tiny_checkpoint, mo
             raise KeyboardInterrupt
         return predict(images, batch_size)
 
-    monkeypatch.setattr(det, "predict", failing)
+    monkeypatch.setattr(det, "predict_with_confidence", failing)
     with pytest.raises(KeyboardInterrupt):
         predict_video(det, tmp_path / "c.mp4", tmp_path / "out", batch_size=8)
     assert list((tmp_path / "out").iterdir()) == []  # no partial JSON, CSV or mp4, no temporary files

@@ -242,7 +242,7 @@ def cmd_predict(args) -> int:
     from .predict import predict_files
 
     res = predict_files(
-        args.checkpoint,
+        _predict_source(args),
         args.inputs,
         args.out,
         smooth=args.smooth,
@@ -304,7 +304,11 @@ _FORMATS = ["auto", "generic", "simple-human36m", "human36m", "penn-action", "30
 
 def build_parser() -> argparse.ArgumentParser:
     from ._version import __version__
-    from .config import PRESETS
+
+    try:
+        from .config import PRESETS
+    except ImportError:  # an inference-only install without torch: predict --model, view
+        PRESETS = {}
 
     p = argparse.ArgumentParser(
         prog="keypointgan",
@@ -371,7 +375,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_evaluate)
 
     s = sub.add_parser("predict", help="predict keypoints on images, folders of images or video files")
-    s.add_argument("--checkpoint", type=Path, required=True, help="checkpoint file or run folder")
+    s.add_argument("--checkpoint", type=Path, help="checkpoint file or run folder (or --model)")
     s.add_argument("inputs", type=Path, nargs="+", help="image files, folders of images, video files (.mp4 .avi .mov .mkv .webm)")
     s.add_argument("--out", type=Path, required=True)
     s.add_argument("--no-overlay", action="store_true", help="keypoint files only, no overlay PNGs or videos")
@@ -394,7 +398,69 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--vgg-weights", type=Path, help="VGG-19 weights for the perceptual loss: torchvision vgg19 .pth or MatConvNet .mat")
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=cmd_demo)
+    _add_deployment_commands(sub)
     return p
+
+
+# ------------------------------------------------- deployment: export, predict --model, view
+def _predict_source(args):
+    """``predict``'s detector: ``--checkpoint`` (PyTorch) or ``--model`` (an exported .onnx file, onnxruntime)."""
+    if (args.checkpoint is None) == (getattr(args, "model", None) is None):
+        raise KeypointGANError("give exactly one of --checkpoint and --model")
+    return args.checkpoint if args.checkpoint is not None else args.model
+
+
+def cmd_export(args) -> int:
+    from .export import export_onnx
+    from .onnx_backend import OnnxKeypointDetector
+
+    out = export_onnx(args.checkpoint, args.out, flip_test=args.flip_test, preprocess=args.preprocess, opset=args.opset)
+    det = OnnxKeypointDetector(out)
+    flip = "on" if det.flip_test else "off"
+    print(f"wrote {out}: {det.skeleton.num_keypoints} keypoints, input {det.size}×{det.size}, flip test {flip}, outputs points and confidence")
+    return 0
+
+
+def cmd_view(args) -> int:
+    from .viewer import create_app, serve
+
+    app = create_app(args.predictions, args.video)
+    port = args.port
+    if port == 0:
+        import socket
+
+        with socket.socket() as sock:
+            sock.bind((args.host, 0))
+            port = sock.getsockname()[1]
+    url = f"http://{args.host}:{port}/"
+    print(f"viewer: {url}  (Ctrl-C to stop)", flush=True)
+    if args.open:
+        import webbrowser
+
+        webbrowser.open(url)
+    serve(app, host=args.host, port=port)
+    return 0
+
+
+def _add_deployment_commands(sub) -> None:
+    sub.choices["predict"].add_argument("--model", type=Path, help="an exported .onnx detector (keypointgan export), run on onnxruntime without torch")
+
+    s = sub.add_parser("export", help="export a checkpoint's detector (Φ → η → points + confidence) as one ONNX graph")
+    s.add_argument("checkpoint", type=Path, help="checkpoint file or run folder")
+    s.add_argument("--out", type=Path, required=True, help="the .onnx file to write")
+    _add_flip_test(s)
+    s.add_argument("--preprocess", action="store_true",
+                   help="the graph takes N×H×W×3 uint8 images of any size and resizes them itself (bilinear, no antialiasing)")
+    s.add_argument("--opset", type=_int_at_least(13), default=17, help="ONNX opset (default 17)")
+    s.set_defaults(func=cmd_export)
+
+    s = sub.add_parser("view", help="inspect a video's predictions in the browser (a local page on 127.0.0.1)")
+    s.add_argument("predictions", type=Path, help="the .json keypointgan predict wrote for a video, or its output folder")
+    s.add_argument("--video", type=Path, help="the video (default: the one the predictions name)")
+    s.add_argument("--host", default="127.0.0.1", help="address to serve on (default 127.0.0.1: this machine only)")
+    s.add_argument("--port", type=_nonneg_int, default=8765, help="port (default 8765; 0: any free port)")
+    s.add_argument("--open", action="store_true", help="open the page in the default browser")
+    s.set_defaults(func=cmd_view)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,19 +1,17 @@
-"""``KeypointDetector``: load a checkpoint, predict keypoints on images."""
+"""``KeypointDetector``: load a checkpoint (or an exported ONNX file), predict keypoints and their confidence on images.
+
+torch is imported when a checkpoint is loaded, not with this module: :meth:`KeypointDetector.from_onnx`
+runs on onnxruntime alone.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
-import numpy as np
-import torch
-import torch.nn.functional as F
 
-from . import geometry as G
-from .checkpoint import load_checkpoint
-from .devices import select_device
-from .config import TrainConfig
+import numpy as np
+
 from .errors import InputError
-from .inference import predict_points
-from .nets import KeypointRegressor, PoseEncoder
+from .pixels import norm_to_image_pixels, prepare_images
 from .skeleton import Skeleton
 
 __all__ = ["KeypointDetector"]
@@ -35,14 +33,16 @@ class KeypointDetector:
     def __init__(
         self,
         *,
-        phi: PoseEncoder,
-        eta: KeypointRegressor,
+        phi: "PoseEncoder",
+        eta: "KeypointRegressor",
         skeleton: Skeleton,
         size: int,
         device: torch.device | str = "cpu",
-        config: TrainConfig | None = None,
+        config: "TrainConfig | None" = None,
         flip_test: bool | None = None,
     ):
+        import torch
+
         self.device = torch.device(device)
         self.phi = phi.to(self.device).eval()
         self.eta = eta.to(self.device).eval()
@@ -58,6 +58,11 @@ class KeypointDetector:
 
         ``flip_test`` overrides the run's setting (``TrainConfig.flip_test``) for this detector.
         """
+        from .checkpoint import load_checkpoint
+        from .config import TrainConfig
+        from .devices import select_device
+        from .nets import KeypointRegressor, PoseEncoder
+
         dev = select_device("auto") if device is None else select_device(str(device))
         state = load_checkpoint(path, map_location="cpu")
         if state.get("kind") == "regressor":
@@ -75,12 +80,21 @@ class KeypointDetector:
             raise InputError(f"checkpoint is incomplete or inconsistent ({exc.__class__.__name__}: {str(exc)[:120]})", path) from None
         return cls(phi=phi, eta=eta, skeleton=skeleton, size=cfg.model.size, device=dev, config=cfg, flip_test=flip_test)
 
+    @staticmethod
+    def from_onnx(path: str | Path, *, threads: int | None = None) -> "OnnxKeypointDetector":
+        """An exported model (``keypointgan export``) on onnxruntime, without torch: the same ``predict`` and
+        ``predict_with_confidence`` as a detector from a checkpoint (see :class:`~keypointgan.onnx_backend.OnnxKeypointDetector`)."""
+        from .onnx_backend import OnnxKeypointDetector
+
+        return OnnxKeypointDetector(path, threads=threads)
+
     # ------------------------------------------------------------------ API
-    def _prepare(self, images) -> tuple[torch.Tensor, list[tuple[int, int]], bool]:
+    def _prepare(self, images) -> tuple["torch.Tensor", list[tuple[int, int]], bool]:
         """Any accepted input → ``N×3×S×S`` in [-1, 1], the original sizes, and whether one image was given."""
+        import torch
+        import torch.nn.functional as F
+
         single = False
-        if isinstance(images, np.ndarray) and images.ndim == 3:
-            images, single = [images], True
         if isinstance(images, torch.Tensor):
             if images.ndim == 3:
                 images, single = images.unsqueeze(0), True
@@ -98,28 +112,13 @@ class KeypointDetector:
             if x.shape[-2:] != (self.size, self.size):
                 x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False, antialias=True)
             return x, hw, single
-        if isinstance(images, np.ndarray) and images.ndim == 4:
-            images = list(images)
-        if not isinstance(images, (list, tuple)) or not images:
-            raise InputError("predict takes an H×W×3 uint8 array, a list of them, or a B×3×H×W tensor")
-        from .data.datasets import image_to_tensor, resize_image
+        x, hw, single = prepare_images(images, self.size)
+        return torch.from_numpy(x), hw, single
 
-        tensors, hw = [], []
-        for i, img in enumerate(images):
-            img = np.asarray(img)
-            if img.ndim == 2:
-                img = np.repeat(img[..., None], 3, axis=2)
-            if img.ndim != 3 or img.shape[2] not in (3, 4):
-                raise InputError(f"image {i} must be H×W×3 (or H×W, H×W×4), got shape {img.shape}")
-            if img.dtype != np.uint8:
-                raise InputError(f"image {i} must be uint8, got {img.dtype}")
-            img = img[..., :3]
-            hw.append((img.shape[0], img.shape[1]))
-            tensors.append(image_to_tensor(resize_image(img, self.size)))
-        return torch.stack(tensors), hw, single
-
-    def predict_grid_points(self, x: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
+    def predict_grid_points(self, x: "torch.Tensor", batch_size: int = 64) -> "torch.Tensor":
         """``N×3×S×S`` in [-1, 1] at the model's size → ``N×K×2`` in [-1, 1] (with the flip test if on)."""
+        from .inference import predict_points
+
         flip = self.skeleton.flip_permutation if self.flip_test else None
         return predict_points(self.phi, self.eta, x, flip_permutation=flip, batch_size=batch_size)
 
@@ -136,11 +135,32 @@ class KeypointDetector:
         """
         x, hw, single = self._prepare(images)
         pts = self.predict_grid_points(x, batch_size)
-        out = G.norm_to_image_pixels(pts, self.size, np.asarray(hw))
+        out = norm_to_image_pixels(pts, self.size, np.asarray(hw))
         return out[0] if single else out
+
+    def predict_with_confidence(self, images, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
+        """Keypoints as :meth:`predict` returns them and a confidence per keypoint.
+
+        Returns:
+            ``(points, confidence)``: ``K×2`` and ``K`` for a single image, else ``N×K×2`` and ``N×K``
+            float32. Confidence is in [0, 1]: the agreement of η's heatmaps of the image and of its
+            mirror image (:func:`~keypointgan.geometry.heatmap_agreement`), so it costs the mirrored
+            pass, which the flip test makes anyway; the points are those of :meth:`predict`.
+        """
+        from .inference import predict_points_confidence
+
+        x, hw, single = self._prepare(images)
+        pts, conf = predict_points_confidence(
+            self.phi, self.eta, x, flip_permutation=self.skeleton.flip_permutation, flip_test=self.flip_test, batch_size=batch_size
+        )
+        out = norm_to_image_pixels(pts, self.size, np.asarray(hw))
+        conf = conf.numpy().astype(np.float32)
+        return (out[0], conf[0]) if single else (out, conf)
 
     def skeleton_image(self, images) -> np.ndarray:
         """Φ's raw skeleton images for inspection: ``N×S×S`` in [-1, 1]."""
+        import torch
+
         x, _, _ = self._prepare(images)
         with torch.no_grad():
             return self.phi(x.to(self.device)).cpu().numpy()[:, 0]

@@ -1,6 +1,10 @@
 """Prediction on image files, folders and video files.
 
 Images: ``OUT/<name>.json`` and ``OUT/<name>_overlay.png`` per image.
+Every output carries a confidence in [0, 1] per keypoint (from η's heatmaps, see
+:func:`keypointgan.geometry.heatmap_agreement`); overlays draw keypoints below
+:data:`keypointgan.viz.CONFIDENCE_THRESHOLD` faint. The detector may be a checkpoint (PyTorch) or an
+exported ``.onnx`` file (onnxruntime, no torch).
 Videos (:func:`predict_video`): ``OUT/<name>.json`` and ``OUT/<name>.csv`` with
 the keypoints of every frame, and ``OUT/<name>_overlay.mp4`` with the skeleton
 drawn — streamed (decode → batch → predict → draw → encode), so memory does
@@ -38,16 +42,26 @@ def collect_images(inputs: Sequence[str | Path]) -> list[Path]:
 
 
 def _detector(source, device: str | None, flip_test: bool | None):
-    """``source`` itself if it is a :class:`~keypointgan.KeypointDetector`, else one loaded from that checkpoint."""
+    """``source`` itself if it is a detector, one on onnxruntime for an ``.onnx`` file (no torch), else one loaded from that checkpoint."""
+    if hasattr(source, "predict_with_confidence"):
+        return source
+    if Path(source).suffix.lower() == ".onnx":
+        from .onnx_backend import OnnxKeypointDetector
+
+        if flip_test is not None:
+            raise InputError("the flip test of an ONNX model is fixed when it is exported (keypointgan export --flip-test/--no-flip-test)", source)
+        return OnnxKeypointDetector(source)
     from .detector import KeypointDetector
 
-    return source if isinstance(source, KeypointDetector) else KeypointDetector.from_checkpoint(source, device=device, flip_test=flip_test)
+    return KeypointDetector.from_checkpoint(source, device=device, flip_test=flip_test)
 
 
 def predict_paths(
     checkpoint, inputs: Sequence[str | Path], out: str | Path, *, device: str | None = None, overlay: bool = True, progress: bool = False, flip_test: bool | None = None
 ) -> int:
     """Predict every image; write ``OUT/<name>.json`` (and ``OUT/<name>_overlay.png``). Returns the count.
+
+    ``checkpoint``: a detector, a checkpoint file or run folder, or an exported ``.onnx`` file.
 
     ``flip_test`` (when a checkpoint is given) overrides the run's setting: see :class:`~keypointgan.KeypointDetector`.
     """
@@ -65,7 +79,7 @@ def predict_paths(
     used: set[str] = set()
     for f in tqdm(files, desc="predict", disable=not progress):
         img = read_image(f)
-        kp = det.predict(img)
+        kp, conf = det.predict_with_confidence(img)
         # output name: the file's stem, made unique when several inputs share it
         stem = f.stem if counts[f.stem] == 1 else f"{f.parent.name}_{f.name.replace('.', '_')}"
         base, k = stem, 1
@@ -78,11 +92,12 @@ def predict_paths(
             "height": int(img.shape[0]),
             "units": "pixel (x, y); the centre of pixel column j is at x = j",
             "keypoints": {n: [float(x), float(y)] for n, (x, y) in zip(det.skeleton.keypoints, kp)},
+            "confidence": {n: round(float(c), 4) for n, c in zip(det.skeleton.keypoints, conf)},
         }
         atomic_write_text(out / f"{stem}.json", json.dumps(rec, indent=2))
         if overlay:
             scale = max(1, 256 // max(img.shape[:2]))
-            write_image(out / f"{stem}_overlay.png", draw_keypoints(img, kp, det.skeleton, scale=scale, radius=2, width=2))
+            write_image(out / f"{stem}_overlay.png", draw_keypoints(img, kp, det.skeleton, scale=scale, radius=2, width=2, confidence=conf))
     return len(files)
 
 
@@ -178,8 +193,8 @@ def predict_video(
     """Keypoints for every frame of a video file, streamed.
 
     Writes ``OUT/<name>.json`` (one record per frame: index, time, keypoint
-    names → pixel ``(x, y)`` of the original frame), ``OUT/<name>.csv``
-    (``frame, time, <kp>_x, <kp>_y, ...``) and, with ``overlay``,
+    names → pixel ``(x, y)`` of the original frame, and → confidence in [0, 1]), ``OUT/<name>.csv``
+    (``frame, time, <kp>_x, <kp>_y, ..., <kp>_conf, ...``) and, with ``overlay``,
     ``OUT/<name>_overlay.mp4`` (H.264 when PyAV's ffmpeg has it, else MPEG-4)
     with the skeleton drawn, upscaled by ``scale`` (default: the integer
     factor that brings the frame to about 256 px, at least 1).  All three
@@ -248,29 +263,32 @@ def predict_video(
             "num_frames": T,
             "units": "pixel (x, y) of the original frame; the centre of pixel column j is at x = j",
             "keypoint_names": list(names),
+            "skeleton": det.skeleton.to_dict(),
             "smooth": {"filter": "centred moving average", "window": smooth} if smooth > 1 else None,
         }
         jf.write(json.dumps(header, indent=1)[:-2] + ',\n "frames": [\n')
-        cf.write(",".join(["frame", "time"] + [f"{n}_{c}" for n in names for c in ("x", "y")]) + "\n")
+        cf.write(",".join(["frame", "time"] + [f"{n}_{c}" for n in names for c in ("x", "y")] + [f"{n}_conf" for n in names]) + "\n")
         sm = CentredMovingAverage(smooth if smooth > 1 else 1, T)
         raw: dict[int, np.ndarray] = {}  # raw keypoints of frames waiting in the smoother
+        confs: dict[int, np.ndarray] = {}  # their confidences (not smoothed)
         state = {"n": 0, "skipped": []}
 
         def emit(t: int, kp: np.ndarray, img) -> None:
             skipped = img is None
             rec: dict = {"frame": t, "time": round(reader.time(t), 6)}
-            r = raw.pop(t, None)
+            r, conf = raw.pop(t, None), confs.pop(t, None)
             if skipped:
                 state["skipped"].append(t)
                 rec.update(skipped=True, keypoints=None)
-                row = [""] * (2 * len(names))
+                row = [""] * (3 * len(names))
             else:
                 rec["keypoints"] = {n: [_json_float(x), _json_float(y)] for n, (x, y) in zip(names, kp)}
                 if smooth > 1:
                     rec["keypoints_raw"] = {n: [_json_float(x), _json_float(y)] for n, (x, y) in zip(names, r)}
-                row = [f"{v:.3f}" if np.isfinite(v) else "" for v in kp.reshape(-1)]
+                rec["confidence"] = {n: round(float(c), 4) for n, c in zip(names, conf)}
+                row = [f"{v:.3f}" if np.isfinite(v) else "" for v in kp.reshape(-1)] + [f"{c:.4f}" for c in conf]
                 if writer is not None:
-                    writer.write(draw_keypoints(img, kp, det.skeleton, scale=up, radius=2, width=2))
+                    writer.write(draw_keypoints(img, kp, det.skeleton, scale=up, radius=2, width=2, confidence=conf))
             jf.write(("" if state["n"] == 0 else ",\n") + json.dumps(rec))
             cf.write(",".join([str(t), f"{rec['time']:.6f}"] + row) + "\n")
             state["n"] += 1
@@ -285,10 +303,11 @@ def predict_video(
 
         def run_batch() -> None:
             nonlocal expected
-            kps = det.predict([img for _, img in batch], batch_size=len(batch))
-            for (t, img), kp in zip(batch, kps):
+            kps, cs = det.predict_with_confidence([img for _, img in batch], batch_size=len(batch))
+            for (t, img), kp, c in zip(batch, kps, cs):
                 for u in range(expected, t):  # frames the decoder skipped
                     push(u, np.full((len(names), 2), np.nan, np.float32), None)
+                confs[t] = c
                 push(t, kp, img)
                 expected = t + 1
             batch.clear()

@@ -6,13 +6,13 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-import torch
 
-from . import geometry as G
 from .io import write_image
 from .skeleton import Skeleton
 
 LEFT, RIGHT, CENTRE = (255, 80, 40), (40, 140, 255), (60, 220, 60)
+CONFIDENCE_THRESHOLD = 0.9
+"""Keypoints whose confidence is below this are drawn faint in overlays (and flagged in the viewer)."""
 
 
 def _side_colour(skeleton: Skeleton, i: int):
@@ -24,33 +24,58 @@ def _side_colour(skeleton: Skeleton, i: int):
     return CENTRE
 
 
-def draw_keypoints(image: np.ndarray, points: np.ndarray, skeleton: Skeleton, *, scale: int = 1, radius: float = 1.5, width: int = 1) -> np.ndarray:
+def draw_keypoints(
+    image: np.ndarray,
+    points: np.ndarray,
+    skeleton: Skeleton,
+    *,
+    scale: int = 1,
+    radius: float = 1.5,
+    width: int = 1,
+    confidence: np.ndarray | None = None,
+    threshold: float = CONFIDENCE_THRESHOLD,
+) -> np.ndarray:
     """Draw limbs and keypoints (pixel ``(x, y)``, ``K×2``) on an ``H×W×3`` uint8 image.
 
     The image is upscaled by ``scale`` (nearest) first; left-side parts are
     drawn in orange, right-side in blue, the rest in green.  NaN points are skipped.
+    With ``confidence`` (``K`` values in [0, 1]), keypoints below ``threshold`` and the limbs
+    that touch them are drawn faint (a third opaque).
     """
     from PIL import Image, ImageDraw
 
     im = Image.fromarray(np.ascontiguousarray(image))
     if scale != 1:
         im = im.resize((im.width * scale, im.height * scale), Image.NEAREST)
-    d = ImageDraw.Draw(im)
+    faint = np.zeros(len(points), bool) if confidence is None else ~(np.asarray(confidence) >= threshold)
+    layer = Image.new("RGBA", im.size, (0, 0, 0, 0)) if faint.any() else None
+    d, df = ImageDraw.Draw(im), None if layer is None else ImageDraw.Draw(layer)
+    alpha = 85
     # pixel centre j sits at (j + 0.5) * scale - 0.5 after nearest upscaling
     p = (np.asarray(points, dtype=np.float64) + 0.5) * scale - 0.5
     for a, b in skeleton.limbs:
         if np.isfinite(p[[a, b]]).all():
             colour = _side_colour(skeleton, b) if _side_colour(skeleton, b) != CENTRE else _side_colour(skeleton, a)
-            d.line([tuple(p[a]), tuple(p[b])], fill=colour, width=width)
+            if faint[a] or faint[b]:
+                df.line([tuple(p[a]), tuple(p[b])], fill=colour + (alpha,), width=width)
+            else:
+                d.line([tuple(p[a]), tuple(p[b])], fill=colour, width=width)
     r = radius * max(1, scale // 2)
     for i, (x, y) in enumerate(p):
         if np.isfinite([x, y]).all():
-            d.ellipse([x - r, y - r, x + r, y + r], fill=_side_colour(skeleton, i), outline=(0, 0, 0))
+            if faint[i]:
+                df.ellipse([x - r, y - r, x + r, y + r], fill=_side_colour(skeleton, i) + (alpha,), outline=(0, 0, 0, alpha))
+            else:
+                d.ellipse([x - r, y - r, x + r, y + r], fill=_side_colour(skeleton, i), outline=(0, 0, 0))
+    if layer is not None:
+        im = Image.alpha_composite(im.convert("RGBA"), layer).convert("RGB")
     return np.asarray(im)
 
 
-def tensor_to_uint8(images: torch.Tensor) -> np.ndarray:
+def tensor_to_uint8(images: "torch.Tensor") -> np.ndarray:
     """``B×C×H×W`` in [-1, 1] → ``B×H×W×3`` uint8 (one channel is repeated)."""
+    import torch
+
     x = images.detach().float().cpu().clamp(-1, 1).add(1).mul(127.5).round().to(torch.uint8)
     if x.shape[1] == 1:
         x = x.repeat(1, 3, 1, 1)
@@ -70,6 +95,8 @@ def grid(rows: Sequence[Sequence[np.ndarray]], pad: int = 2, fill: int = 255) ->
 
 def save_sample_grid(path: str | Path, x, y_hat, points, x_app, x_rec, skeleton: Skeleton, n: int = 8, scale: int = 2, sigma: float = 0.2) -> np.ndarray:
     """A PNG with one row per example: x, Φ(x), β(η(Φ(x))) with keypoints, x′, x̂. Returns the picture (``H×W×3`` uint8)."""
+    from . import geometry as G
+
     n = min(n, x.shape[0])
     size = x.shape[-1]
     rendered = G.to_signed(G.render_skeleton(points[:n].float(), skeleton, size, sigma))

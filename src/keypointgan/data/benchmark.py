@@ -4,7 +4,7 @@ A :class:`Benchmark` gives the training code the same things the generic
 :class:`~keypointgan.data.layout.Layout` does — ``videos`` (frame files in order),
 ``skeleton``, a prior and ``load_keypoints`` — plus the protocol: which videos
 train, which are tested, how test frames are grouped for the mean (e.g. per
-activity) and which error is reported.  ``Trainer``, :func:`keypointgan.api.train`
+activity) and which error is reported.  The training loop, :func:`keypointgan.api.train`
 and :func:`keypointgan.api.evaluate` use it unchanged.
 
 Formats (``--format``; ``auto`` recognises each by its folder structure):

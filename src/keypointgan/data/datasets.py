@@ -20,6 +20,7 @@ from torch.utils.data import Dataset
 
 from .. import geometry as G
 from ..io import read_image
+from ..pixels import resize_image  # noqa: F401  (re-exported: it lived here)
 from .layout import Layout, Video
 
 __all__ = [
@@ -31,15 +32,6 @@ __all__ = [
     "image_to_tensor",
     "augment_poses",
 ]
-
-
-def resize_image(img: np.ndarray, size: int) -> np.ndarray:
-    """Resize an ``H×W×3`` uint8 image to ``size×size`` (antialiased bilinear)."""
-    if img.shape[0] == size and img.shape[1] == size:
-        return img
-    from PIL import Image
-
-    return np.asarray(Image.fromarray(img).resize((size, size), Image.BILINEAR))
 
 
 def image_to_tensor(img: np.ndarray) -> torch.Tensor:

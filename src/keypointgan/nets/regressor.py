@@ -33,7 +33,11 @@ class KeypointRegressor(nn.Module):
         self.head = nn.Conv2d(widths[-1], num_keypoints, 1)
         self.num_keypoints = num_keypoints
 
+    def heatmaps(self, y: torch.Tensor) -> torch.Tensor:
+        """``B×1×H×W`` skeleton image → the ``B×K×h×w`` heatmap logits (before the soft-argmax)."""
+        return self.head(self.stages(self.stem(y)))
+
     def forward(self, y: torch.Tensor, return_heatmaps: bool = False):
-        maps = self.head(self.stages(self.stem(y)))
+        maps = self.heatmaps(y)
         points = soft_argmax(maps)
         return (points, maps) if return_heatmaps else points

@@ -26,11 +26,11 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import InputError
-from ..io import IMAGE_SUFFIXES
+from ..io import IMAGE_SUFFIXES, check_output_folder, image_size
 from ..skeleton import Skeleton
 from ..video import VIDEO_SUFFIXES, is_video_file
 
-__all__ = ["Video", "Layout", "load_prior", "check_poses", "frame_sort_key"]
+__all__ = ["Video", "Layout", "load_prior", "check_poses", "frame_sort_key", "check_training_start"]
 
 _NUM = re.compile(r"(\d+)")
 
@@ -182,6 +182,9 @@ class Layout:
                 )
                 if not frames:
                     continue
+                for f in frames:
+                    if f.is_dir():
+                        raise InputError("a folder named like an image among the frames; frames must be image files", f)
                 video = Video(vid, tuple(frames), kp)
             elif is_video_file(d):
                 video = Video.from_file(vid, d, kp)
@@ -220,3 +223,32 @@ class Layout:
         if arr.shape[0] != len(video):
             raise InputError(f"keypoints hold {arr.shape[0]} frames but the video has {len(video)}", path)
         return arr
+
+
+def check_training_start(videos: Sequence[Video], out: str | Path) -> None:
+    """Checks made before training writes anything (before the run folder exists).
+
+    * ``out`` is a folder or can become one (not a file, not under a file).
+    * Every video has at least two frames: a target frame paired with itself teaches nothing
+      (Ψ copies the appearance frame), so a dataset of one-frame videos is refused and a few
+      such videos are named in a warning on stderr.
+    * Every frame file's header is readable and within the pixel budget
+      (:func:`keypointgan.io.max_image_pixels`): a decompression bomb is refused before any
+      pixel is decoded, not halfway through training.
+    """
+    import sys
+
+    check_output_folder(out)
+    single = [v for v in videos if len(v) < 2]
+    if videos and len(single) == len(videos):
+        where = videos[0].file or (videos[0].frames[0].parent if videos[0].frames else None)
+        raise InputError(
+            f"every video has a single frame ({len(videos)} videos); training pairs two frames of one video "
+            "(a target and an appearance frame) and needs videos of at least 2 frames", where)
+    if single:
+        names = ", ".join(repr(v.id) for v in single[:5]) + (" …" if len(single) > 5 else "")
+        print(f"keypointgan: warning: {len(single)} of {len(videos)} videos have a single frame and teach nothing "
+              f"(a frame paired with itself): {names}", file=sys.stderr)
+    for v in videos:
+        for f in v.frames:
+            image_size(f)

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
-from ..io import IMAGE_SUFFIXES
+from ..io import IMAGE_SUFFIXES, image_size
 from ..skeleton import Skeleton
 
 __all__ = ["read_prior_file", "read_csv_prior", "read_json_prior", "read_pts_prior"]
@@ -90,18 +90,38 @@ def _triples(kps, where: str, path: Path) -> tuple[np.ndarray, np.ndarray]:
     return arr[:, :2], arr[:, 2]
 
 
+def _coco_sizes(images, path: Path) -> dict:
+    """``{image id: (width, height)}`` of a COCO file's ``images``, each size positive and finite."""
+    if not isinstance(images, list):
+        raise InputError("COCO 'images' must be a list", path)
+    sizes = {}
+    for j, im in enumerate(images):
+        if not isinstance(im, dict) or not {"id", "width", "height"} <= set(im):
+            raise InputError(f"COCO image {j} needs 'id', 'width' and 'height'", path)
+        w, h = float(im["width"]), float(im["height"])
+        if not (np.isfinite(w) and np.isfinite(h) and w > 0 and h > 0):
+            raise InputError(f"COCO image {im['id']!r} has width × height {im['width']!r} × {im['height']!r}; both must be positive", path)
+        try:
+            sizes[im["id"]] = (w, h)
+        except TypeError:
+            raise InputError(f"COCO image {j}: its id must be a number or a string, got {im['id']!r}", path) from None
+    return sizes
+
+
 def read_json_prior(path: str | Path) -> np.ndarray:
     """A JSON list of poses, or COCO-style keypoints (see the module docs) → ``(N, K, 2)``."""
     path = Path(path)
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except RecursionError:
+        raise InputError("cannot read prior as JSON (nested too deeply)", path) from None
+    except (OSError, UnicodeDecodeError, ValueError) as exc:  # ValueError: JSONDecodeError, an integer of over 4300 digits
         raise InputError(f"cannot read prior as JSON ({exc.__class__.__name__}: {exc})", path) from None
     poses: list[np.ndarray] = []
     dropped = 0
     try:
         if isinstance(data, dict) and "annotations" in data:  # a COCO file: pixels, normalised by image size
-            sizes = {im["id"]: (float(im["width"]), float(im["height"])) for im in data.get("images", [])}
+            sizes = _coco_sizes(data.get("images", []), path)
             for j, ann in enumerate(data["annotations"]):
                 if "keypoints" not in ann:
                     continue
@@ -128,7 +148,9 @@ def read_json_prior(path: str | Path) -> np.ndarray:
             return arr.astype(np.float32)
         else:
             raise InputError("a JSON prior must be a list of poses or a COCO file with 'annotations'", path)
-    except (TypeError, ValueError, KeyError) as exc:
+    except OverflowError:
+        raise InputError("JSON prior holds a number too large for a coordinate", path) from None
+    except (TypeError, ValueError, KeyError, AttributeError, RecursionError) as exc:
         if isinstance(exc, InputError):
             raise
         raise InputError(f"malformed JSON prior ({exc.__class__.__name__}: {exc})", path) from None
@@ -192,8 +214,6 @@ def _image_next_to(pts: Path) -> Path:
 
 def read_pts_prior(path: str | Path) -> np.ndarray:
     """``.pts`` file(s) → ``(N, K, 2)`` in [0, 1] by the size of the image next to each file."""
-    from PIL import Image
-
     path = Path(path)
     files = sorted(path.rglob("*.pts")) if path.is_dir() else [path]
     if not files:
@@ -201,8 +221,7 @@ def read_pts_prior(path: str | Path) -> np.ndarray:
     poses = []
     for f in files:
         pts = read_pts(f)
-        with Image.open(_image_next_to(f)) as im:
-            w, h = im.size
+        w, h = image_size(_image_next_to(f))
         poses.append(pts / np.array([w, h], dtype=np.float64))
     ks = {p.shape[0] for p in poses}
     if len(ks) > 1:

@@ -26,7 +26,8 @@ def tiny_run(tiny_data, tmp_path_factory):
     from keypointgan.api import train
 
     out = tmp_path_factory.mktemp("outputs") / "run"
-    train(tiny_data, out, config=tiny_config(steps=1, pretrain_steps=0, eval_every=100, sample_every=100), progress=False)
+    cfg = tiny_config(steps=1, pretrain_steps=0, eval_every=100, sample_every=100, ema_decay=0.0, swa_fraction=0.0, ema_norm_batches=0)
+    train(tiny_data, out, config=cfg, progress=False)
     return out
 
 
@@ -48,7 +49,7 @@ def test_checkpoints_samples_and_predictions_follow_the_umask(tiny_data, tmp_pat
 
     umask(0o022)
     run = tmp_path / "run"
-    train(tiny_data, run, config=tiny_config(steps=2, pretrain_steps=0, sample_every=2, eval_every=100), progress=False)
+    train(tiny_data, run, config=tiny_config(steps=2, pretrain_steps=0, sample_every=2, eval_every=100, ema_norm_batches=0), progress=False)
     assert mode(run / "checkpoints" / "latest.pt") == 0o644
     samples = [p for p in (run / "samples").iterdir() if p.is_file()]
     assert samples and all(mode(p) == 0o644 for p in samples)
@@ -126,7 +127,7 @@ def test_a_few_one_frame_videos_are_named_in_a_warning(tiny_data, tmp_path, caps
     shutil.copytree(tiny_data, data)
     for f in sorted((data / "videos" / "v0001").iterdir())[1:]:
         f.unlink()
-    train(data, tmp_path / "run", config=tiny_config(steps=1, pretrain_steps=0, eval_every=100, sample_every=100), progress=False)
+    train(data, tmp_path / "run", config=tiny_config(steps=1, pretrain_steps=0, eval_every=100, sample_every=100, ema_norm_batches=0), progress=False)
     err = capsys.readouterr().err
     assert "keypointgan: warning: 1 of 4 videos have a single frame and teach nothing (a frame paired with itself): 'v0001'" in err
     assert (tmp_path / "run" / "checkpoints" / "latest.pt").is_file()

@@ -237,7 +237,7 @@ CASES = {
                               "keypointgan predict: error: D/bad.png: cannot read image: not an image format PIL knows, or a corrupt header"),
     "image-bomb-train": ("a frame declaring 20000 × 20000 pixels (a 48 KB decompression bomb)",
                          lambda e: png_header(frame(data(e)), 20000, 20000), TRAIN,
-                         "keypointgan train: error: data/videos/v0000/000003.png: image is 400,000,000 pixels, over the limit of 64,000,000 (a decompression bomb? if not, raise the limit: --max-image-pixels or $KEYPOINTGAN_MAX_IMAGE_PIXELS)"),
+                         "keypointgan train: error: data/videos/v0000/000003.png: image is 20000×20000 = 400,000,000 pixels, over the limit of 64,000,000 (a decompression bomb? if not, raise the limit: --max-image-pixels or $KEYPOINTGAN_MAX_IMAGE_PIXELS)"),
     "image-bomb-predict": ("predict on an image declaring 12000 × 12000 pixels (2 GB decoded)",
                            lambda e: (run(e), png_header("big.png", 12000, 12000)),
                            ["predict", "--checkpoint", "run", "big.png", "--out", "pred", "--quiet"],

@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from .errors import KeypointGANError, TrainingDiverged, TrainingInterrupted
+from .errors import KeypointGANError, TrainingDiverged, TrainingInterrupted, one_line
 
 
 def _int_at_least(lowest: int):
@@ -332,7 +332,7 @@ def main(argv: list[str] | None = None) -> int:
         code = 1 if isinstance(exc, TrainingDiverged) else 2
         if isinstance(exc, OSError) and exc.filename:
             exc = f"{exc.filename}: {exc.strerror or exc}"
-        print(f"keypointgan {args.command}: error: {exc}", file=sys.stderr)
+        print(f"keypointgan {args.command}: error: {one_line(exc)}", file=sys.stderr)
         return code
     except TrainingInterrupted as exc:
         if args.debug:

@@ -96,21 +96,33 @@ class Video:
         return cls(id, (), keypoints_path, Path(path), probe(path).num_frames, frame_ids=ids)
 
 
+def to_float32(arr: np.ndarray, path: Path | str, what: str) -> np.ndarray:
+    """``arr`` as float32; a finite value beyond float32's range is an :class:`InputError` (not a warning and inf)."""
+    arr = np.asarray(arr)
+    if arr.dtype.kind == "f" and arr.dtype.itemsize > 4:
+        big = np.abs(arr[np.isfinite(arr)]) > np.finfo(np.float32).max
+        if big.any():
+            raise InputError(f"{what} holds a number too large for a coordinate", path)
+    return arr.astype(np.float32, copy=False)
+
+
 def check_poses(arr: np.ndarray, skeleton: Skeleton | None, path: Path | str, *, what: str, allow_nan: bool) -> np.ndarray:
     """Validate an ``(N, K, 2)`` pose array; return it as float32."""
-    if arr.dtype == object or not np.issubdtype(arr.dtype, np.number):
-        raise InputError(f"{what} must be a numeric array, got dtype {arr.dtype}", path)
+    if arr.dtype == object or not np.issubdtype(arr.dtype, np.number) or np.iscomplexobj(arr):
+        raise InputError(f"{what} must be a numeric array of real numbers, got dtype {arr.dtype}", path)
     if arr.ndim != 3 or arr.shape[-1] != 2:
         raise InputError(f"{what} must have shape (N, K, 2), got {tuple(arr.shape)}", path)
     if arr.shape[0] == 0:
         raise InputError(f"{what} holds no poses", path)
+    if arr.shape[1] == 0:
+        raise InputError(f"{what} holds poses of no keypoints, shape {tuple(arr.shape)}", path)
     if skeleton is not None and arr.shape[1] != skeleton.num_keypoints:
         raise InputError(
             f"{what} has K={arr.shape[1]} keypoints but the skeleton '{skeleton.name}' has {skeleton.num_keypoints}", path
         )
-    arr = arr.astype(np.float32, copy=False)
     if np.isinf(arr).any():
         raise InputError(f"{what} contains infinite values", path)
+    arr = to_float32(arr, path, what)
     if not allow_nan and np.isnan(arr).any():
         n = int(np.isnan(arr).any(axis=(1, 2)).sum())
         raise InputError(f"{what} contains NaN values (in {n} of {arr.shape[0]} poses)", path)
@@ -135,7 +147,7 @@ def load_prior(path: str | Path, skeleton: Skeleton | None = None) -> np.ndarray
             raise InputError("prior file not found", path)
         try:
             arr = np.load(path, allow_pickle=False)
-        except (ValueError, OSError, EOFError) as exc:
+        except Exception as exc:  # noqa: BLE001 - numpy's header parser raises SyntaxError, TokenError, …
             raise InputError(f"cannot read prior as .npy ({exc})", path) from None
     arr = check_poses(arr, skeleton, path, what="prior", allow_nan=False)
     lo, hi = float(arr.min()), float(arr.max())
@@ -217,7 +229,7 @@ class Layout:
         path = video.keypoints_path
         try:
             arr = np.load(path, allow_pickle=False)
-        except (ValueError, OSError, EOFError) as exc:
+        except Exception as exc:  # noqa: BLE001 - numpy's header parser raises SyntaxError, TokenError, …
             raise InputError(f"cannot read keypoints as .npy ({exc})", path) from None
         arr = check_poses(arr, self.skeleton, path, what="keypoints", allow_nan=True)
         if arr.shape[0] != len(video):

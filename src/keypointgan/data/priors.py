@@ -28,6 +28,7 @@ import numpy as np
 from ..errors import InputError
 from ..io import IMAGE_SUFFIXES, image_size
 from ..skeleton import Skeleton
+from .layout import to_float32
 
 __all__ = ["read_prior_file", "read_csv_prior", "read_json_prior", "read_pts_prior"]
 
@@ -71,7 +72,7 @@ def read_csv_prior(path: str | Path) -> np.ndarray:
             raise InputError(f"CSV row {i} holds a value that is not a number", path) from None
     if width % 2:
         raise InputError(f"CSV rows must hold x, y pairs (an even number of values), got {width}", path)
-    return np.asarray(out, dtype=np.float32).reshape(len(out), width // 2, 2)
+    return to_float32(np.asarray(out, dtype=np.float64), path, "CSV prior").reshape(len(out), width // 2, 2)
 
 
 def _numeric(row) -> bool:
@@ -131,7 +132,8 @@ def read_json_prior(path: str | Path) -> np.ndarray:
                 if (v == 0).any():
                     dropped += 1
                     continue
-                poses.append(xy / np.array(sizes[ann["image_id"]]))
+                with np.errstate(over="ignore", invalid="ignore"):  # inf is refused by check_poses
+                    poses.append(xy / np.array(sizes[ann["image_id"]]))
         elif isinstance(data, list) and data and isinstance(data[0], dict):  # [{"keypoints": [x, y, v, ...]}] in [0, 1]
             for j, item in enumerate(data):
                 if "keypoints" not in item:
@@ -145,7 +147,7 @@ def read_json_prior(path: str | Path) -> np.ndarray:
             arr = np.asarray(data, dtype=np.float64)
             if arr.ndim != 3 or arr.shape[-1] != 2:
                 raise InputError(f"a JSON prior list must be poses × keypoints × [x, y], got shape {arr.shape}", path)
-            return arr.astype(np.float32)
+            return to_float32(arr, path, "JSON prior")
         else:
             raise InputError("a JSON prior must be a list of poses or a COCO file with 'annotations'", path)
     except OverflowError:
@@ -159,7 +161,7 @@ def read_json_prior(path: str | Path) -> np.ndarray:
     ks = {p.shape[0] for p in poses}
     if len(ks) > 1:
         raise InputError(f"JSON prior poses have different numbers of keypoints: {sorted(ks)}", path)
-    return np.stack(poses).astype(np.float32)
+    return to_float32(np.stack(poses), path, "JSON prior")
 
 
 def read_pts(path: str | Path) -> np.ndarray:
@@ -226,4 +228,4 @@ def read_pts_prior(path: str | Path) -> np.ndarray:
     ks = {p.shape[0] for p in poses}
     if len(ks) > 1:
         raise InputError(f".pts files hold different numbers of points: {sorted(ks)}", path)
-    return np.stack(poses).astype(np.float32)
+    return to_float32(np.stack(poses), path, ".pts prior")

@@ -24,3 +24,14 @@ def tiny_config(**over):
     base = dict(batch_size=4, pretrain_steps=5, pretrain_batch=4, log_every=1, sample_every=2, eval_every=2, ckpt_every=2, eval_frames=8, device="cpu")
     base.update(over)
     return make_config("cpu-64", model=model, **base)
+
+
+@pytest.fixture(scope="session")
+def one_step_run(tiny_data, tmp_path_factory):
+    """A run of the tiny config trained for one step (no moving average); tests only read it."""
+    from keypointgan.api import train
+
+    out = tmp_path_factory.mktemp("one_step") / "run"
+    cfg = tiny_config(steps=1, pretrain_steps=0, eval_every=100, sample_every=100, ema_decay=0.0, swa_fraction=0.0, ema_norm_batches=0)
+    train(tiny_data, out, config=cfg, progress=False)
+    return out

@@ -334,18 +334,7 @@ def test_fuzz_image_file(data, suffix):
 
 
 # ------------------------------------------------------------------ through the CLI, in-process
-@pytest.fixture(scope="module")
-def tiny_run(tiny_data, tmp_path_factory):
-    from conftest import tiny_config
-    from keypointgan.api import train
-
-    out = tmp_path_factory.mktemp("fuzz") / "run"
-    cfg = tiny_config(steps=1, pretrain_steps=0, eval_every=100, sample_every=100, ema_decay=0.0, swa_fraction=0.0, ema_norm_batches=0)
-    train(tiny_data, out, config=cfg, progress=False)
-    return out
-
-
-def test_fuzz_cli(tiny_run):
+def test_fuzz_cli(one_step_run):
     """Skeleton + prior through ``pretrain-regressor``, configs through ``train``, images through ``predict``."""
 
     @CLI
@@ -369,7 +358,7 @@ def test_fuzz_cli(tiny_run):
     def image(data):
         with scratch() as d:
             (d / "x.png").write_bytes(data)
-            run_cli(["predict", "--checkpoint", str(tiny_run), "x.png", "--out", "pred", "--quiet"], d)
+            run_cli(["predict", "--checkpoint", str(one_step_run), "x.png", "--out", "pred", "--quiet"], d)
 
     skeleton_and_prior()
     config()

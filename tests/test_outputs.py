@@ -21,16 +21,6 @@ from keypointgan.io import read_image, write_image
 from test_robustness import png_header
 
 
-@pytest.fixture(scope="module")
-def tiny_run(tiny_data, tmp_path_factory):
-    from keypointgan.api import train
-
-    out = tmp_path_factory.mktemp("outputs") / "run"
-    cfg = tiny_config(steps=1, pretrain_steps=0, eval_every=100, sample_every=100, ema_decay=0.0, swa_fraction=0.0, ema_norm_batches=0)
-    train(tiny_data, out, config=cfg, progress=False)
-    return out
-
-
 def mode(p) -> int:
     return stat.S_IMODE(Path(p).stat().st_mode)
 
@@ -49,7 +39,7 @@ def test_checkpoints_samples_and_predictions_follow_the_umask(tiny_data, tmp_pat
 
     umask(0o022)
     run = tmp_path / "run"
-    train(tiny_data, run, config=tiny_config(steps=2, pretrain_steps=0, sample_every=2, eval_every=100, ema_norm_batches=0), progress=False)
+    train(tiny_data, run, config=tiny_config(steps=1, pretrain_steps=0, sample_every=1, eval_every=100, ema_decay=0.0, swa_fraction=0.0, ema_norm_batches=0), progress=False)
     assert mode(run / "checkpoints" / "latest.pt") == 0o644
     samples = [p for p in (run / "samples").iterdir() if p.is_file()]
     assert samples and all(mode(p) == 0o644 for p in samples)
@@ -62,9 +52,9 @@ def test_checkpoints_samples_and_predictions_follow_the_umask(tiny_data, tmp_pat
     assert mode(tmp_path / "pred" / "x.json") == 0o640 and mode(tmp_path / "pred" / "x_overlay.png") == 0o640
 
 
-def test_full_disk_names_the_checkpoint_and_says_the_last_one_is_intact(tiny_data, tiny_run, tmp_path, monkeypatch, capsys):
+def test_full_disk_names_the_checkpoint_and_says_the_last_one_is_intact(tiny_data, one_step_run, tmp_path, monkeypatch, capsys):
     run = tmp_path / "run"
-    shutil.copytree(tiny_run, run)
+    shutil.copytree(one_step_run, run)
     ckpt = run / "checkpoints" / "latest.pt"
     before = ckpt.read_bytes()
     real_fsync = os.fsync
@@ -84,7 +74,7 @@ def test_full_disk_names_the_checkpoint_and_says_the_last_one_is_intact(tiny_dat
     assert not list((run / "checkpoints").glob("*.tmp"))
 
 
-def test_evaluate_json_is_checked_before_the_evaluation(tiny_data, tiny_run, tmp_path, monkeypatch, capsys):
+def test_evaluate_json_is_checked_before_the_evaluation(tiny_data, one_step_run, tmp_path, monkeypatch, capsys):
     """A folder that refuses new files (simulated: as root no folder does) fails before any work, naming --json."""
     import tempfile
 
@@ -104,19 +94,19 @@ def test_evaluate_json_is_checked_before_the_evaluation(tiny_data, tiny_run, tmp
     monkeypatch.setattr(tempfile, "mkstemp", refuse)
     monkeypatch.setattr(keypointgan.api, "evaluate", evaluate)
     monkeypatch.chdir(tmp_path)
-    code = main(["evaluate", "--data", str(tiny_data), "--checkpoint", str(tiny_run), "--json", "ro/m.json", "--quiet"])
+    code = main(["evaluate", "--data", str(tiny_data), "--checkpoint", str(one_step_run), "--json", "ro/m.json", "--quiet"])
     assert code == 2
     assert capsys.readouterr().err.strip() == "keypointgan evaluate: error: ro/m.json: cannot write here (Permission denied)"
     assert list((tmp_path / "ro").iterdir()) == []
 
 
-def test_predict_skips_hidden_macos_files_as_training_does(tiny_run, tmp_path):
+def test_predict_skips_hidden_macos_files_as_training_does(one_step_run, tmp_path):
     from keypointgan.predict import predict_paths
 
     d = tmp_path / "D"
     write_image(d / "a.png", np.zeros((16, 16, 3), np.uint8))
     (d / "._a.png").write_bytes(b"\x00\x05\x16\x07 AppleDouble resource fork")
-    assert predict_paths(tiny_run, [d], tmp_path / "pred") == 1
+    assert predict_paths(one_step_run, [d], tmp_path / "pred") == 1
     assert sorted(p.name for p in (tmp_path / "pred").iterdir()) == ["a.json", "a_overlay.png"]
 
 
@@ -133,7 +123,7 @@ def test_a_few_one_frame_videos_are_named_in_a_warning(tiny_data, tmp_path, caps
     assert (tmp_path / "run" / "checkpoints" / "latest.pt").is_file()
 
 
-def test_pixel_budget_setting_environment_and_flag(tiny_run, tmp_path, monkeypatch, capsys):
+def test_pixel_budget_setting_environment_and_flag(one_step_run, tmp_path, monkeypatch, capsys):
     from keypointgan.io import image_size, set_max_image_pixels
 
     img = tmp_path / "x.png"
@@ -162,8 +152,8 @@ def test_pixel_budget_setting_environment_and_flag(tiny_run, tmp_path, monkeypat
         read_image(img)
     monkeypatch.delenv("KEYPOINTGAN_MAX_IMAGE_PIXELS")
     # the flag lasts one command
-    code = main(["--max-image-pixels", "100", "predict", "--checkpoint", str(tiny_run), str(img), "--out", str(tmp_path / "p"), "--quiet"])
+    code = main(["--max-image-pixels", "100", "predict", "--checkpoint", str(one_step_run), str(img), "--out", str(tmp_path / "p"), "--quiet"])
     assert code == 2 and "over the limit of 100 " in capsys.readouterr().err
     assert not (tmp_path / "p").exists()
     assert read_image(img).shape == (16, 20, 3)
-    assert main(["predict", "--checkpoint", str(tiny_run), str(img), "--out", str(tmp_path / "p"), "--quiet"]) == 0
+    assert main(["predict", "--checkpoint", str(one_step_run), str(img), "--out", str(tmp_path / "p"), "--quiet"]) == 0

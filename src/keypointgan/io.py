@@ -267,7 +267,7 @@ def check_output_folder(out: str | Path) -> None:
     for p in (out, *out.parents):
         if p.exists():
             if not p.is_dir():
-                what = "--out names a file, not a folder" if p == out else f"a file stands where a folder of --out's path should be ({p})"
+                what = "--out names a file, not a folder" if p == out else f"a file stands where a folder of this path should be ({p})"
                 raise InputError(what, out)
             return
 

@@ -220,8 +220,6 @@ def read_image(path: str | Path) -> np.ndarray:
         raise
     except PermissionError:
         raise InputError("cannot read image: permission denied", path) from None
-    except IsADirectoryError:
-        raise InputError("a folder, not an image file", path) from None
     except UnidentifiedImageError:
         raise InputError("cannot read image: not an image format PIL knows, or a corrupt header", path) from None
     except Exception as exc:  # noqa: BLE001 - a corrupt file makes PIL's decoders raise many types (zlib.error, struct.error, …)

@@ -108,7 +108,7 @@ def to_float32(arr: np.ndarray, path: Path | str, what: str) -> np.ndarray:
 
 def check_poses(arr: np.ndarray, skeleton: Skeleton | None, path: Path | str, *, what: str, allow_nan: bool) -> np.ndarray:
     """Validate an ``(N, K, 2)`` pose array; return it as float32."""
-    if arr.dtype == object or not np.issubdtype(arr.dtype, np.number) or np.iscomplexobj(arr):
+    if arr.dtype.kind not in "iuf":  # not objects, strings, booleans, complex numbers, dates or time spans
         raise InputError(f"{what} must be a numeric array of real numbers, got dtype {arr.dtype}", path)
     if arr.ndim != 3 or arr.shape[-1] != 2:
         raise InputError(f"{what} must have shape (N, K, 2), got {tuple(arr.shape)}", path)

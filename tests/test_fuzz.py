@@ -370,3 +370,16 @@ def test_fuzz_cli(one_step_run):
     skeleton_and_prior()
     config()
     image()
+
+
+@pytest.mark.parametrize("text", ["?\n", "1: 2\n", "model: {null: 1}\n", "a: &x [*x]\n"])
+def test_yaml_keys_that_are_not_text_and_self_referencing_aliases(text, tmp_path):
+    """Found by the 10,000-example run: a YAML ``?`` (a null key) gave a TypeError while joining field names."""
+    from keypointgan.config import load_config
+    from keypointgan.skeleton import Skeleton
+
+    path = tmp_path / "f.yaml"
+    path.write_text(text)
+    for reader in (load_config, Skeleton.from_yaml):
+        with pytest.raises(InputError):
+            reader(path)

@@ -303,17 +303,37 @@ def write_image(path: str | Path, array: np.ndarray) -> None:
 
 
 def read_yaml(path: str | Path, *, what: str, format_name: str = "YAML"):
-    """Parse a YAML (or JSON) file; a missing file or a syntax error is an :class:`InputError`
-    naming the file (``"<what> not found"``, ``"not valid <format_name> (problem at line L, column C)"``)."""
+    """Parse a YAML (or JSON) file; a missing file, a syntax error or a mapping key that is not text is
+    an :class:`InputError` naming the file (``"<what> not found"``, ``"not valid <format_name> (problem at
+    line L, column C)"``, ``"field names must be text, got None"``)."""
     import yaml
 
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{what} not found", path)
     try:
-        return yaml.safe_load(path.read_text())
+        data = yaml.safe_load(path.read_text())
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise InputError(f"not valid {format_name} ({_yaml_problem(exc)})", path) from None
+    _check_keys(data, path)
+    return data
+
+
+def _check_keys(data, path: Path) -> None:
+    """Every mapping key is text: a YAML ``? `` or ``1: …`` key would otherwise reach code that joins names."""
+    stack, seen = [data], set()
+    while stack:
+        item = stack.pop()
+        if id(item) in seen:  # YAML aliases can make a list hold itself
+            continue
+        seen.add(id(item))
+        if isinstance(item, dict):
+            for k, v in item.items():
+                if not isinstance(k, str):
+                    raise InputError(f"field names must be text, got {k!r}", path)
+                stack.append(v)
+        elif isinstance(item, list):
+            stack.extend(item)
 
 
 def _yaml_problem(exc: Exception) -> str:

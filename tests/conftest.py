@@ -55,3 +55,14 @@ class TinyRun:
         from keypointgan.training import fit
 
         return fit(self.state, self.loader, self.prior, self.out, eval_set=self.eval_set, progress=False)
+
+
+@pytest.fixture(scope="session")
+def one_step_run(tiny_data, tmp_path_factory):
+    """A run of the tiny config trained for one step (no moving average); tests only read it."""
+    from keypointgan.api import train
+
+    out = tmp_path_factory.mktemp("one_step") / "run"
+    cfg = tiny_config(steps=1, pretrain_steps=0, eval_every=100, sample_every=100, ema_decay=0.0, swa_fraction=0.0, ema_norm_batches=0)
+    train(tiny_data, out, config=cfg, progress=False)
+    return out

@@ -63,6 +63,50 @@ def truncated_checkpoint(env):
     Path("half.pt").write_bytes(b[: len(b) // 2])
 
 
+def png_header(path, width, height):
+    """A small PNG file that declares ``width × height`` RGB pixels (a decompression bomb's header).
+
+    The image data is a few bytes, so decoding it would fail as truncated; the header is what
+    PIL reads on open, and what the pixel budget is checked against before decoding.
+    """
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    Path(path).write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b""))
+
+
+def image_folder(name="D", names=("a.png", "b.png", "c.png")):
+    from keypointgan.io import write_image
+
+    d = Path(name)
+    for i, n in enumerate(names):
+        write_image(d / n, np.full((16, 16, 3), 40 * i, np.uint8))
+    return d
+
+
+def one_frame_videos(d):
+    """Every video of the dataset cut to its first frame."""
+    for v in (d / "videos").iterdir():
+        for f in sorted(v.iterdir())[1:]:
+            f.unlink()
+
+
+def pts_next_to_garbage():
+    Path("a.pts").write_text("version: 1\nn_points: 15\n{\n" + "3 4\n" * 15 + "}\n")
+    Path("a.png").write_bytes(b"not an image")
+
+
+def coco_zero_width():
+    import json
+
+    Path("coco.json").write_text(json.dumps({"images": [{"id": 1, "width": 0, "height": 32}],
+                                             "annotations": [{"image_id": 1, "keypoints": [1, 2, 2] * 15}]}))
+
+
 class _Payload:
     def __reduce__(self):
         return (print, ("this would have run",))
@@ -182,6 +226,55 @@ CASES = {
                              "keypointgan predict: error: nothing: folder holds no images (.png/.jpg/.bmp/.webp)"),
     "report-no-log": ("report on a folder that is not a run", lambda e: Path("notrun").mkdir(), ["report", "notrun"],
                       "keypointgan report: error: notrun: no log.jsonl in this run folder"),
+    # ---- issue 14
+    "predict-overwrites-input": ("predict into the input folder, where an output would overwrite an input",
+                                 lambda e: (run(e), image_folder("D", ("x.png", "x_overlay.png"))),
+                                 ["predict", "--checkpoint", "run", "D", "--out", "D", "--quiet"],
+                                 "keypointgan predict: error: D/x_overlay.png: this input would be overwritten by the output x_overlay.png of D/x.png; give another --out"),
+    "predict-one-bad-image": ("predict on a folder of good images and one unreadable file (nothing is written)",
+                              lambda e: (run(e), image_folder("D"), Path("D/bad.png").write_bytes(b"not a PNG")),
+                              ["predict", "--checkpoint", "run", "D", "--out", "pred", "--quiet"],
+                              "keypointgan predict: error: D/bad.png: cannot read image: not an image format PIL knows, or a corrupt header"),
+    "image-bomb-train": ("a frame declaring 20000 × 20000 pixels (a 48 KB decompression bomb)",
+                         lambda e: png_header(frame(data(e)), 20000, 20000), TRAIN,
+                         "keypointgan train: error: data/videos/v0000/000003.png: image is 20000×20000 = 400,000,000 pixels, over the limit of 64,000,000 (a decompression bomb? if not, raise the limit: --max-image-pixels or $KEYPOINTGAN_MAX_IMAGE_PIXELS)"),
+    "image-bomb-predict": ("predict on an image declaring 12000 × 12000 pixels (2 GB decoded)",
+                           lambda e: (run(e), png_header("big.png", 12000, 12000)),
+                           ["predict", "--checkpoint", "run", "big.png", "--out", "pred", "--quiet"],
+                           "keypointgan predict: error: big.png: image is 12000×12000 = 144,000,000 pixels, over the limit of 64,000,000 (a decompression bomb? if not, raise the limit: --max-image-pixels or $KEYPOINTGAN_MAX_IMAGE_PIXELS)"),
+    "skeleton-limb-null": ("a limb that is null", lambda e: edit_skeleton(data(e), "[head, neck]", "null"),
+                           TRAIN, "keypointgan train: error: data/skeleton.yaml: each limb must be a pair of keypoint names, got None"),
+    "skeleton-limb-number": ("a limb that is a number", lambda e: edit_skeleton(data(e), "[head, neck]", "5"),
+                             TRAIN, "keypointgan train: error: data/skeleton.yaml: each limb must be a pair of keypoint names, got 5"),
+    "skeleton-limb-nested": ("a limb holding a list instead of a name", lambda e: edit_skeleton(data(e), "[head, neck]", "[[head], neck]"),
+                             TRAIN, "keypointgan train: error: data/skeleton.yaml: each limb must be a pair of keypoint names, got [['head'], 'neck']"),
+    "prior-json-huge-number": ("a JSON prior holding the integer 10^400",
+                               lambda e: (data(e), Path("p.json").write_text("[[" + ", ".join(["[0.5, 0.5]"] * 14 + ["[1" + "0" * 400 + ", 0.5]"]) + "]]")),
+                               TRAIN + ["--prior", "p.json"], "keypointgan train: error: p.json: JSON prior holds a number too large for a coordinate"),
+    "prior-coco-zero-width": ("a COCO prior whose image has width 0 (no numpy warning first)", lambda e: (data(e), coco_zero_width()),
+                              TRAIN + ["--prior", "coco.json"],
+                              "keypointgan train: error: coco.json: COCO image 1 has width × height 0 × 32; both must be positive"),
+    "prior-pts-non-image": ("a .pts prior next to a file that is not an image", lambda e: (data(e), pts_next_to_garbage()),
+                            TRAIN + ["--prior", "a.pts"],
+                            "keypointgan train: error: a.png: cannot read image: not an image format PIL knows, or a corrupt header"),
+    "flag-device-meta": ("--device meta (no run folder left behind)", data, TRAIN + ["--device", "meta"],
+                         "keypointgan train: error: device 'meta' holds no data (tensors with shapes only); use cpu, cuda or mps"),
+    "frames-one-per-video": ("every video has a single frame", lambda e: one_frame_videos(data(e)), TRAIN + ["--batch-size", "2"],
+                             "keypointgan train: error: data/videos/v0000: every video has a single frame (4 videos); training pairs two frames of one video (a target and an appearance frame) and needs videos of at least 2 frames"),
+    "frame-is-a-folder": ("a folder named 999.png among the frames", lambda e: (frame(data(e), 999)).mkdir(),
+                          TRAIN, "keypointgan train: error: data/videos/v0000/000999.png: a folder named like an image among the frames; frames must be image files"),
+    "out-is-a-file-train": ("train --out naming a file", lambda e: (data(e), Path("out").write_text("notes")), TRAIN,
+                            "keypointgan train: error: out: --out names a file, not a folder"),
+    "out-is-a-file-predict": ("predict --out naming a file", lambda e: (run(e), image_folder("D"), Path("pred").write_text("notes")),
+                              ["predict", "--checkpoint", "run", "D", "--out", "pred", "--quiet"],
+                              "keypointgan predict: error: pred: --out names a file, not a folder"),
+    "out-under-a-file": ("an output folder whose path runs through a file", lambda e: Path("notes").write_text("a file"),
+                         ["make-synthetic", "notes/data", "--videos", "1", "--frames", "2", "--prior", "2", "--quiet"],
+                         "keypointgan make-synthetic: error: notes/data: a file stands where a folder of this path should be (notes)"),
+    "evaluate-json-unwritable": ("evaluate --json where no file can be written (checked before evaluating)",
+                                 lambda e: (run(e), data(e), Path("notes").write_text("a file")),
+                                 EVAL + ["--checkpoint", "run", "--json", "notes/m.json"],
+                                 "keypointgan evaluate: error: notes/m.json: cannot write here: notes is a file, not a folder"),
 }
 
 
@@ -200,6 +293,7 @@ def test_bad_input(case, tiny_data, tiny_run, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     setup({"tiny_data": tiny_data, "tiny_run": tiny_run})
     before = {p: p.stat().st_mtime_ns for p in Path(".").rglob("*") if p.is_file()}
+    dirs_before = {p for p in Path(".").rglob("*") if p.is_dir()}
     try:
         code = main(argv)
     except SystemExit as exc:  # argparse rejects a flag before main's body runs
@@ -209,10 +303,12 @@ def test_bad_input(case, tiny_data, tiny_run, tmp_path, monkeypatch, capsys):
     assert err[-1] == expected
     assert not any("Traceback" in line for line in err)
     assert len(err) == 1 or err[0].startswith("usage:")  # argparse prints its usage line first
-    # nothing already there was modified, nothing half-written was left
+    # nothing already there was modified, nothing half-written was left, nothing new was created
     after = {p: p.stat().st_mtime_ns for p in Path(".").rglob("*") if p.is_file()}
     assert {p: t for p, t in after.items() if p in before} == before
     assert not [p for p in after if p.name.endswith(".tmp")]
+    assert set(after) == set(before)
+    assert not [p for p in Path(".").rglob("*") if p.is_dir() and p not in dirs_before]
 
 
 def test_debug_shows_the_traceback(tmp_path, monkeypatch):

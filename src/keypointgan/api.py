@@ -18,6 +18,7 @@ from .config import TrainConfig, make_config, resume_config, with_overrides
 from .data import EvalFrameDataset, FrameStore, Layout, load_prior
 from .data.benchmark import Benchmark, open_dataset
 from .data.layout import Video, check_poses
+from .data.layout import check_training_start
 from .errors import InputError
 from .skeleton import Skeleton
 from ._version import __version__
@@ -176,6 +177,7 @@ def train(
         eval_set = make_eval_set(ev_layout, ev_videos, cfg.model.size, cfg.eval_frames, ev_groups) if ev_videos else None
         if eval_set is None:
             raise InputError("evaluation data has no keypoints to evaluate against", eval_data)
+    check_training_start(videos or layout.videos, out)
     eta_state = _read_regressor(regressor, layout.skeleton) if regressor is not None and state_dict is None else None
     rank = int(os.environ.get("RANK", 0))
     world = int(os.environ.get("WORLD_SIZE", 1))

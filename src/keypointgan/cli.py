@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from .errors import KeypointGANError, TrainingDiverged, TrainingInterrupted
+from .errors import KeypointGANError, TrainingDiverged, TrainingInterrupted, one_line
 
 
 def _int_at_least(lowest: int):
@@ -194,10 +194,12 @@ def cmd_pretrain(args) -> int:
 
 def cmd_evaluate(args) -> int:
     from .api import evaluate, evaluate_predictions
-    from .io import atomic_write_text
+    from .io import atomic_write_text, check_writable
 
     if (args.checkpoint is None) == (args.predictions is None):
         raise KeypointGANError("give exactly one of --checkpoint and --predictions")
+    if args.json is not None:
+        check_writable(args.json)  # before the evaluation, not after it
     if args.predictions is not None:
         res = evaluate_predictions(args.predictions, args.data, format=args.format, metric=args.metric)
     else:
@@ -316,6 +318,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--version", action="version", version=f"keypointgan {__version__}")
     p.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    p.add_argument("--max-image-pixels", type=_positive_int, metavar="N",
+                   help="refuse images of more than N pixels (width × height) before decoding them "
+                        "(default 64000000, or $KEYPOINTGAN_MAX_IMAGE_PIXELS)")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
@@ -471,7 +476,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     configure(logging.WARNING if getattr(args, "quiet", False) else logging.INFO)
+    from .io import set_max_image_pixels
+
     try:
+        if args.max_image_pixels is not None:
+            set_max_image_pixels(args.max_image_pixels)
         return int(args.func(args) or 0)
     except (KeypointGANError, OSError) as exc:
         if args.debug:
@@ -479,7 +488,7 @@ def main(argv: list[str] | None = None) -> int:
         code = 1 if isinstance(exc, TrainingDiverged) else 2
         if isinstance(exc, OSError) and exc.filename:
             exc = f"{exc.filename}: {exc.strerror or exc}"
-        print(f"keypointgan {args.command}: error: {exc}", file=sys.stderr)
+        print(f"keypointgan {args.command}: error: {one_line(exc)}", file=sys.stderr)
         return code
     except TrainingInterrupted as exc:
         if args.debug:
@@ -489,6 +498,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"keypointgan {args.command}: interrupted", file=sys.stderr)
         return 130
+    finally:
+        if args.max_image_pixels is not None:
+            set_max_image_pixels(None)  # the setting lasts one command (main may run in-process)
 
 
 if __name__ == "__main__":  # pragma: no cover

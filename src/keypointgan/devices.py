@@ -21,6 +21,8 @@ def select_device(name: str = "auto") -> torch.device:
         dev = torch.device(name)
     except RuntimeError:
         raise InputError(f"unknown device {name!r}") from None
+    if dev.type == "meta":
+        raise InputError(f"device {name!r} holds no data (tensors with shapes only); use cpu, cuda or mps")
     if dev.type == "cuda":
         if not torch.cuda.is_available():
             raise InputError(f"device {name!r} requested but CUDA is not available")

@@ -21,7 +21,14 @@ class InputError(KeypointGANError, ValueError):
     def __init__(self, problem: str, path: str | Path | None = None):
         self.path = None if path is None else Path(path)
         self.problem = problem
-        super().__init__(f"{self.path}: {problem}" if self.path is not None else problem)
+        text = f"{self.path}: {problem}" if self.path is not None else problem
+        super().__init__(one_line(text))
+
+
+def one_line(text: str) -> str:
+    """``text`` with line breaks and other control characters escaped (``\\n``, ``\\x1e``), so that a
+    message quoting a file's content or a file name still prints as one line."""
+    return "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in str(text))
 
 
 class TrainingDiverged(KeypointGANError, RuntimeError):

@@ -14,23 +14,36 @@ not grow with the video's length.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
 from .errors import InputError
-from .io import IMAGE_SUFFIXES, atomic_write_text, read_image, write_image
+from .io import IMAGE_SUFFIXES, atomic_write_text, check_output_folder, max_image_pixels, read_image, write_image
 
 __all__ = ["predict_paths", "collect_images", "predict_video", "predict_files", "smooth_keypoints", "CentredMovingAverage"]
 
 
+def _is_hidden(p: Path) -> bool:
+    """Hidden files, e.g. macOS's ``._x.png`` resource forks next to every file copied from a Mac."""
+    return p.name.startswith(".")
+
+
 def collect_images(inputs: Sequence[str | Path]) -> list[Path]:
-    """Image files named directly or found (sorted, not recursively) in named folders."""
+    """Image files named directly or found (sorted, not recursively) in named folders.
+
+    In folders, hidden files (``.name``, e.g. macOS's ``._x.png``) are left out, as training does;
+    a folder named like an image (``999.png/``) is refused.
+    """
     files: list[Path] = []
     for p in map(Path, inputs):
         if p.is_dir():
-            found = sorted(q for q in p.iterdir() if q.suffix.lower() in IMAGE_SUFFIXES)
+            found = sorted(q for q in p.iterdir() if q.suffix.lower() in IMAGE_SUFFIXES and not _is_hidden(q))
+            for q in found:
+                if q.is_dir():
+                    raise InputError("a folder named like an image; images must be files", q)
             if not found:
                 raise InputError("folder holds no images (.png/.jpg/.bmp/.webp)", p)
             files += found
@@ -56,49 +69,105 @@ def _detector(source, device: str | None, flip_test: bool | None):
     return KeypointDetector.from_checkpoint(source, device=device, flip_test=flip_test)
 
 
+def image_output_stems(files: Sequence[Path]) -> list[str]:
+    """The output stem of each image: its own stem, made unique when several inputs share it."""
+    from collections import Counter
+
+    counts = Counter(f.stem for f in files)
+    used: set[str] = set()
+    stems = []
+    for f in files:
+        stem = f.stem if counts[f.stem] == 1 else f"{f.parent.name}_{f.name.replace('.', '_')}"
+        base, k = stem, 1
+        while stem in used:
+            stem, k = f"{base}_{k}", k + 1
+        used.add(stem)
+        stems.append(stem)
+    return stems
+
+
+def image_outputs(stem: str, out: Path, overlay: bool) -> list[Path]:
+    return [out / f"{stem}.json"] + ([out / f"{stem}_overlay.png"] if overlay else [])
+
+
+def video_outputs(stem: str, out: Path, overlay: bool) -> list[Path]:
+    return [out / f"{stem}.json", out / f"{stem}.csv"] + ([out / f"{stem}_overlay.mp4"] if overlay else [])
+
+
+def check_outputs(plan: Sequence[tuple[Path, Sequence[Path]]], inputs: Sequence[Path]) -> None:
+    """Refuse a plan (input → its output files) in which an output would overwrite an input or another output.
+
+    Nothing is renamed: the error names the file that would be lost and the input whose output it is.
+    """
+    def key(p: Path) -> str:
+        return os.path.normcase(os.path.realpath(p))
+
+    protected = {key(p): p for p in inputs}
+    written: dict[str, Path] = {}
+    for src, outs in plan:
+        for o in outs:
+            k = key(o)
+            if k in protected:
+                raise InputError(f"this input would be overwritten by the output {o.name} of {src}; give another --out", protected[k])
+            if k in written:
+                raise InputError(f"two inputs, {written[k]} and {src}, would write the same output {o.name}", o)
+            written[k] = src
+
+
 def predict_paths(
     checkpoint, inputs: Sequence[str | Path], out: str | Path, *, device: str | None = None, overlay: bool = True, progress: bool = False, flip_test: bool | None = None
 ) -> int:
     """Predict every image; write ``OUT/<name>.json`` (and ``OUT/<name>_overlay.png``). Returns the count.
 
     ``checkpoint``: a detector, a checkpoint file or run folder, or an exported ``.onnx`` file.
-
+    Every input is read and predicted, and every output name checked, before anything is
+    written: a bad image, or an output that would overwrite an input, stops the command with
+    nothing written (not even the output folder). Each file is written atomically.
     ``flip_test`` (when a checkpoint is given) overrides the run's setting: see :class:`~keypointgan.KeypointDetector`.
     """
+    out = Path(out)
+    check_output_folder(out)
+    files = collect_images(inputs)
+    stems = image_output_stems(files)
+    check_outputs([(f, image_outputs(s, out, overlay)) for f, s in zip(files, stems)], files)
+    det = _detector(checkpoint, device, flip_test)
+    results = _predict_images(det, files, progress)
+    _write_image_outputs(det, files, stems, results, out, overlay)
+    return len(files)
+
+
+def _predict_images(det, files: Sequence[Path], progress: bool) -> list[tuple[np.ndarray, np.ndarray, tuple[int, int]]]:
+    """Read and predict every image first (keypoints, confidences and size kept; the images are not)."""
     from tqdm.auto import tqdm
 
-    from .viz import draw_keypoints
-
-    det = _detector(checkpoint, device, flip_test)
-    files = collect_images(inputs)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    from collections import Counter
-
-    counts = Counter(f.stem for f in files)
-    used: set[str] = set()
+    results = []
     for f in tqdm(files, desc="predict", disable=not progress):
         img = read_image(f)
         kp, conf = det.predict_with_confidence(img)
-        # output name: the file's stem, made unique when several inputs share it
-        stem = f.stem if counts[f.stem] == 1 else f"{f.parent.name}_{f.name.replace('.', '_')}"
-        base, k = stem, 1
-        while stem in used:
-            stem, k = f"{base}_{k}", k + 1
-        used.add(stem)
+        results.append((kp, conf, img.shape[:2]))
+    return results
+
+
+def _write_image_outputs(det, files, stems, results, out: Path, overlay: bool) -> None:
+    from .viz import draw_keypoints
+
+    if not files:
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    for f, stem, (kp, conf, (h, w)) in zip(files, stems, results):
         rec = {
             "image": str(f),
-            "width": int(img.shape[1]),
-            "height": int(img.shape[0]),
+            "width": int(w),
+            "height": int(h),
             "units": "pixel (x, y); the centre of pixel column j is at x = j",
             "keypoints": {n: [float(x), float(y)] for n, (x, y) in zip(det.skeleton.keypoints, kp)},
             "confidence": {n: round(float(c), 4) for n, c in zip(det.skeleton.keypoints, conf)},
         }
         atomic_write_text(out / f"{stem}.json", json.dumps(rec, indent=2))
         if overlay:
+            img = read_image(f)  # read again: already checked, and not kept in memory for every image
             scale = max(1, 256 // max(img.shape[:2]))
             write_image(out / f"{stem}_overlay.png", draw_keypoints(img, kp, det.skeleton, scale=scale, radius=2, width=2, confidence=conf))
-    return len(files)
 
 
 # ------------------------------------------------------------------ videos
@@ -236,10 +305,12 @@ def predict_video(
         raise InputError(f"--smooth must be 0 (off) or an odd number of frames, got {smooth}")
     if batch_size < 1:
         raise InputError(f"batch size must be positive, got {batch_size}")
-    det = _detector(detector, device, flip_test)
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    check_output_folder(out)
     stem = name or path.stem
+    check_outputs([(path, video_outputs(stem, out, overlay))], [path])
+    det = _detector(detector, device, flip_test)
+    out.mkdir(parents=True, exist_ok=True)
     names = det.skeleton.keypoints
     json_path, csv_path, video_path = out / f"{stem}.json", out / f"{stem}.csv", out / f"{stem}_overlay.mp4"
 
@@ -355,8 +426,10 @@ def predict_files(
 
     Returns ``{"images": count, "videos": [predict_video results]}``.
     """
-    from .video import is_video_file
+    from .video import is_video_file, probe
 
+    out = Path(out)
+    check_output_folder(out)
     paths = [Path(p) for p in inputs]
     videos = [p for p in paths if p.is_file() and is_video_file(p)]
     images = [p for p in paths if not (p.is_file() and is_video_file(p))]
@@ -364,12 +437,23 @@ def predict_files(
     for v in videos:
         if stems.count(v.stem) > 1:
             raise InputError(f"two input videos share the name {v.stem!r}; their outputs would overwrite each other", v)
+    files = collect_images(images) if images else []
+    image_stems = image_output_stems(files)
+    for v in videos:
+        if v.stem in image_stems:
+            raise InputError(f"an input image and this video share the name {v.stem!r}; their outputs would overwrite each other", v)
+    plan = [(f, image_outputs(s, out, overlay)) for f, s in zip(files, image_stems)]
+    plan += [(v, video_outputs(v.stem, out, overlay)) for v in videos]
+    check_outputs(plan, files + videos)
+    budget = max_image_pixels()
+    for v in videos:  # readable, and frames within the pixel budget, before anything is written
+        info = probe(v)
+        if info.width * info.height > budget:
+            raise InputError(f"video frames are {info.width}×{info.height} pixels, over the limit of {budget:,} "
+                             "(raise it: --max-image-pixels or $KEYPOINTGAN_MAX_IMAGE_PIXELS)", v)
     det = _detector(checkpoint, device, flip_test)
-    if images:
-        image_stems = {f.stem for f in collect_images(images)}
-        for v in videos:
-            if v.stem in image_stems:
-                raise InputError(f"an input image and this video share the name {v.stem!r}; their outputs would overwrite each other", v)
-    n = predict_paths(det, images, out, overlay=overlay, progress=progress) if images else 0
+    results = _predict_images(det, files, progress)
+    _write_image_outputs(det, files, image_stems, results, out, overlay)
+    n = len(files)
     res = [predict_video(det, v, out, smooth=smooth, overlay=overlay, progress=progress) for v in videos]
     return {"images": n, "videos": res}

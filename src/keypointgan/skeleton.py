@@ -25,7 +25,7 @@ def _pairs_to_indices(
     out: list[tuple[int, int]] = []
     seen: set[frozenset[int]] = set()
     for pair in pairs:
-        if isinstance(pair, str) or len(pair) != 2:
+        if not isinstance(pair, (list, tuple)) or len(pair) != 2 or not all(isinstance(n, str) for n in pair):
             raise InputError(f"each {what} must be a pair of keypoint names, got {pair!r}", source)
         a, b = pair
         for n in (a, b):

@@ -26,11 +26,11 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import InputError
-from ..io import IMAGE_SUFFIXES
+from ..io import IMAGE_SUFFIXES, check_output_folder, image_size
 from ..skeleton import Skeleton
 from ..video import VIDEO_SUFFIXES, is_video_file
 
-__all__ = ["Video", "Layout", "load_prior", "check_poses", "frame_sort_key"]
+__all__ = ["Video", "Layout", "load_prior", "check_poses", "frame_sort_key", "check_training_start"]
 
 _NUM = re.compile(r"(\d+)")
 
@@ -96,21 +96,33 @@ class Video:
         return cls(id, (), keypoints_path, Path(path), probe(path).num_frames, frame_ids=ids)
 
 
+def to_float32(arr: np.ndarray, path: Path | str, what: str) -> np.ndarray:
+    """``arr`` as float32; a finite value beyond float32's range is an :class:`InputError` (not a warning and inf)."""
+    arr = np.asarray(arr)
+    if arr.dtype.kind == "f" and arr.dtype.itemsize > 4:
+        big = np.abs(arr[np.isfinite(arr)]) > np.finfo(np.float32).max
+        if big.any():
+            raise InputError(f"{what} holds a number too large for a coordinate", path)
+    return arr.astype(np.float32, copy=False)
+
+
 def check_poses(arr: np.ndarray, skeleton: Skeleton | None, path: Path | str, *, what: str, allow_nan: bool) -> np.ndarray:
     """Validate an ``(N, K, 2)`` pose array; return it as float32."""
-    if arr.dtype == object or not np.issubdtype(arr.dtype, np.number):
-        raise InputError(f"{what} must be a numeric array, got dtype {arr.dtype}", path)
+    if arr.dtype.kind not in "iuf":  # not objects, strings, booleans, complex numbers, dates or time spans
+        raise InputError(f"{what} must be a numeric array of real numbers, got dtype {arr.dtype}", path)
     if arr.ndim != 3 or arr.shape[-1] != 2:
         raise InputError(f"{what} must have shape (N, K, 2), got {tuple(arr.shape)}", path)
     if arr.shape[0] == 0:
         raise InputError(f"{what} holds no poses", path)
+    if arr.shape[1] == 0:
+        raise InputError(f"{what} holds poses of no keypoints, shape {tuple(arr.shape)}", path)
     if skeleton is not None and arr.shape[1] != skeleton.num_keypoints:
         raise InputError(
             f"{what} has K={arr.shape[1]} keypoints but the skeleton '{skeleton.name}' has {skeleton.num_keypoints}", path
         )
-    arr = arr.astype(np.float32, copy=False)
     if np.isinf(arr).any():
         raise InputError(f"{what} contains infinite values", path)
+    arr = to_float32(arr, path, what)
     if not allow_nan and np.isnan(arr).any():
         n = int(np.isnan(arr).any(axis=(1, 2)).sum())
         raise InputError(f"{what} contains NaN values (in {n} of {arr.shape[0]} poses)", path)
@@ -135,7 +147,7 @@ def load_prior(path: str | Path, skeleton: Skeleton | None = None) -> np.ndarray
             raise InputError("prior file not found", path)
         try:
             arr = np.load(path, allow_pickle=False)
-        except (ValueError, OSError, EOFError) as exc:
+        except Exception as exc:  # noqa: BLE001 - numpy's header parser raises SyntaxError, TokenError, …
             raise InputError(f"cannot read prior as .npy ({exc})", path) from None
     arr = check_poses(arr, skeleton, path, what="prior", allow_nan=False)
     lo, hi = float(arr.min()), float(arr.max())
@@ -182,6 +194,9 @@ class Layout:
                 )
                 if not frames:
                     continue
+                for f in frames:
+                    if f.is_dir():
+                        raise InputError("a folder named like an image among the frames; frames must be image files", f)
                 video = Video(vid, tuple(frames), kp)
             elif is_video_file(d):
                 video = Video.from_file(vid, d, kp)
@@ -214,9 +229,38 @@ class Layout:
         path = video.keypoints_path
         try:
             arr = np.load(path, allow_pickle=False)
-        except (ValueError, OSError, EOFError) as exc:
+        except Exception as exc:  # noqa: BLE001 - numpy's header parser raises SyntaxError, TokenError, …
             raise InputError(f"cannot read keypoints as .npy ({exc})", path) from None
         arr = check_poses(arr, self.skeleton, path, what="keypoints", allow_nan=True)
         if arr.shape[0] != len(video):
             raise InputError(f"keypoints hold {arr.shape[0]} frames but the video has {len(video)}", path)
         return arr
+
+
+def check_training_start(videos: Sequence[Video], out: str | Path) -> None:
+    """Checks made before training writes anything (before the run folder exists).
+
+    * ``out`` is a folder or can become one (not a file, not under a file).
+    * Every video has at least two frames: a target frame paired with itself teaches nothing
+      (Ψ copies the appearance frame), so a dataset of one-frame videos is refused and a few
+      such videos are named in a warning on stderr.
+    * Every frame file's header is readable and within the pixel budget
+      (:func:`keypointgan.io.max_image_pixels`): a decompression bomb is refused before any
+      pixel is decoded, not halfway through training.
+    """
+    import sys
+
+    check_output_folder(out)
+    single = [v for v in videos if len(v) < 2]
+    if videos and len(single) == len(videos):
+        where = videos[0].file or (videos[0].frames[0].parent if videos[0].frames else None)
+        raise InputError(
+            f"every video has a single frame ({len(videos)} videos); training pairs two frames of one video "
+            "(a target and an appearance frame) and needs videos of at least 2 frames", where)
+    if single:
+        names = ", ".join(repr(v.id) for v in single[:5]) + (" …" if len(single) > 5 else "")
+        print(f"keypointgan: warning: {len(single)} of {len(videos)} videos have a single frame and teach nothing "
+              f"(a frame paired with itself): {names}", file=sys.stderr)
+    for v in videos:
+        for f in v.frames:
+            image_size(f)

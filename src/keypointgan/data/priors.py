@@ -26,8 +26,9 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
-from ..io import IMAGE_SUFFIXES
+from ..io import IMAGE_SUFFIXES, image_size
 from ..skeleton import Skeleton
+from .layout import to_float32
 
 __all__ = ["read_prior_file", "read_csv_prior", "read_json_prior", "read_pts_prior"]
 
@@ -71,7 +72,7 @@ def read_csv_prior(path: str | Path) -> np.ndarray:
             raise InputError(f"CSV row {i} holds a value that is not a number", path) from None
     if width % 2:
         raise InputError(f"CSV rows must hold x, y pairs (an even number of values), got {width}", path)
-    return np.asarray(out, dtype=np.float32).reshape(len(out), width // 2, 2)
+    return to_float32(np.asarray(out, dtype=np.float64), path, "CSV prior").reshape(len(out), width // 2, 2)
 
 
 def _numeric(row) -> bool:
@@ -90,18 +91,38 @@ def _triples(kps, where: str, path: Path) -> tuple[np.ndarray, np.ndarray]:
     return arr[:, :2], arr[:, 2]
 
 
+def _coco_sizes(images, path: Path) -> dict:
+    """``{image id: (width, height)}`` of a COCO file's ``images``, each size positive and finite."""
+    if not isinstance(images, list):
+        raise InputError("COCO 'images' must be a list", path)
+    sizes = {}
+    for j, im in enumerate(images):
+        if not isinstance(im, dict) or not {"id", "width", "height"} <= set(im):
+            raise InputError(f"COCO image {j} needs 'id', 'width' and 'height'", path)
+        w, h = float(im["width"]), float(im["height"])
+        if not (np.isfinite(w) and np.isfinite(h) and w > 0 and h > 0):
+            raise InputError(f"COCO image {im['id']!r} has width × height {im['width']!r} × {im['height']!r}; both must be positive", path)
+        try:
+            sizes[im["id"]] = (w, h)
+        except TypeError:
+            raise InputError(f"COCO image {j}: its id must be a number or a string, got {im['id']!r}", path) from None
+    return sizes
+
+
 def read_json_prior(path: str | Path) -> np.ndarray:
     """A JSON list of poses, or COCO-style keypoints (see the module docs) → ``(N, K, 2)``."""
     path = Path(path)
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except RecursionError:
+        raise InputError("cannot read prior as JSON (nested too deeply)", path) from None
+    except (OSError, UnicodeDecodeError, ValueError) as exc:  # ValueError: JSONDecodeError, an integer of over 4300 digits
         raise InputError(f"cannot read prior as JSON ({exc.__class__.__name__}: {exc})", path) from None
     poses: list[np.ndarray] = []
     dropped = 0
     try:
         if isinstance(data, dict) and "annotations" in data:  # a COCO file: pixels, normalised by image size
-            sizes = {im["id"]: (float(im["width"]), float(im["height"])) for im in data.get("images", [])}
+            sizes = _coco_sizes(data.get("images", []), path)
             for j, ann in enumerate(data["annotations"]):
                 if "keypoints" not in ann:
                     continue
@@ -111,7 +132,8 @@ def read_json_prior(path: str | Path) -> np.ndarray:
                 if (v == 0).any():
                     dropped += 1
                     continue
-                poses.append(xy / np.array(sizes[ann["image_id"]]))
+                with np.errstate(over="ignore", invalid="ignore"):  # inf is refused by check_poses
+                    poses.append(xy / np.array(sizes[ann["image_id"]]))
         elif isinstance(data, list) and data and isinstance(data[0], dict):  # [{"keypoints": [x, y, v, ...]}] in [0, 1]
             for j, item in enumerate(data):
                 if "keypoints" not in item:
@@ -125,10 +147,12 @@ def read_json_prior(path: str | Path) -> np.ndarray:
             arr = np.asarray(data, dtype=np.float64)
             if arr.ndim != 3 or arr.shape[-1] != 2:
                 raise InputError(f"a JSON prior list must be poses × keypoints × [x, y], got shape {arr.shape}", path)
-            return arr.astype(np.float32)
+            return to_float32(arr, path, "JSON prior")
         else:
             raise InputError("a JSON prior must be a list of poses or a COCO file with 'annotations'", path)
-    except (TypeError, ValueError, KeyError) as exc:
+    except OverflowError:
+        raise InputError("JSON prior holds a number too large for a coordinate", path) from None
+    except (TypeError, ValueError, KeyError, AttributeError, RecursionError) as exc:
         if isinstance(exc, InputError):
             raise
         raise InputError(f"malformed JSON prior ({exc.__class__.__name__}: {exc})", path) from None
@@ -137,7 +161,7 @@ def read_json_prior(path: str | Path) -> np.ndarray:
     ks = {p.shape[0] for p in poses}
     if len(ks) > 1:
         raise InputError(f"JSON prior poses have different numbers of keypoints: {sorted(ks)}", path)
-    return np.stack(poses).astype(np.float32)
+    return to_float32(np.stack(poses), path, "JSON prior")
 
 
 def read_pts(path: str | Path) -> np.ndarray:
@@ -192,8 +216,6 @@ def _image_next_to(pts: Path) -> Path:
 
 def read_pts_prior(path: str | Path) -> np.ndarray:
     """``.pts`` file(s) → ``(N, K, 2)`` in [0, 1] by the size of the image next to each file."""
-    from PIL import Image
-
     path = Path(path)
     files = sorted(path.rglob("*.pts")) if path.is_dir() else [path]
     if not files:
@@ -201,10 +223,9 @@ def read_pts_prior(path: str | Path) -> np.ndarray:
     poses = []
     for f in files:
         pts = read_pts(f)
-        with Image.open(_image_next_to(f)) as im:
-            w, h = im.size
+        w, h = image_size(_image_next_to(f))
         poses.append(pts / np.array([w, h], dtype=np.float64))
     ks = {p.shape[0] for p in poses}
     if len(ks) > 1:
         raise InputError(f".pts files hold different numbers of points: {sorted(ks)}", path)
-    return np.stack(poses).astype(np.float32)
+    return to_float32(np.stack(poses), path, ".pts prior")

@@ -42,6 +42,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
+from ..io import check_output_folder
 from ..log import logger
 from ..skeleton import SYNTHETIC_KEYPOINTS, preset
 
@@ -765,11 +766,11 @@ def make_synthetic(
     if not isinstance(config, SyntheticConfig):
         raise InputError(f"config must be a SyntheticConfig, got {type(config).__name__}")
     out = Path(out)
-    if out.exists():
-        if not out.is_dir():
-            raise InputError("output path exists and is not a folder", out)
-        if any(out.iterdir()):
-            raise InputError("output folder exists and is not empty (refusing to overwrite)", out)
+    if out.exists() and not out.is_dir():
+        raise InputError("output path exists and is not a folder", out)
+    check_output_folder(out)  # a file where a folder of its path should be
+    if out.is_dir() and any(out.iterdir()):
+        raise InputError("output folder exists and is not empty (refusing to overwrite)", out)
     if workers is None:
         workers = os.cpu_count() or 1
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:

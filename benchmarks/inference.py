@@ -108,9 +108,16 @@ def _quantise(fp32: str, out: str, calib: np.ndarray) -> None:
             return next(self.it, None)
 
     pre = out + ".pre.onnx"
+    import contextlib
+
+    with contextlib.chdir(Path(out).parent):  # onnxruntime's quantisation leaves temporary files in the working folder
+        _quantise_in_place(fp32, pre, out, Frames(), quant_pre_process, quantize_static, QuantFormat, QuantType)
+
+
+def _quantise_in_place(fp32, pre, out, reader, quant_pre_process, quantize_static, QuantFormat, QuantType) -> None:
     quant_pre_process(fp32, pre, skip_symbolic_shape=True)
     quantize_static(
-        pre, out, Frames(), quant_format=QuantFormat.QDQ, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True,
+        pre, out, reader, quant_format=QuantFormat.QDQ, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True,
         nodes_to_exclude=None,
     )
 

@@ -124,7 +124,7 @@ def test_detector_real_forward_matches_training_eval(tiny_data, tmp_path):
     pix_tensor = det.predict(x)
     pix_list = det.predict([store.get(i) for i in range(4)])
     assert np.allclose(pix_tensor, pix_list, atol=1e-4)
-    assert np.allclose(pix_list, (det.predict_norm(x).numpy() + 1) * 15.5, atol=1e-3)  # [-1, 1] ↦ first / last pixel centre of 32 px
+    assert np.allclose(pix_list, (det.predict_grid_points(x).numpy() + 1) * 15.5, atol=1e-3)  # [-1, 1] ↦ first / last pixel centre of 32 px
 
 
 def test_ema_and_lr_decay(tiny_data, tmp_path):

@@ -7,9 +7,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import InputError
-from .nets.common import NORMS
 
 __all__ = ["ModelConfig", "TrainConfig", "PRESETS", "RUNTIME_FIELDS", "make_config", "load_config", "with_overrides", "resume_config"]
+
+NORMS = ("batch", "instance", "group", "none")
+"""The normalisations a config may name (:func:`keypointgan.nets.common.norm_layer` builds them)."""
 
 RUNTIME_FIELDS = ("steps", "max_minutes", "device", "num_threads", "data_workers", "tensorboard", "max_nonfinite_steps")
 """Fields that may change when a run is resumed: the budget and how the run executes, never what it computes."""

@@ -29,6 +29,7 @@ from ..errors import InputError
 from ..io import IMAGE_SUFFIXES, check_output_folder, image_size
 from ..skeleton import Skeleton
 from ..video import VIDEO_SUFFIXES, is_video_file
+from .priors import to_float32
 
 __all__ = ["Video", "Layout", "load_prior", "check_poses", "frame_sort_key", "check_training_start"]
 
@@ -94,16 +95,6 @@ class Video:
 
         ids = None if frame_ids is None else tuple(int(i) for i in frame_ids)
         return cls(id, (), keypoints_path, Path(path), probe(path).num_frames, frame_ids=ids)
-
-
-def to_float32(arr: np.ndarray, path: Path | str, what: str) -> np.ndarray:
-    """``arr`` as float32; a finite value beyond float32's range is an :class:`InputError` (not a warning and inf)."""
-    arr = np.asarray(arr)
-    if arr.dtype.kind == "f" and arr.dtype.itemsize > 4:
-        big = np.abs(arr[np.isfinite(arr)]) > np.finfo(np.float32).max
-        if big.any():
-            raise InputError(f"{what} holds a number too large for a coordinate", path)
-    return arr.astype(np.float32, copy=False)
 
 
 def check_poses(arr: np.ndarray, skeleton: Skeleton | None, path: Path | str, *, what: str, allow_nan: bool) -> np.ndarray:

@@ -28,9 +28,18 @@ import numpy as np
 from ..errors import InputError
 from ..io import IMAGE_SUFFIXES, image_size
 from ..skeleton import Skeleton
-from .layout import to_float32
 
 __all__ = ["read_prior_file", "read_csv_prior", "read_json_prior", "read_pts_prior"]
+
+
+def to_float32(arr: np.ndarray, path: Path | str, what: str) -> np.ndarray:
+    """``arr`` as float32; a finite value beyond float32's range is an :class:`InputError` (not a warning and inf)."""
+    arr = np.asarray(arr)
+    if arr.dtype.kind == "f" and arr.dtype.itemsize > 4:
+        big = np.abs(arr[np.isfinite(arr)]) > np.finfo(np.float32).max
+        if big.any():
+            raise InputError(f"{what} holds a number too large for a coordinate", path)
+    return arr.astype(np.float32, copy=False)
 
 
 def read_prior_file(path: str | Path, skeleton: Skeleton | None = None) -> np.ndarray:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-NORMS = ("batch", "instance", "group", "none")
+from ..config import NORMS
 
 
 def norm_layer(kind: str, channels: int) -> nn.Module:

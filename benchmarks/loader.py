@@ -35,7 +35,7 @@ def make_data(root: Path, videos: int, frames: int, size: int) -> tuple[Path, Pa
     from keypointgan.video import VideoWriter
 
     png = root / "png"
-    make_synthetic(png, SyntheticConfig(videos=videos, frames=frames, size=size, seed=0, prior=100), progress=False)
+    make_synthetic(png, SyntheticConfig(videos=videos, frames=frames, size=size, seed=0, prior=100), progress=False, workers=1)
     lay = Layout(png)
     jpg, mp4 = root / "jpg", root / "mp4"
     for out in (jpg, mp4):

@@ -122,10 +122,15 @@ class PairLoader:
         sampler = PairBatchSampler(len(self.store), self.batch_size, seed=self.seed, rank=self.rank, world_size=self.world_size,
                                    start_epoch=epoch, start_index=index)
         cuda = self.device.type == "cuda"
+        # Video files: workers start from a fresh interpreter (forkserver), not a fork of this process,
+        # which may hold open PyAV decoders (e.g. from measuring batch-norm statistics) whose threads
+        # a forked child does not have: closing such a copy can hang the worker.
+        files = self.workers > 0 and any(v.file is not None for v in self.store.videos)
         loader = DataLoader(
             _PairItems(self.pairs), batch_sampler=sampler, num_workers=self.workers, pin_memory=cuda,
             persistent_workers=self.workers > 0, prefetch_factor=4 if self.workers > 0 else None,
             worker_init_fn=_worker_init if self.workers > 0 else None,
+            multiprocessing_context="forkserver" if files else None,
             generator=torch.Generator().manual_seed(self.seed),  # (the workers' seeds) the global generator is not drawn from
         )
         for x, xa, e, b in loader:

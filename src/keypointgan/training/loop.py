@@ -27,7 +27,6 @@ from ..errors import InputError, TrainingDiverged, TrainingInterrupted
 from ..log import configure as configure_logging
 from ..log import logger
 from ..viz import save_sample_grid
-from .averaging import WeightAverage
 from .evaluation import EvalSet, evaluate_points, predict_eval_points, save_eval_predictions
 from .objective import keypointgan_objective, term_parameters
 from .pretrain import pretrain_eta, sample_prior
@@ -80,7 +79,7 @@ def inference_networks(state: TrainState, loader: PairLoader | None) -> tuple[to
     """Φ and η for prediction: the averages, their batch-norm statistics measured on ``cfg.ema_norm_batches``
     batches of ``loader``'s frames for this step (once), else the raw networks."""
     n = state.cfg.ema_norm_batches
-    if isinstance(state.average, WeightAverage) and n and loader is not None and len(loader.store):
+    if state.average is not None and n and loader is not None and len(loader.store):
         state.average.refresh_norm_stats(lambda: loader.norm_batches(state.step, n), state.step)
     return state.inference_networks()
 
@@ -223,7 +222,7 @@ def _train(state: TrainState, loader: PairLoader, prior: torch.Tensor, out: Path
     bar = tqdm(total=cfg.steps, initial=state.step, desc="train", disable=not progress, dynamic_ncols=True)
     bad_in_a_row, visuals = 0, None
     seen, waited, t_window = 0, 0.0, time.perf_counter()  # throughput and time spent waiting for data, per log window
-    batches = loader.batches(state.epoch, state.batch_in_epoch)
+    batches, per_epoch = loader.batches(state.epoch, state.batch_in_epoch), loader.batches_per_epoch()
     t_ready = time.perf_counter()
     for batch in batches:
         waited += time.perf_counter() - t_ready
@@ -237,7 +236,7 @@ def _train(state: TrainState, loader: PairLoader, prior: torch.Tensor, out: Path
             break
         state.set_lr_scale(lr_scale(spent, cfg.lr_decay_fraction))
         result = train_step(state, batch.x, batch.x_app, prior, progress=spent)
-        state.epoch, state.batch_in_epoch = divmod(batch.epoch * loader.batches_per_epoch() + batch.index + 1, loader.batches_per_epoch())
+        state.epoch, state.batch_in_epoch = divmod(batch.epoch * per_epoch + batch.index + 1, per_epoch)
         state.elapsed = base_elapsed + (time.perf_counter() - start)
         seen += batch.x.shape[0]
         bar.update(1)

@@ -5,7 +5,6 @@ The CLI is a thin layer over these functions.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -27,6 +26,8 @@ from .data.loader import PairLoader
 from .devices import select_device
 from .nets import build_networks
 from .training import CHECKPOINT_NAME, EvalSet, TrainState, check_training_checkpoint, fit, pretrain_eta
+from .training.distributed import from_environment, process_group
+from .training.precision import resolve_precision
 
 __all__ = ["train", "pretrain_regressor", "evaluate", "evaluate_predictions", "make_eval_set", "make_loader", "load_data", "open_data"]
 
@@ -139,11 +140,18 @@ def train(
             ``human36m``, ``penn-action`` or ``300vw``.
         report: also write ``OUT/report.html`` at the end (see :mod:`keypointgan.report`).
 
+    Started by ``torchrun`` (``RANK``, ``WORLD_SIZE``, … in the environment) the processes train one
+    model together (:mod:`keypointgan.training.distributed`): each process ``batch_size`` pairs per
+    step, rank 0 writes; the other ranks return ``{}``.
+
     Raises:
-        InputError: bad data, prior, skeleton, config or checkpoint (before anything is written).
+        InputError: bad data, prior, skeleton, config, checkpoint or multi-process environment (before
+            anything is written).
         TrainingDiverged: too many consecutive steps with NaN/Inf losses; the last checkpoint is intact.
         TrainingInterrupted: SIGINT/SIGTERM; a checkpoint was saved at the step boundary.
+        ProcessLost: a multi-process run lost another process; the last checkpoint is intact.
     """
+    dist = from_environment()
     _check_vgg_weights(overrides.get("vgg_weights") or (config.vgg_weights if config is not None else None))
     layout, poses = load_data(data, prior, skeleton, format)
     out = Path(out)
@@ -179,29 +187,44 @@ def train(
             raise InputError("evaluation data has no keypoints to evaluate against", eval_data)
     check_training_start(videos or layout.videos, out)
     eta_state = _read_regressor(regressor, layout.skeleton) if regressor is not None and state_dict is None else None
-    rank = int(os.environ.get("RANK", 0))
-    world = int(os.environ.get("WORLD_SIZE", 1))
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
-    device = select_device(cfg.device)
-    loader, prior_points = make_loader(cfg, layout.skeleton, poses, videos or layout.videos, device, rank=rank, world_size=world)
-    state = TrainState(cfg, layout.skeleton, device, rank=rank)
-    if state_dict is not None:
-        try:
-            state.load_state_dict(state_dict)
-        except (KeyError, RuntimeError, ValueError, TypeError) as exc:
-            raise InputError(f"cannot resume: the checkpoint does not match this run's networks ({exc.__class__.__name__})", ckpt_path) from None
-    elif eta_state is not None:
-        try:
-            state.set_pretrained_regressor(eta_state)
-        except RuntimeError:
-            raise InputError("the regressor's widths differ from this run's config", regressor) from None
-    result = fit(state, loader, prior_points, out, eval_set=eval_set, progress=progress)
-    if report and rank == 0:
+    device = dist.device(cfg.device)
+    resolve_precision(cfg.precision, device)
+    loader, prior_points = make_loader(cfg, layout.skeleton, poses, videos or layout.videos, device, rank=dist.rank,
+                                       world_size=dist.world_size)
+    # Every check above runs before the processes meet (a rank that fails exits, and torchrun ends the
+    # others); rank 0 writes nothing before they have all met.
+    with process_group(dist, device, timeout_s=cfg.dist_timeout_minutes * 60):
+        state = TrainState(cfg, layout.skeleton, device, dist=dist)
+        if state_dict is not None:
+            try:
+                state.load_state_dict(state_dict)
+            except (KeyError, RuntimeError, ValueError, TypeError) as exc:
+                raise InputError(f"cannot resume: the checkpoint does not match this run's networks ({exc.__class__.__name__})", ckpt_path) from None
+        elif eta_state is not None:
+            try:
+                state.set_pretrained_regressor(eta_state)
+            except RuntimeError:
+                raise InputError("the regressor's widths differ from this run's config", regressor) from None
+        state.synchronise()
+        if state.resumed and state.resumed_world_size != dist.world_size:
+            loader_position = _rescale_position(state.epoch, state.batch_in_epoch, len(loader.store), cfg.batch_size,
+                                                state.resumed_world_size, dist.world_size)
+            state.epoch, state.batch_in_epoch = loader_position
+        result = fit(state, loader, prior_points, out, eval_set=eval_set, progress=progress)
+    if report and dist.is_writer:
         from .report import report_run
 
         report_run(out)
     return result
+
+
+def _rescale_position(epoch: int, index: int, frames: int, batch_size: int, old_world: int, new_world: int) -> tuple[int, int]:
+    """A position in the data order written by ``old_world`` processes as the same fraction of the epoch for ``new_world``."""
+    old = max(1, frames // old_world // batch_size)
+    new = max(1, frames // new_world // batch_size)
+    return divmod(epoch * new + (index * new) // old, new)
 
 
 def make_loader(cfg: TrainConfig, skeleton: Skeleton, poses: np.ndarray, videos: Sequence[Video], device: torch.device, *,

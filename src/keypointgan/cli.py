@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from .errors import KeypointGANError, TrainingDiverged, TrainingInterrupted, one_line
+from .errors import KeypointGANError, ProcessLost, TrainingDiverged, TrainingInterrupted, one_line
 
 
 def _int_at_least(lowest: int):
@@ -173,6 +173,10 @@ def cmd_train(args) -> int:
         regressor=args.regressor, eval_data=args.eval_data, progress=not args.quiet, report=not args.no_report,
         format=args.format, **over,
     )
+    from .training.distributed import from_environment
+
+    if not from_environment().is_writer:  # torchrun's other ranks: rank 0 wrote and reports
+        return 0
     print(f"checkpoint: {Path(args.out) / 'checkpoints' / 'latest.pt'}")
     if not args.no_report:
         print(f"report: {Path(args.out) / 'report.html'}")
@@ -485,7 +489,7 @@ def main(argv: list[str] | None = None) -> int:
     except (KeypointGANError, OSError) as exc:
         if args.debug:
             raise
-        code = 1 if isinstance(exc, TrainingDiverged) else 2
+        code = 1 if isinstance(exc, (TrainingDiverged, ProcessLost)) else 2
         if isinstance(exc, OSError) and exc.filename:
             exc = f"{exc.filename}: {exc.strerror or exc}"
         print(f"keypointgan {args.command}: error: {one_line(exc)}", file=sys.stderr)

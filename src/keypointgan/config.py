@@ -13,7 +13,11 @@ __all__ = ["ModelConfig", "TrainConfig", "PRESETS", "RUNTIME_FIELDS", "make_conf
 NORMS = ("batch", "instance", "group", "none")
 """The normalisations a config may name (:func:`keypointgan.nets.common.norm_layer` builds them)."""
 
-RUNTIME_FIELDS = ("steps", "max_minutes", "device", "num_threads", "data_workers", "tensorboard", "max_nonfinite_steps")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+"""The arithmetic a run's networks may use (:func:`keypointgan.training.precision.resolve_precision`)."""
+
+RUNTIME_FIELDS = ("steps", "max_minutes", "device", "num_threads", "data_workers", "tensorboard", "max_nonfinite_steps",
+                  "precision", "compile", "dist_timeout_minutes")
 """Fields that may change when a run is resumed: the budget and how the run executes, never what it computes."""
 
 
@@ -170,6 +174,16 @@ class TrainConfig:
     tensorboard: bool = False
     """Also write the logged scalars and the sample grids as TensorBoard events in RUN/tensorboard/
     (needs ``pip install 'keypointgan[tensorboard]'``)."""
+    precision: str = "auto"
+    """Arithmetic of the networks and VGG-19: fp32, bf16 or fp16 (autocast; fp16 with a gradient scaler);
+    the renderer, soft-argmax and the losses stay in float32, and so do the weights and checkpoints.
+    auto: bf16 on GPUs that support it, fp32 elsewhere (docs/benchmarks.md has the CPU measurements)."""
+    compile: bool = False
+    """Compile the four networks with ``torch.compile`` (the renderer and losses stay eager). Pays a
+    compile time at the start (docs/benchmarks.md: when it is worth it)."""
+    dist_timeout_minutes: float = 10.0
+    """Multi-process runs (torchrun): how long a process waits for the others at a collective before the
+    run fails (rank 0 evaluates and writes checkpoints while the others wait at the next step)."""
 
     def validate(self) -> "TrainConfig":
         self.model.validate()
@@ -204,6 +218,10 @@ class TrainConfig:
             raise InputError(f"num_threads must be at least 1, got {self.num_threads}")
         if self.seed < 0:
             raise InputError(f"seed must be >= 0, got {self.seed}")
+        if self.precision not in PRECISIONS:
+            raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        if not self.dist_timeout_minutes > 0:
+            raise InputError(f"dist_timeout_minutes must be positive, got {self.dist_timeout_minutes}")
         return self
 
     def to_dict(self) -> dict[str, Any]:

@@ -44,10 +44,21 @@ class TrainingDiverged(KeypointGANError, RuntimeError):
 
 
 class TrainingInterrupted(KeyboardInterrupt):
-    """SIGINT (Ctrl-C) or SIGTERM stopped training at a step boundary after saving a checkpoint."""
+    """SIGINT (Ctrl-C) or SIGTERM stopped training at a step boundary after saving a checkpoint
+    (in a multi-process run rank 0 saves it; ``writer`` is False on the other ranks)."""
 
-    def __init__(self, signum: int, step: int, checkpoint: str | Path | None):
+    def __init__(self, signum: int, step: int, checkpoint: str | Path | None, *, writer: bool = True):
         self.signum, self.step = signum, step
         self.checkpoint = None if checkpoint is None else Path(checkpoint)
-        where = f"saved {self.checkpoint} at step {step}" if checkpoint is not None else "nothing saved (interrupted during η pre-training)"
+        if not writer:
+            where = f"stopped at step {step} with the other processes (rank 0 saves the checkpoint)"
+        elif checkpoint is not None:
+            where = f"saved {self.checkpoint} at step {step}"
+        else:
+            where = "nothing saved (interrupted during η pre-training)"
         super().__init__(f"interrupted by signal {signum}; {where}")
+
+
+class ProcessLost(KeypointGANError, RuntimeError):
+    """A multi-process run lost contact with another process (it died, or a collective timed out);
+    the last checkpoint rank 0 wrote is intact."""

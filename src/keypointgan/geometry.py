@@ -131,6 +131,11 @@ def soft_argmax(heatmaps: torch.Tensor) -> torch.Tensor:
     """
     if heatmaps.ndim != 4:
         raise ValueError(f"heatmaps must be B×K×H×W, got shape {tuple(heatmaps.shape)}")
+    with _full_precision(heatmaps):  # in float32 under mixed precision (bf16/fp16 maps are upcast)
+        return _soft_argmax(_upcast(heatmaps))
+
+
+def _soft_argmax(heatmaps: torch.Tensor) -> torch.Tensor:
     _, _, h, w = heatmaps.shape
     px = torch.softmax(heatmaps.mean(dim=2), dim=-1)  # B×K×W
     py = torch.softmax(heatmaps.mean(dim=3), dim=-1)  # B×K×H
@@ -254,7 +259,22 @@ def render_skeleton(
     if max(max(l) for l in limbs) >= k:
         raise ValueError(f"the skeleton's limbs index {max(max(l) for l in limbs) + 1} keypoints, points have {k}")
     h, w = as_size(size)
-    return _RenderSkeleton.apply(points, tuple(limbs), h, w, 1.0 / (sigma**2))
+    with _full_precision(points):  # in float32 under mixed precision (bf16/fp16 points are upcast)
+        return _RenderSkeleton.apply(_upcast(points), tuple(limbs), h, w, 1.0 / (sigma**2))
+
+
+def _full_precision(t: torch.Tensor):
+    """A context with autocast off on ``t``'s device (the renderer and soft-argmax work in float32)."""
+    import contextlib
+
+    if t.device.type in ("cpu", "cuda") and torch.is_autocast_enabled(t.device.type):
+        return torch.autocast(t.device.type, enabled=False)
+    return contextlib.nullcontext()
+
+
+def _upcast(t: torch.Tensor) -> torch.Tensor:
+    """bf16/fp16 → float32; other dtypes as they are."""
+    return t.float() if t.dtype in (torch.bfloat16, torch.float16) else t
 
 
 def to_signed(image01: torch.Tensor) -> torch.Tensor:

@@ -270,7 +270,9 @@ class PerceptualLoss(nn.Module):
 
     Each layer's MSE is divided by a running mean of itself (momentum 0.99,
     kept in a buffer) so every layer contributes on the same scale; the
-    normalised terms are averaged.
+    normalised terms are averaged.  ``reduce_batch_losses`` (set by multi-process training: the mean
+    over ranks) turns this process's per-layer MSEs into the whole batch's before they update the
+    running means, so every rank holds the same ones.
     """
 
     name = "perceptual (VGG-19)"
@@ -282,6 +284,7 @@ class PerceptualLoss(nn.Module):
         self.momentum = momentum
         self.register_buffer("running", torch.zeros(len(self.layers)))
         self.register_buffer("initialised", torch.zeros((), dtype=torch.bool))
+        self.reduce_batch_losses = None
 
     def train(self, mode: bool = True):  # the VGG trunk always stays in eval mode
         super().train(mode)
@@ -292,10 +295,12 @@ class PerceptualLoss(nn.Module):
         fp = self.vgg(pred, self.layers)
         with torch.no_grad():
             ft = self.vgg(target, self.layers)
-        losses = torch.stack([F.mse_loss(fp[n], ft[n]) for n in self.layers])
+        losses = torch.stack([F.mse_loss(fp[n].float(), ft[n].float()) for n in self.layers])  # float32 under autocast
         if self.training:
             with torch.no_grad():
-                cur = losses.detach()
+                cur = losses.detach().clone()
+                if self.reduce_batch_losses is not None:
+                    cur = self.reduce_batch_losses(cur)
                 if not bool(self.initialised):
                     self.running.copy_(cur)
                     self.initialised.fill_(True)

@@ -3,7 +3,12 @@
 ``fit`` reads top to bottom: pre-train η if needed; then, batch by batch until the step or time
 budget is spent — learning-rate schedule, one step, the log, sample grids, evaluation, checkpoints —
 stopping cleanly on SIGINT/SIGTERM with a checkpoint, and with an error after too many non-finite
-steps in a row.  Only rank 0 writes.
+steps in a row.
+
+In a multi-process run (:mod:`.distributed`) every rank runs this same loop in step: the stop
+decisions (signal, time budget) are agreed before each step, the skip decisions inside it; rank 0
+alone evaluates and writes (log, samples, checkpoints), gathering what the other ranks' checkpoint
+entries need.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ import torch
 from .._version import __version__
 from ..checkpoint import save_checkpoint
 from ..data.loader import PairLoader
-from ..errors import InputError, TrainingDiverged, TrainingInterrupted
+from ..errors import InputError, ProcessLost, TrainingDiverged, TrainingInterrupted
 from ..log import configure as configure_logging
 from ..log import logger
 from ..viz import save_sample_grid
@@ -47,18 +52,22 @@ class StepResult:
     visuals: tuple[torch.Tensor, ...] | None
 
 
-def train_step(state: TrainState, x: torch.Tensor, x_app: torch.Tensor, prior: torch.Tensor, *, progress: float = 0.0) -> StepResult:
+def train_step(state: TrainState, x: torch.Tensor, x_app: torch.Tensor, prior: torch.Tensor | None, *, progress: float = 0.0,
+               poses: torch.Tensor | None = None) -> StepResult:
     """One G, D and η update on targets ``x`` / appearance frames ``x_app`` (``B×3×S×S`` in [-1, 1]),
-    with ``B`` poses drawn from ``prior`` (``N×K×2`` in [-1, 1]); all or nothing (:mod:`.update`).
+    with ``B`` poses drawn from ``prior`` (``N×K×2`` in [-1, 1]), or ``poses`` (``B×K×2``) as given;
+    all or nothing (:mod:`.update`), in the run's precision, averaged over ranks in a multi-process run.
     ``progress``: the fraction of the budget spent before this step (for the weight average).
     Advances ``state.step`` either way."""
     cfg = state.cfg
-    q = sample_prior(prior, x.shape[0], cfg, state.skeleton, state.gen, pretrain=False)
+    q = poses if poses is not None else sample_prior(prior, x.shape[0], cfg, state.skeleton, state.gen, pretrain=False)
     rollback = Rollback(state.buffers(), state.pool)
-    terms = keypointgan_objective(state.nets, x, x_app, q, cfg=cfg, skeleton=state.skeleton, rec_loss=state.rec_loss,
-                                  fakes_for_d=lambda y: state.pool.query(y, state.gen))
+    with state.autocast():
+        terms = keypointgan_objective(state.fwd, x, x_app, q, cfg=cfg, skeleton=state.skeleton, rec_loss=state.rec_loss,
+                                      fakes_for_d=lambda y: state.pool.query(y, state.gen))
     values, applied = apply_all_or_nothing(terms.losses, terms.parts, state.optimizers, term_parameters(state.nets),
-                                           grad_clip=cfg.grad_clip, rollback=rollback)
+                                           grad_clip=cfg.grad_clip, rollback=rollback, dist=state.dist,
+                                           scaler=state.precision.scaler)
     if applied and state.average is not None:
         state.average.update(state.nets, step=state.step, progress=progress)
     state.step += 1
@@ -69,7 +78,9 @@ def pretrain_regressor(state: TrainState, prior: torch.Tensor, *, steps: int | N
     """Pre-train ``state``'s η on rendered, augmented prior poses (:func:`.pretrain.pretrain_eta`); the
     average follows.  Returns the pre-training summary (``interrupted=True`` when stopped early)."""
     res = pretrain_eta(state.nets["eta"], state.skeleton, prior, state.cfg, state.gen, steps=steps, progress=progress,
-                       log=log, should_stop=should_stop)
+                       log=log, should_stop=should_stop, dist=state.dist,
+                       # fp16 without a gradient scaler could underflow η's small gradients: pre-training stays float32
+                       autocast=state.autocast if state.precision.name != "fp16" else None)
     if not res.get("interrupted"):
         state.set_pretrained_regressor()
     return res
@@ -84,10 +95,16 @@ def inference_networks(state: TrainState, loader: PairLoader | None) -> tuple[to
     return state.inference_networks()
 
 
-def save_state(state: TrainState, loader: PairLoader | None, path: Path) -> Path:
-    """Write ``state`` (its average ready for prediction) to ``path`` atomically."""
+def save_state(state: TrainState, loader: PairLoader | None, path: Path) -> Path | None:
+    """Write ``state`` (its average ready for prediction) to ``path`` atomically; returns ``path``.
+
+    Every rank of a multi-process run calls this at the same step: rank 0 gathers the others'
+    :meth:`~.state.TrainState.rank_state` and writes; the others return None."""
+    others = state.dist.gather_objects(state.rank_state())
+    if not state.dist.is_writer:
+        return None
     inference_networks(state, loader)
-    save_checkpoint(state.state_dict(), path)
+    save_checkpoint(state.state_dict(other_ranks=others[1:]), path)
     return path
 
 
@@ -162,7 +179,7 @@ def fit(state: TrainState, loader: PairLoader, prior: torch.Tensor, out: str | P
     if cfg.steps is None and cfg.max_minutes is None:
         raise InputError("give a training budget: steps and/or max_minutes")
     configure_logging()
-    writer = state.rank == 0
+    writer = state.dist.is_writer
     ckpt = out / "checkpoints" / CHECKPOINT_NAME
     out.mkdir(parents=True, exist_ok=True)
     if writer:  # temporary files of checkpoint writes a crash interrupted
@@ -173,26 +190,34 @@ def fit(state: TrainState, loader: PairLoader, prior: torch.Tensor, out: str | P
     with RunLog(out, enabled=writer, tensorboard=cfg.tensorboard) as log, _StopSignals(announce=writer) as stop:
         log({"event": "start", "step": state.step, "seed": cfg.seed, "device": str(state.device), "rec_loss": state.rec_loss.name,
              "version": __version__, "environment": environment(state, loader.world_size), "config": cfg.to_dict(),
-             "data_workers": loader.workers})
+             "data_workers": loader.workers, "precision": state.precision.name, "compile": cfg.compile,
+             "world_size": state.dist.world_size, "global_batch": cfg.batch_size * state.dist.world_size})
+        if state.resumed and state.resumed_world_size not in (None, state.dist.world_size):
+            log({"event": "world_size_changed", "step": state.step, "from": state.resumed_world_size, "to": state.dist.world_size})
+            if writer:
+                logger.warning(f"resuming a run of {state.resumed_world_size} process(es) with {state.dist.world_size}: the global batch "
+                               f"is now {cfg.batch_size * state.dist.world_size} pairs, and ranks that are new draw afresh")
         if progress and writer:
-            logger.info(f"device {state.device}; reconstruction loss: {state.rec_loss.name}; data workers: {loader.workers}")
+            logger.info(f"device {state.device}; precision {state.precision.name}; reconstruction loss: {state.rec_loss.name}; "
+                        f"data workers: {loader.workers}" + (f"; {state.dist.world_size} processes" if state.dist.enabled else ""))
+        stop_agreed = lambda: bool(state.dist.agree_max([stop.signum is not None])[0])  # noqa: E731
         try:
             if not state.pretrained and cfg.pretrain_steps > 0:
                 t0 = time.perf_counter()
-                r = pretrain_regressor(state, prior, progress=progress and writer, log=log, should_stop=lambda: stop.signum is not None)
+                r = pretrain_regressor(state, prior, progress=progress and writer, log=log, should_stop=stop_agreed)
                 if r.get("interrupted"):
                     log({"event": "interrupted", "step": 0, "saved": False, "phase": "pretrain"})
-                    raise TrainingInterrupted(stop.signum, 0, None)
+                    raise TrainingInterrupted(stop.signum or signal.SIGTERM, 0, None, writer=writer)
                 log({"event": "pretrained", **r, "seconds": time.perf_counter() - t0})
-            if writer and state.step == 0:
+            if state.step == 0:
                 save_state(state, loader, ckpt)  # pre-training is never lost
             visuals = _train(state, loader, prior, out, log, stop, eval_set, progress=progress and writer)
             metrics = {}
-            if eval_set is not None:
+            if eval_set is not None and writer:
                 metrics = evaluate_state(state, loader, eval_set)
                 log({"step": state.step, "time": state.elapsed, "eval": metrics, "final": True})
+            save_state(state, loader, ckpt)
             if writer:
-                save_state(state, loader, ckpt)
                 if visuals is not None:
                     save_sample_grid(out / "samples" / f"step_{state.step:07d}.png", *visuals, state.skeleton, sigma=cfg.model.sigma)
                 if eval_set is not None:
@@ -203,6 +228,10 @@ def fit(state: TrainState, loader: PairLoader, prior: torch.Tensor, out: str | P
             if not isinstance(exc, TrainingInterrupted):  # a hard interrupt in the middle of a step: the last checkpoint stays
                 log({"event": "interrupted", "step": state.step, "saved": False})
             raise
+        except torch.distributed.DistError as exc:  # another process died, or a collective timed out
+            log({"event": "process_lost", "step": state.step, "error": str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__})
+            raise ProcessLost(f"rank {state.rank} lost contact with the other processes at step {state.step} "
+                              f"({exc.__class__.__name__}); the last checkpoint {ckpt} is intact") from None
 
 
 def _train(state: TrainState, loader: PairLoader, prior: torch.Tensor, out: Path, log: RunLog, stop: _StopSignals,
@@ -210,7 +239,7 @@ def _train(state: TrainState, loader: PairLoader, prior: torch.Tensor, out: Path
     """The GAN phase of :func:`fit`, batch by batch until the budget is spent; returns the last step's visuals."""
     from tqdm.auto import tqdm
 
-    cfg, writer = state.cfg, state.rank == 0
+    cfg, writer = state.cfg, state.dist.is_writer
     ckpt = out / "checkpoints" / CHECKPOINT_NAME
     budget_s = cfg.max_minutes * 60 if cfg.max_minutes else math.inf
     if budget_fraction(state.step, state.elapsed, cfg.steps, budget_s) >= 1.0:
@@ -226,12 +255,14 @@ def _train(state: TrainState, loader: PairLoader, prior: torch.Tensor, out: Path
     t_ready = time.perf_counter()
     for batch in batches:
         waited += time.perf_counter() - t_ready
-        if stop.signum is not None:
+        # agreed by every rank: a stop requested anywhere, and the longest time any rank has trained
+        stopping, now_elapsed = state.dist.agree_max([stop.signum is not None, base_elapsed + time.perf_counter() - start])
+        if stopping:
             bar.close()
-            path = save_state(state, loader, ckpt) if writer else None
+            path = save_state(state, loader, ckpt)
             log({"event": "interrupted", "step": state.step, "time": state.elapsed, "saved": path is not None, "signal": stop.signum})
-            raise TrainingInterrupted(stop.signum, state.step, path)
-        spent = budget_fraction(state.step, base_elapsed + time.perf_counter() - start, cfg.steps, budget_s)
+            raise TrainingInterrupted(stop.signum or signal.SIGTERM, state.step, path, writer=writer)
+        spent = budget_fraction(state.step, now_elapsed, cfg.steps, budget_s)
         if spent >= 1.0:
             break
         state.set_lr_scale(lr_scale(spent, cfg.lr_decay_fraction))
@@ -240,7 +271,9 @@ def _train(state: TrainState, loader: PairLoader, prior: torch.Tensor, out: Path
         state.elapsed = base_elapsed + (time.perf_counter() - start)
         seen += batch.x.shape[0]
         bar.update(1)
-        if result.skipped:
+        if result.skipped and state.precision.scaler is not None and result.losses.get("grad_norm") == math.inf:
+            log({"event": "fp16_overflow", "step": state.step, "scale": state.precision.scaler.get_scale()})  # the scaler adapts
+        elif result.skipped:
             state.skipped_steps += 1
             bad_in_a_row += 1
             bad = ", ".join(f"{k}={v}" for k, v in result.losses.items() if not math.isfinite(v)) or "gradients"
@@ -263,12 +296,12 @@ def _train(state: TrainState, loader: PairLoader, prior: torch.Tensor, out: Path
             if writer and state.step % cfg.sample_every == 0:
                 sheet = save_sample_grid(out / "samples" / f"step_{state.step:07d}.png", *visuals, state.skeleton, sigma=cfg.model.sigma)
                 log.image("samples", sheet, state.step)
-        if eval_set is not None and state.step % cfg.eval_every == 0:
+        if writer and eval_set is not None and state.step % cfg.eval_every == 0:
             m = evaluate_state(state, loader, eval_set)
             log({"step": state.step, "time": state.elapsed, "eval": m})
             if progress:
                 logger.info(f"step {state.step}: error {m['error']:.2f}  flip-corrected {m['error_flip']:.2f}  PCK {m['pck']:.3f}")
-        if writer and state.step % cfg.ckpt_every == 0:
+        if state.step % cfg.ckpt_every == 0:
             saved_step = state.step
             save_state(state, loader, ckpt)
         t_ready = time.perf_counter()

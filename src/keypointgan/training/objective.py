@@ -17,7 +17,8 @@ batch of prior poses, never paired with the frames::
 
 ``Rec`` is the VGG-19 perceptual loss with weights given, else the fallback loss
 (:func:`keypointgan.losses.make_reconstruction_loss`).  ``discriminator=False`` drops the adversarial
-term and D's loss (ablation).  None of the three losses depends on another's update, so the caller
+term and D's loss (ablation).  Under mixed precision (autocast around this function) the networks'
+outputs are cast to float32 here, so the renderer and every loss work in float32.  None of the three losses depends on another's update, so the caller
 may compute all three first and then update (:mod:`.update`).
 """
 
@@ -80,10 +81,10 @@ def keypointgan_objective(
     eta.requires_grad_(False)
     disc.requires_grad_(False)
     try:
-        y_hat = phi(x)
+        y_hat = _full(phi(x))
         p = eta(y_hat)
         y_rend = render(p, skeleton, size, sigma) if (cfg.bottleneck or cfg.w_consistency) else None
-        x_rec = psi(y_rend if cfg.bottleneck else y_hat, x_app)
+        x_rec = _full(psi(y_rend if cfg.bottleneck else y_hat, x_app))
         loss_rec = rec_loss(x_rec, x)
         loss_g = cfg.w_rec * loss_rec
         parts = {"loss_rec": loss_rec}
@@ -92,7 +93,7 @@ def keypointgan_objective(
             loss_g = loss_g + cfg.w_consistency * loss_cons
             parts["loss_consistency"] = loss_cons
         if cfg.discriminator:
-            loss_adv = lsgan_loss(disc(y_hat), True)
+            loss_adv = lsgan_loss(_float(disc(y_hat)), True)
             loss_g = loss_g + cfg.w_gan * loss_adv
             parts["loss_g_adv"] = loss_adv
     finally:
@@ -104,8 +105,8 @@ def keypointgan_objective(
     # ---- D: rendered prior poses are real, Φ's outputs (through the pool) fake
     if cfg.discriminator:
         fake = fakes_for_d(y_hat.detach())
-        loss_d_real = lsgan_loss(disc(y_real), True)
-        loss_d_fake = lsgan_loss(disc(fake), False)
+        loss_d_real = lsgan_loss(_float(disc(y_real)), True)
+        loss_d_fake = lsgan_loss(_float(disc(fake)), False)
         losses["d"] = 0.5 * (loss_d_real + loss_d_fake)
         parts.update(loss_d_real=loss_d_real, loss_d_fake=loss_d_fake)
 
@@ -116,6 +117,16 @@ def keypointgan_objective(
     losses["eta"] = cfg.w_reg_prior * l_prior + cfg.w_reg_self * l_self
     parts.update(loss_eta_prior=l_prior, loss_eta_self=l_self)
     return Terms(losses, parts, (x, y_det, p.detach(), x_app, x_rec.detach()))
+
+
+def _full(t: torch.Tensor) -> torch.Tensor:
+    """A network's output in float32 when autocast made it bf16/fp16; other dtypes as they are."""
+    return t.float() if t.dtype in (torch.bfloat16, torch.float16) else t
+
+
+def _float(outputs: list[torch.Tensor]) -> list[torch.Tensor]:
+    """D's per-scale maps, each through :func:`_full`."""
+    return [_full(o) for o in outputs]
 
 
 def term_parameters(nets: dict[str, nn.Module]) -> dict[str, list[nn.Parameter]]:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Callable
+import contextlib
+from typing import Callable, ContextManager
 
 import torch
 from torch import nn
@@ -39,6 +40,8 @@ def pretrain_eta(
     progress: bool = True,
     log: Callable[[dict], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    dist=None,
+    autocast: Callable[[], ContextManager] | None = None,
 ) -> dict:
     """Pre-train η on the prior alone: ``MSE(η(β(q)), q)`` with pose augmentation.
 
@@ -47,6 +50,8 @@ def pretrain_eta(
     batches of ``cfg.pretrain_batch`` poses rotated, scaled and shifted by the ``pretrain_*`` ranges.
     ``should_stop()`` is polled before every step; when it returns True the result has
     ``interrupted=True``.  Returns ``pretrain_mse`` (the last batch's) and ``pretrain_steps``.
+    ``dist`` (a :class:`~.distributed.Distributed`): average η's gradients over its ranks (each draws
+    its own poses: the batch is ``pretrain_batch`` × ranks).  ``autocast``: η's forward passes run in it.
     """
     from tqdm.auto import tqdm
 
@@ -62,9 +67,12 @@ def pretrain_eta(
             bar.close()
             return {"pretrain_mse": float(loss.item()), "pretrain_steps": i, "interrupted": True}
         q = sample_prior(prior, cfg.pretrain_batch, cfg, skeleton, gen, pretrain=True)
-        loss = regressor_prior_loss(eta(geometry.to_signed(geometry.render_skeleton(q, skeleton, size, sigma))), q)
+        with (autocast or contextlib.nullcontext)():
+            loss = regressor_prior_loss(eta(geometry.to_signed(geometry.render_skeleton(q, skeleton, size, sigma))), q)
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        if dist is not None:
+            dist.average_gradients(eta.parameters())
         if cfg.grad_clip > 0:
             nn.utils.clip_grad_norm_(eta.parameters(), cfg.grad_clip)
         opt.step()

@@ -5,6 +5,10 @@ the reconstruction loss (whose running means are state too), the run's random ge
 counters (step, epoch, position in the epoch, elapsed time, skipped steps).  ``state_dict()`` is
 exactly what a checkpoint stores and ``load_state_dict()`` restores it, so a resumed run continues
 bit for bit.
+
+In a multi-process run every rank holds a ``TrainState`` with the same weights; each has its own
+generator and image pool, and rank 0's checkpoint holds all of them (``other_ranks``), so a run
+resumed with the same number of processes continues bit for bit too.
 """
 
 from __future__ import annotations
@@ -22,7 +26,9 @@ from ..losses import make_reconstruction_loss
 from ..nets import build_networks
 from ..skeleton import Skeleton
 from .averaging import WeightAverage
+from .distributed import SINGLE, Distributed, synchronise_batch_norm
 from .pool import ImagePool
+from .precision import Precision
 
 __all__ = ["TrainState", "CHECKPOINT_NAME", "CHECKPOINT_FORMAT", "check_training_checkpoint", "seed_everything"]
 
@@ -37,14 +43,20 @@ class TrainState:
         cfg: the run's configuration (validated here).
         skeleton: the keypoint layout (η regresses ``skeleton.num_keypoints`` points).
         device: where the networks live.
-        rank: this process's place in a multi-process run (seeds its generator).
+        dist: this process's place in a multi-process run (seeds its generator; batch norm then
+            spans every rank's batch).  The process group must exist already.
+
+    ``fwd`` holds the networks forward passes go through: ``nets`` themselves, or with
+    ``cfg.compile`` their ``torch.compile`` wrappers (same parameters; ``nets`` are what is saved).
     """
 
-    def __init__(self, cfg: TrainConfig, skeleton: Skeleton, device: torch.device, *, rank: int = 0):
+    def __init__(self, cfg: TrainConfig, skeleton: Skeleton, device: torch.device, *, dist: Distributed = SINGLE):
         self.cfg = cfg.validate()
         self.skeleton = skeleton
         self.device = torch.device(device)
-        self.rank = rank
+        self.dist = dist
+        self.rank = dist.rank
+        self.precision = Precision(cfg.precision, self.device)
         self.memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
         with torch.random.fork_rng(devices=[]):  # the caller's random state is left untouched
             torch.manual_seed(cfg.seed)  # the same initial weights in every process
@@ -62,9 +74,15 @@ class TrainState:
             WeightAverage(self.nets, decay=cfg.ema_decay, swa_fraction=cfg.swa_fraction)
             if cfg.ema_decay > 0 or cfg.swa_fraction > 0 else None
         )
+        if dist.enabled:  # after the averages were copied: they are used by rank 0 alone, with plain batch norm
+            for n in self.nets.values():
+                synchronise_batch_norm(n, self.device)
+        self.fwd = {k: (torch.compile(n) if cfg.compile else n) for k, n in self.nets.items()}
         self.rec_loss = make_reconstruction_loss(cfg.vgg_weights).to(self.device)
+        if dist.enabled and hasattr(self.rec_loss, "reduce_batch_losses"):
+            self.rec_loss.reduce_batch_losses = dist.mean_  # running means of the whole batch, the same on every rank
         self.pool = ImagePool(cfg.pool_size)
-        self.gen = torch.Generator().manual_seed(cfg.seed * 1009 + rank)  # every random draw of the loop
+        self.gen = torch.Generator().manual_seed(cfg.seed * 1009 + self.rank)  # every random draw of the loop
         self.step = 0
         self.epoch = 0
         self.batch_in_epoch = 0
@@ -72,6 +90,7 @@ class TrainState:
         self.elapsed = 0.0  # training seconds so far, over resumes
         self.skipped_steps = 0  # steps skipped for NaN/Inf over the whole run
         self.resumed = False
+        self.resumed_world_size: int | None = None  # the number of processes the checkpoint was written by
 
     # ------------------------------------------------------------------ pieces
     def buffers(self) -> list[torch.Tensor]:
@@ -102,6 +121,18 @@ class TrainState:
             self.average.copy_from("eta", self.nets["eta"])
         self.pretrained = True
 
+    def autocast(self):
+        """The context forward passes run in (the run's precision; a no-op for fp32)."""
+        return self.precision.autocast()
+
+    def rank_state(self) -> dict:
+        """What differs between ranks: the generator, the global random states and the image pool (on the CPU)."""
+        return {"rng": rng_state(self.gen, self.device), "pool": self.pool.state_dict()}
+
+    def synchronise(self) -> None:
+        """Rank 0's weights and buffers copied to every rank (after loading, to be sure they start equal)."""
+        self.dist.broadcast_(self.nets.values())
+
     def inference_networks(self) -> tuple[nn.Module, nn.Module]:
         """Φ and η as used for prediction: the averages when kept, else the raw networks.
         (The averages' batch-norm statistics are refreshed by the caller, who has the frames.)"""
@@ -110,8 +141,9 @@ class TrainState:
         return self.nets["phi"], self.nets["eta"]
 
     # ------------------------------------------------------------- save / load
-    def state_dict(self) -> dict:
-        """Everything a checkpoint holds (plain tensors and containers: ``weights_only``-loadable)."""
+    def state_dict(self, other_ranks: list[dict] | None = None) -> dict:
+        """Everything a checkpoint holds (plain tensors and containers: ``weights_only``-loadable);
+        ``other_ranks``: ranks 1… :meth:`rank_state` in a multi-process run."""
         avg = self.average.state_dict() if self.average is not None else {"ema": {}, "swa_count": 0}
         return {
             "format": CHECKPOINT_FORMAT,
@@ -131,6 +163,9 @@ class TrainState:
             "pool": self.pool.state_dict(),
             "skipped_steps": self.skipped_steps,
             "rng": rng_state(self.gen, self.device),
+            "world_size": self.dist.world_size,
+            "other_ranks": list(other_ranks or []),
+            **({"scaler": self.precision.scaler.state_dict()} if self.precision.scaler is not None else {}),
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -142,11 +177,23 @@ class TrainState:
         for k, v in self.optimizers.items():
             v.load_state_dict(state["optims"][k])
         self.rec_loss.load_state_dict(state["rec_loss"], strict=False)
-        self.pool.load_state_dict(state["pool"], self.device)
         self.step, self.epoch, self.batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
         self.pretrained, self.elapsed = state["pretrained"], state["elapsed"]
         self.skipped_steps = state.get("skipped_steps", 0)
-        set_rng_state(self.gen, state["rng"], self.device)
+        self.resumed_world_size = int(state.get("world_size", 1))
+        same_world = self.resumed_world_size == self.dist.world_size
+        if self.rank == 0:
+            self.pool.load_state_dict(state["pool"], self.device)
+            set_rng_state(self.gen, state["rng"], self.device)
+        elif same_world and len(state.get("other_ranks", [])) >= self.rank:
+            mine = state["other_ranks"][self.rank - 1]
+            self.pool.load_state_dict(mine["pool"], self.device)
+            set_rng_state(self.gen, mine["rng"], self.device)
+        else:  # another number of processes: a new rank draws afresh (seeded by the step), with an empty pool
+            self.gen.manual_seed(self.cfg.seed * 1009 + self.rank + 7_919 * self.step)
+            seed_everything(self.cfg.seed * 1009 + self.rank + 7_919 * self.step)
+        if self.precision.scaler is not None and "scaler" in state:
+            self.precision.scaler.load_state_dict(state["scaler"])
         self.resumed = True
 
 

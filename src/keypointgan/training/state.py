@@ -62,7 +62,7 @@ class TrainState:
             WeightAverage(self.nets, decay=cfg.ema_decay, swa_fraction=cfg.swa_fraction)
             if cfg.ema_decay > 0 or cfg.swa_fraction > 0 else None
         )
-        self.rec_loss = make_reconstruction_loss(cfg.vgg_weights).to(self.device)
+        self.rec_loss = make_reconstruction_loss(cfg.vgg_weights, vgg_relu=cfg.vgg_relu).to(self.device)
         self.pool = ImagePool(cfg.pool_size)
         self.gen = torch.Generator().manual_seed(cfg.seed * 1009 + rank)  # every random draw of the loop
         self.step = 0

@@ -50,6 +50,13 @@ def test_release_preset_trains_real_steps(tiny_data, tmp_path):
     assert run.state.step == 2
     after = run.state.nets["psi"].state_dict()
     assert "mix.0.weight" in after and any(not torch.equal(before[k], after[k]) for k in before)
+    # its checkpoint is a detector (η built with the run's instance norm)
+    from keypointgan import KeypointDetector
+    from keypointgan.checkpoint import save_checkpoint
+
+    save_checkpoint(run.state.state_dict(), tmp_path / "ck.pt")
+    det = KeypointDetector.from_checkpoint(tmp_path / "ck.pt", device="cpu")
+    assert det.predict(np.zeros((32, 32, 3), np.uint8)).shape == (15, 2)
 
 
 def test_disc_downsample_switch_changes_the_coarser_scales_only():

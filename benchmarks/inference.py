@@ -82,7 +82,7 @@ def _nets(preset: str, checkpoint: str | None):
         return det.phi.eval(), det.eta.eval(), det.skeleton, m.size
     torch.manual_seed(0)
     phi = PoseEncoder(widths=m.encoder_widths, norm=m.norm).eval()
-    eta = KeypointRegressor(num_keypoints=sk.num_keypoints, widths=m.regressor_widths, norm=m.norm).eval()
+    eta = KeypointRegressor(num_keypoints=sk.num_keypoints, widths=m.regressor_widths, norm=m.regressor_norm or m.norm).eval()
     return phi, eta, sk, m.size
 
 

@@ -92,8 +92,8 @@ def test_human36m_reads_the_mp4_at_the_protocol_frames(h36m_videos):
     (train,) = b.videos
     assert train.id == "S1/Directions 1.54138969/first" and train.file == root / "S1" / "Videos" / "Directions 1.54138969.mp4"
     assert train.frames == () and train.num_frames == 23 and train.frame_ids == (0, 3, 6, 9) and len(train) == 4
-    # the prior: poses of the second half (frames 12, 15, 18, 21) over the video's W × H
-    np.testing.assert_allclose(b.load_prior(), poses[("S1", "Directions 1.54138969")][[12, 15, 18, 21]] / [W, H], atol=1e-5)
+    # the prior: poses of the second half (frames 12, 15, 18, 21) in the prior unit ((x + 0.5) / W, (y + 0.5) / H)
+    np.testing.assert_allclose(b.load_prior(), (poses[("S1", "Directions 1.54138969")][[12, 15, 18, 21]] + 0.5) / [W, H], atol=1e-5)
     (second,) = Human36M(root, frame_step=3).prior_videos()
     assert second.frame_ids == (12, 15, 18, 21)
     # test: every 3rd frame of S11; Walking's video has 17 frames and its poses 16: frames 0 .. 15

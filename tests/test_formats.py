@@ -34,7 +34,8 @@ def test_prior_csv_json_coco(tmp_path):
             trip[5, 2] = 1
         coco["annotations"].append({"image_id": 7, "keypoints": trip.reshape(-1).tolist()})
     js.write_text(json.dumps(coco))
-    np.testing.assert_allclose(load_prior(js, sk), poses[[0, 2, 3]], atol=1e-5)
+    # pixels → the prior unit, pixel edges at 0 and 1: (x + 0.5) / width
+    np.testing.assert_allclose(load_prior(js, sk), poses[[0, 2, 3]] + 0.5 / np.array([200, 100]), atol=1e-5)
 
 
 def test_prior_errors_name_the_file(tmp_path):
@@ -94,7 +95,7 @@ def test_face68_skeleton_and_pts_prior(tmp_path):
         Image.new("RGB", (80, 64)).save(tmp_path / f"indoor_{i:03d}.png")
         write_pts(tmp_path / f"indoor_{i:03d}.pts", xy)
     prior = load_prior(tmp_path, sk)
-    np.testing.assert_allclose(prior, np.stack(faces) / [80, 64], atol=1e-5)
+    np.testing.assert_allclose(prior, (np.stack(faces) + 0.5) / [80, 64], atol=1e-5)
     bad = tmp_path / "indoor_001.pts"
     bad.write_text(bad.read_text().replace("n_points:  68", "n_points:  67"))
     with pytest.raises(InputError, match="n_points: 67 but the file holds 68 points") as e:
@@ -178,7 +179,7 @@ def test_penn_action_protocol_and_visibility(tmp_path):
     assert b.name == "penn-action" and [v.id for v in b.videos] == ["0001"] and [v.id for v in b.test_videos] == ["0002", "0003"]
     prior = b.load_prior()  # fully visible training poses only, in [0, 1]
     xy, vis = truth["0001"]
-    np.testing.assert_allclose(prior, xy[[0, 1, 3]] / [40, 30], atol=1e-6)
+    np.testing.assert_allclose(prior, (xy[[0, 1, 3]] + 0.5) / [40, 30], atol=1e-6)
     kp = b.load_keypoints(b.test_videos[0])
     assert np.isnan(kp[0, 3]).all() and np.isnan(kp[1, 12]).all() and np.isfinite(kp[2]).all()
     # known predictions: 4 px of 40 on 0002 (10 %), wild guesses at its invisible joints (ignored);
@@ -238,7 +239,7 @@ def test_human36m_full_cdf_and_frames(tmp_path):
     assert {v.id: len(v) for v in b.videos} == {"S1/Directions 1.54138969/first": 2}  # frames 0, 2 of 0, 2, 4, 6
     assert {v.id: len(v) for v in b.test_videos} == {"S11/Walking.55011271/full": 3}  # 5 frames (poses: 6): 0, 2, 4
     np.testing.assert_allclose(b.load_keypoints(b.test_videos[0]), truth[("S11", "Walking.55011271")][[0, 2, 4]], atol=1e-4)
-    np.testing.assert_allclose(b.load_prior(), truth[("S1", "Directions 1.54138969")][[4, 6]] / 32, atol=1e-5)
+    np.testing.assert_allclose(b.load_prior(), (truth[("S1", "Directions 1.54138969")][[4, 6]] + 0.5) / 32, atol=1e-5)
     assert b.group_of(b.test_videos[0]) == "Walking"
     # without extracted frames the .mp4 itself is read (tests/test_dataset_videos.py); this one is empty: the error names it
     import shutil

@@ -120,7 +120,9 @@ def test_unit_conversions_round_trip_and_values():
     n = G.pixel_to_norm(px, size)
     assert np.allclose(n[0], [-1, -1]) and np.allclose(n[1], [1, 1]) and np.allclose(n[2], [0, 0])
     u = G.pixel_to_unit(px, size)
-    assert np.allclose(u[1], [63 / 64, 47 / 48])
+    assert np.allclose(u[0], [0.5 / 64, 0.5 / 48]) and np.allclose(u[1], [63.5 / 64, 47.5 / 48]) and np.allclose(u[2], [0.5, 0.5])
+    # the outer pixel edges are 0 and 1
+    assert np.allclose(G.pixel_to_unit(np.array([[-0.5, -0.5], [63.5, 47.5]]), size), [[0, 0], [1, 1]])
     assert np.allclose(G.unit_to_norm(u, size), n, atol=1e-6)
     assert np.allclose(G.norm_to_unit(n, size), u, atol=1e-6)
     t = torch.tensor(px)
@@ -129,6 +131,26 @@ def test_unit_conversions_round_trip_and_values():
     # pixel edges map onto pixel edges under resizing
     edge = np.array([[-0.5, -0.5], [63.5, 47.5]], dtype=np.float32)
     assert np.allclose(G.rescale_pixels(edge, size, (96, 128)), [[-0.5, -0.5], [127.5, 95.5]])
+
+
+def test_prior_unit_is_resolution_independent():
+    """A point measured on a 1000-px image, written in the prior unit, lands exactly on the 128-px grid:
+    pixel centre j of the 128-px grid is (j + 0.5) · 1000 / 128 − 0.5 on the 1000-px image."""
+    j = np.array([0.0, 17.0, 64.0, 127.0])
+    x1000 = (j + 0.5) * 1000 / 128 - 0.5  # 3.40625, 136.28125, 503.40625, 995.59375
+    pts = np.stack([x1000, x1000[::-1]], axis=-1)[None]  # 1×4×2, (x, y)
+    unit = G.pixel_to_unit(pts, 1000)
+    norm = G.unit_to_norm(unit, 128)
+    want = np.stack([2 * j / 127 - 1, 2 * j[::-1] / 127 - 1], axis=-1)[None]
+    np.testing.assert_allclose(norm, want, atol=1e-12)
+    np.testing.assert_allclose(G.unit_to_pixel(unit, 128), np.stack([j, j[::-1]], -1)[None], atol=1e-12)
+    # and the same as resizing the image: pixel edges onto pixel edges
+    np.testing.assert_allclose(G.rescale_pixels(pts, 1000, 128), G.unit_to_pixel(unit, 128), atol=1e-12)
+    # the old unit x / width, read as pixels of the 128-px grid, was 0.436 px off; converted, it is exact
+    old = pts / 1000
+    np.testing.assert_allclose(old * 128 - G.unit_to_pixel(unit, 128), 0.436, atol=1e-9)
+    np.testing.assert_allclose(G.legacy_unit_to_unit(old, 1000), unit, atol=1e-12)
+    np.testing.assert_allclose(G.norm_to_unit(norm, 128), unit, atol=1e-12)
 
 
 def test_norm_to_image_pixels_matches_the_two_step_conversion_and_inverts():

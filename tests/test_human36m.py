@@ -80,9 +80,9 @@ def test_protocol_split_mask_and_coordinate_order(simple_h36m):
     # test: every frame of S11
     assert {v.id: len(v) for v in b.test_videos} == {"S11/Directions.54138969": 3, "S11/Walking 1.58860488": 2}
     assert {b.group_of(v) for v in b.test_videos} == {"Directions", "Walking"}
-    # prior: second halves only (10 + 10 + 6 poses), in [0, 1] as (x / W, y / H)
+    # prior: second halves only (10 + 10 + 6 poses), in [0, 1] as ((x + 0.5) / W, (y + 0.5) / H)
     prior = b.load_prior()
-    want = np.concatenate([truth[("S1", "Directions 1.54138969")][10:], truth[("S1", "Walking.55011271")][10:], truth[("S5", "Posing.54138969")][6:]]) / SIZE
+    want = (np.concatenate([truth[("S1", "Directions 1.54138969")][10:], truth[("S1", "Walking.55011271")][10:], truth[("S5", "Posing.54138969")][6:]]) + 0.5) / SIZE
     np.testing.assert_allclose(prior, want, atol=1e-6)
     # coordinate order: joint 0 read as (x, y) sits on the white dot drawn at row y, column x
     v = b.test_videos[0]

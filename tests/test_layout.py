@@ -54,7 +54,8 @@ def test_prior_and_eval(tmp_path):
     prior = load_prior(tmp_path / "prior.npy", SK)
     pd = PriorPoseDataset(prior, 16)
     assert pd[0].shape == (3, 2)
-    assert torch.allclose(pd[0], torch.from_numpy(2 * prior[0] * 16 / 15 - 1))
+    # the prior unit puts pixel edges at 0 and 1: pixel (u · 16 − 0.5) of the 16-px grid
+    assert torch.allclose(pd[0], torch.from_numpy(2 * (prior[0] * 16 - 0.5) / 15 - 1))
     ev = EvalFrameDataset(Layout(tmp_path), 8)
     img, kp, hw, vid = ev[6]
     assert img.shape == (3, 8, 8) and tuple(hw.tolist()) == (16, 16) and vid == 1

@@ -145,7 +145,7 @@ CASES = {
                   TRAIN, "keypointgan train: error: data/prior.npy: prior contains infinite values"),
     "prior-pixels": ("prior in pixels instead of [0, 1]",
                      lambda e: np.save(data(e) / "prior.npy", np.full((4, 15, 2), 40.0, np.float32)),
-                     TRAIN, "keypointgan train: error: data/prior.npy: prior values span [40, 40] but must be in [0, 1] as (x / width, y / height) — these look like pixel coordinates"),
+                     TRAIN, "keypointgan train: error: data/prior.npy: prior values span [40, 40] but must be in [0, 1] as ((x + 0.5) / width, (y + 0.5) / height) — these look like pixel coordinates"),
     "prior-shape": ("prior of the wrong shape",
                     lambda e: np.save(data(e) / "prior.npy", np.zeros((4, 15), np.float32)),
                     TRAIN, "keypointgan train: error: data/prior.npy: prior must have shape (N, K, 2), got (4, 15)"),

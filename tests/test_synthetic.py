@@ -9,6 +9,7 @@ from PIL import Image
 from keypointgan.errors import InputError
 from keypointgan.skeleton import SYNTHETIC_KEYPOINTS, Skeleton, preset
 from keypointgan.data import synthetic as syn
+from keypointgan.data.priors import prior_unit
 from keypointgan.data.synthetic import SyntheticConfig, make_synthetic, render_video, sample_poses
 
 K = len(SYNTHETIC_KEYPOINTS)
@@ -137,17 +138,21 @@ def test_layout(dataset):
     prior = np.load(dataset / "prior.npy")
     assert prior.shape == (cfg.prior, K, 2) and prior.dtype == np.float32
     assert prior.min() >= 0.0 and prior.max() <= 1.0
+    # in the prior unit (pixel edges at 0 and 1), said by the sidecar
+    poses = syn.sample_poses(syn._prior_rng(cfg.seed), cfg.prior, cfg.size, frames=cfg.frames)
+    np.testing.assert_allclose(prior, np.clip((poses + 0.5) / cfg.size, 0, 1), atol=1e-7)
+    assert prior_unit(dataset / "prior.npy") == "edges"
     with Image.open(dataset / "preview.png") as im:
         assert im.size[0] > cfg.size and im.size[1] > cfg.size
     # nothing else (no temporary files) was left behind
-    assert sorted(p.name for p in dataset.iterdir()) == ["keypoints", "preview.png", "prior.npy", "skeleton.yaml", "videos"]
+    assert sorted(p.name for p in dataset.iterdir()) == ["keypoints", "preview.png", "prior.npy", "prior.npy.json", "skeleton.yaml", "videos"]
     assert not [p for p in dataset.rglob(".*")]
     assert not [p for p in dataset.parent.iterdir() if p.name.startswith(".")]
 
 
 def test_prior_is_not_copied_from_training_poses(dataset):
     prior = np.load(dataset / "prior.npy")
-    train = np.concatenate([np.load(p) for p in sorted((dataset / "keypoints").iterdir())]) / 32.0
+    train = (np.concatenate([np.load(p) for p in sorted((dataset / "keypoints").iterdir())]) + 0.5) / 32.0
     # mean per-joint distance from each prior pose to its nearest training pose
     d = np.linalg.norm(prior[:, None] - train[None], axis=-1).mean(-1).min(1)
     assert d.min() > 1e-3

@@ -305,6 +305,14 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_diagnose(args) -> int:
+    from .diagnose import diagnose, format_table
+
+    res = diagnose(args.run, args.data, out=args.out, videos=args.videos, frames_per_video=args.frames, device=args.device, format=args.format)
+    print(format_table(res))
+    return 0
+
+
 _FORMATS = ["auto", "generic", "simple-human36m", "human36m", "penn-action", "300vw"]
 
 
@@ -399,6 +407,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("run", type=Path, help="run folder (holds log.jsonl)")
     s.add_argument("--out", type=Path, help="output HTML (default RUN/report.html)")
     s.set_defaults(func=cmd_report)
+
+    s = sub.add_parser("diagnose", help="measure the appearance leak through Φ's raw output vs the re-rendered keypoints")
+    s.add_argument("run", type=Path, help="run folder or checkpoint")
+    s.add_argument("--data", type=Path, required=True, help="dataset whose videos are used (the run's skeleton)")
+    s.add_argument("--out", type=Path, help="folder for diagnose.json and diagnose.png (default: the run folder)")
+    s.add_argument("--videos", type=_positive_int, default=20, help="videos used (evenly spaced; default 20)")
+    s.add_argument("--frames", type=_positive_int, default=10, help="frames per video (evenly spaced; default 10)")
+    s.add_argument("--device", default="cpu", help="cpu, cuda, … (default cpu)")
+    s.add_argument("--format", choices=_FORMATS, default="auto")
+    s.set_defaults(func=cmd_diagnose)
 
     s = sub.add_parser("demo", help="synthetic data → KeypointGAN → evaluation next to baselines")
     s.add_argument("--out", type=Path, default=Path("runs/demo"))

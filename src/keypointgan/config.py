@@ -10,8 +10,15 @@ from .errors import InputError
 
 __all__ = ["ModelConfig", "TrainConfig", "PRESETS", "RUNTIME_FIELDS", "make_config", "load_config", "with_overrides", "resume_config"]
 
-NORMS = ("batch", "instance", "group", "none")
-"""The normalisations a config may name (:func:`keypointgan.nets.common.norm_layer` builds them)."""
+NORMS = ("batch", "instance", "group", "none", "instance-noaffine")
+"""The normalisations a config may name (:func:`keypointgan.nets.common.norm_layer` builds them);
+``instance-noaffine`` is instance norm without learnt scale and shift (the authors' release)."""
+
+DISC_DOWNSAMPLE = ("avgpool", "bilinear")
+"""How D's coarser scales are made (:class:`keypointgan.nets.discriminator.MultiScaleDiscriminator`)."""
+
+DECODER_STYLES = ("upsample-tanh", "release")
+"""Ψ's layout after the joined encoders (:class:`keypointgan.nets.decoder.ConditionalDecoder`)."""
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 """The arithmetic a run's networks may use (:func:`keypointgan.training.precision.resolve_precision`)."""
@@ -43,6 +50,17 @@ class ModelConfig:
     """Normalisation in Φ, η, Ψ: batch, instance, group or none."""
     sigma: float = 0.2
     """Renderer width σ in [-1, 1] units (limb value ``exp(-d/σ²)``)."""
+    regressor_norm: str | None = None
+    """Normalisation in η alone (None: ``norm``); the authors' release uses instance-noaffine there."""
+    disc_norm: str = "instance"
+    """Normalisation in D: instance (with learnt scale and shift) or instance-noaffine (the release), or any of ``norm``'s."""
+    disc_downsample: str = "avgpool"
+    """D's coarser scales: avgpool (3×3 average pooling, stride 2, of the previous scale) or bilinear
+    (the release: the input resized bilinearly to ½, ¼, … without antialiasing)."""
+    decoder_style: str = "upsample-tanh"
+    """Ψ after the joined encoders: upsample-tanh (×2 bilinear then two 3×3 convs per stage, tanh output
+    in [-1, 1]) or release (two 3×3 convs mixing the joined features at the lowest resolution, then per
+    stage ×2 bilinear and two 3×3 convs, one in the last; no output activation)."""
 
     def validate(self) -> None:
         if self.size < 16 or self.size % 8:
@@ -63,8 +81,13 @@ class ModelConfig:
             )
         if self.size // 2 ** (len(self.regressor_widths) - 1) < 2:
             raise InputError(f"regressor too deep for {self.size} px: its heatmaps would be smaller than 2×2")
-        if self.norm not in NORMS:
-            raise InputError(f"norm must be one of {NORMS}, got {self.norm!r}")
+        for name in ("norm", "regressor_norm", "disc_norm"):
+            if getattr(self, name) not in NORMS and not (name == "regressor_norm" and self.regressor_norm is None):
+                raise InputError(f"{name} must be one of {NORMS}, got {getattr(self, name)!r}")
+        if self.disc_downsample not in DISC_DOWNSAMPLE:
+            raise InputError(f"disc_downsample must be one of {DISC_DOWNSAMPLE}, got {self.disc_downsample!r}")
+        if self.decoder_style not in DECODER_STYLES:
+            raise InputError(f"decoder_style must be one of {DECODER_STYLES}, got {self.decoder_style!r}")
         if not self.sigma > 0:
             raise InputError(f"sigma must be positive, got {self.sigma}")
 
@@ -161,6 +184,9 @@ class TrainConfig:
     """auto (CUDA, else MPS, else CPU), cpu, cuda, cuda:1, mps."""
     vgg_weights: str | None = None
     """VGG-19 weights for the perceptual loss (None: the fallback reconstruction loss)."""
+    vgg_relu: bool = True
+    """The perceptual loss's VGG-19 with ReLU after every convolution (the standard network); False
+    chains the convolutions without ReLU, as the authors' release does."""
     channels_last: bool = True
     """Run the networks in channels-last memory format (faster convolutions on CPU and GPU)."""
     num_threads: int | None = None
@@ -381,6 +407,26 @@ PRESETS: dict[str, dict[str, Any]] = {
         eval_every=100,
         sample_every=100,
         ckpt_every=100,
+    ),
+    # The authors' release wherever this library can follow it (docs/design.md, "Fidelity to the paper
+    # and the release"): paper-128 plus η's instance norm without affine parameters, D's likewise and
+    # its scales resized bilinearly, Ψ mixing the joined features at H/8 with no output activation,
+    # VGG-19 without ReLU, and η pre-trained with the release's Adam settings and no pose augmentation.
+    "release": dict(
+        model=dict(
+            size=128,
+            regressor_norm="instance-noaffine",
+            disc_norm="instance-noaffine",
+            disc_downsample="bilinear",
+            decoder_style="release",
+        ),
+        batch_size=16,
+        gap=(1, 1000),
+        vgg_relu=False,
+        pretrain_lr=2e-4,
+        pretrain_rotate=0.0,
+        pretrain_scale=(1.0, 1.0),
+        pretrain_translate=0.0,
     ),
 }
 

@@ -60,7 +60,7 @@ def _predict_test_set(predict, es: EvalSet, skeleton, flip_test: bool) -> tuple[
 
 
 def mean_pose_metrics(prior: np.ndarray, es: EvalSet, skeleton) -> dict:
-    """Predict the prior's mean pose (in [0, 1] units) for every test image."""
+    """Predict the prior's mean pose (in [0, 1] units, pixel edges at 0 and 1) for every test image."""
     mean = prior.mean(axis=0)  # K×2 in [0, 1]
     pix = np.stack([G.unit_to_pixel(mean, tuple(hw)) for hw in es.hw])
     return _metrics(pix, es, skeleton)
@@ -172,7 +172,7 @@ def run_demo(
     if not (data / "skeleton.yaml").is_file():
         make_synthetic(data, SyntheticConfig(videos=videos, frames=frames, size=64, seed=seed), preview=True, progress=progress)
     layout = Layout(data)
-    prior = load_prior(layout.prior_path, layout.skeleton)
+    prior = load_prior(layout.prior_path, layout.skeleton, legacy_size=64)  # an old data folder: 64-px frames
     train_videos, test_videos = split_videos(layout)
     cfg = make_config(preset, seed=seed, vgg_weights=vgg_weights, max_minutes=1.0, **overrides)
     es = make_eval_set(layout, test_videos, cfg.model.size)

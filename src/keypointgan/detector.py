@@ -71,7 +71,7 @@ class KeypointDetector:
             cfg = TrainConfig.from_dict(state["config"], drop_removed=True)
             skeleton = Skeleton.from_dict(state["skeleton"])
             phi = PoseEncoder(widths=cfg.model.encoder_widths, norm=cfg.model.norm)
-            eta = KeypointRegressor(num_keypoints=skeleton.num_keypoints, widths=cfg.model.regressor_widths, norm=cfg.model.norm)
+            eta = KeypointRegressor(num_keypoints=skeleton.num_keypoints, widths=cfg.model.regressor_widths, norm=cfg.model.regressor_norm or cfg.model.norm)
             # the moving averages when the run kept them, else the raw weights
             weights = {**state["nets"], **(state.get("ema") or {})}
             phi.load_state_dict(weights["phi"])

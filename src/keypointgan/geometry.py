@@ -9,8 +9,14 @@ Coordinate conventions (used everywhere in the library):
 * **pixel** units: the centre of pixel column ``j`` is at ``x = j`` (and of row
   ``i`` at ``y = i``), as in numpy indexing, OpenCV and COCO annotations.
   ``norm = 2 * pixel / (W - 1) - 1``.
-* **unit** units, [0, 1]: ``(x / width, y / height)`` of pixel coordinates,
-  the form of prior files and of the metrics ("% of image size").
+* **unit** units, [0, 1]: ``((x + 0.5) / width, (y + 0.5) / height)`` of pixel
+  coordinates, so 0 and 1 are the outer edges of the first and last pixel: the
+  form of prior files.  It does not depend on the resolution: a point keeps its
+  unit coordinates when the image is resized (pixel edges onto pixel edges, see
+  :func:`rescale_pixels`).  Prior files written before this convention used
+  ``x / width`` (read still: :mod:`keypointgan.data.priors`, :func:`legacy_unit_to_unit`).  Metrics
+  ("% of image size") divide *differences* by the image size, which is the same
+  in either convention.
 
 All conversions live here; sizes are ``(H, W)`` (or one int for square images).
 """
@@ -36,6 +42,7 @@ __all__ = [
     "unit_to_pixel",
     "unit_to_norm",
     "norm_to_unit",
+    "legacy_unit_to_unit",
     "rescale_pixels",
     "norm_to_image_pixels",
     "image_pixels_to_norm",
@@ -84,23 +91,32 @@ def norm_to_pixel(points, size: Size):
 
 
 def pixel_to_unit(points, size: Size):
-    """Pixel ``(x, y)`` → [0, 1] as ``(x / width, y / height)``."""
-    return _scale(points, size, lambda c, n: c / n)
+    """Pixel ``(x, y)`` → [0, 1] as ``((x + 0.5) / width, (y + 0.5) / height)`` (pixel edges at 0 and 1)."""
+    return _scale(points, size, lambda c, n: (c + 0.5) / n)
 
 
 def unit_to_pixel(points, size: Size):
-    """[0, 1] ``(x / width, y / height)`` → pixel ``(x, y)``."""
-    return _scale(points, size, lambda c, n: c * n)
+    """[0, 1] ``((x + 0.5) / width, (y + 0.5) / height)`` → pixel ``(x, y)``. Inverse of :func:`pixel_to_unit`."""
+    return _scale(points, size, lambda c, n: c * n - 0.5)
 
 
 def unit_to_norm(points, size: Size):
     """[0, 1] → [-1, 1] for an image of ``size`` (the grid the network sees)."""
-    return _scale(points, size, lambda c, n: 2.0 * c * n / (n - 1) - 1.0)
+    return _scale(points, size, lambda c, n: (2.0 * c * n - 1.0) / (n - 1) - 1.0)
 
 
 def norm_to_unit(points, size: Size):
     """[-1, 1] → [0, 1] for an image of ``size``."""
-    return _scale(points, size, lambda c, n: (c + 1.0) * (n - 1) / (2.0 * n))
+    return _scale(points, size, lambda c, n: ((c + 1.0) * (n - 1) / 2.0 + 0.5) / n)
+
+
+def legacy_unit_to_unit(points, size: Size):
+    """The old unit ``(x / width, y / height)`` of images of ``size`` → the unit of :func:`pixel_to_unit`.
+
+    ``size`` is that of the images the points were measured on: the old unit is not resolution
+    independent, so it cannot be converted without it (``u + 0.5 / width``).
+    """
+    return _scale(points, size, lambda c, n: c + 0.5 / n)
 
 
 def rescale_pixels(points, from_size: Size, to_size: Size):

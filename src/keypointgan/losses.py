@@ -46,10 +46,15 @@ class VGG19Features(nn.Module):
     ``forward(x, layers)`` takes images in [-1, 1], applies ImageNet
     normalisation and returns ``{layer: activation}`` (after ReLU) for the
     named layers (``input`` is the normalised input itself).
+
+    ``relu=False`` puts an identity where each ReLU is (same layer indices, so the same weight files
+    load): the convolutions are chained without ReLU, as in the authors' release, and a named
+    layer's activation is the convolution's output.
     """
 
-    def __init__(self):
+    def __init__(self, relu: bool = True):
         super().__init__()
+        self.relu = relu
         layers: list[nn.Module] = []
         cin = 3
         self.names: dict[int, str] = {}
@@ -59,7 +64,7 @@ class VGG19Features(nn.Module):
                 layers.append(nn.MaxPool2d(2, 2))
             else:
                 layers.append(nn.Conv2d(cin, v, 3, padding=1))
-                layers.append(nn.ReLU(inplace=False))
+                layers.append(nn.ReLU(inplace=False) if relu else nn.Identity())
                 self.names[len(layers) - 1] = _VGG19_CONV_NAMES[conv_i]  # output after ReLU
                 conv_i += 1
                 cin = v
@@ -83,7 +88,7 @@ class VGG19Features(nn.Module):
         return out
 
     @classmethod
-    def from_file(cls, path: str | Path) -> "VGG19Features":
+    def from_file(cls, path: str | Path, *, relu: bool = True) -> "VGG19Features":
         """Load weights from a torchvision ``vgg19`` state dict (``.pth``) or MatConvNet's ``.mat``.
 
         A ``.mat`` file (``imagenet-vgg-verydeep-19.mat``) is read by :meth:`from_matconvnet`;
@@ -93,7 +98,10 @@ class VGG19Features(nn.Module):
         if not path.is_file():
             raise InputError("VGG-19 weights file not found", path)
         if path.suffix.lower() == ".mat":
-            return cls.from_matconvnet(path)
+            net = cls.from_matconvnet(path)
+            if not relu:
+                net.set_relu(False)
+            return net
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:  # noqa: BLE001 - any unpickling failure is a bad file
@@ -101,13 +109,21 @@ class VGG19Features(nn.Module):
         if not isinstance(state, dict):
             raise InputError("VGG-19 weights must be a state dict", path)
         feats = {k[len("features."):]: v for k, v in state.items() if k.startswith("features.")}
-        net = cls()
+        net = cls(relu=relu)
         try:
             net.features.load_state_dict(feats)
         except RuntimeError as exc:
             first = str(exc).splitlines()[0]
             raise InputError(f"not a torchvision vgg19 state dict ({first})", path) from None
         return net
+
+    def set_relu(self, relu: bool) -> "VGG19Features":
+        """Put ReLUs (``True``) or identities (``False``, the release's chain) after the convolutions."""
+        for i, m in enumerate(self.features):
+            if isinstance(m, (nn.ReLU, nn.Identity)):
+                self.features[i] = nn.ReLU(inplace=False) if relu else nn.Identity()
+        self.relu = relu
+        return self
 
     @classmethod
     def from_matconvnet(cls, path: str | Path) -> "VGG19Features":
@@ -341,10 +357,11 @@ class FallbackReconstructionLoss(nn.Module):
         return loss / (1 + 2 * self.scales)
 
 
-def make_reconstruction_loss(vgg_weights: str | Path | None) -> nn.Module:
-    """The perceptual loss when VGG-19 weights are given, else the documented fallback."""
+def make_reconstruction_loss(vgg_weights: str | Path | None, *, vgg_relu: bool = True) -> nn.Module:
+    """The perceptual loss when VGG-19 weights are given (``vgg_relu=False``: its VGG-19 without ReLU,
+    as in the authors' release), else the documented fallback."""
     if vgg_weights:
-        return PerceptualLoss(VGG19Features.from_file(vgg_weights))
+        return PerceptualLoss(VGG19Features.from_file(vgg_weights, relu=vgg_relu))
     return FallbackReconstructionLoss()
 
 

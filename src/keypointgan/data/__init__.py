@@ -11,11 +11,13 @@ from .datasets import (
 )
 from .benchmark import Benchmark, detect_format, open_dataset
 from .layout import Layout, Video, load_prior
+from .priors import save_prior
 
 __all__ = [
     "Layout",
     "Video",
     "load_prior",
+    "save_prior",
     "Benchmark",
     "open_dataset",
     "detect_format",

@@ -237,7 +237,8 @@ class PriorPoseDataset(Dataset):
     """Prior poses as ``K×2`` float tensors in [-1, 1] for a ``size``-pixel training grid.
 
     Args:
-        poses: ``(N, K, 2)`` array in [0, 1] as ``(x / width, y / height)``.
+        poses: ``(N, K, 2)`` array in [0, 1] as ``((x + 0.5) / width, (y + 0.5) / height)``
+            (:func:`keypointgan.geometry.unit_to_norm`).
         size: the training resolution (the grid the network sees).
     """
 

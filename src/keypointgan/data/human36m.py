@@ -14,7 +14,8 @@ activity is the text before the first space or dot.
 by 128, the frames' size, then swap the two columns before rendering a skeleton
 whose points are ``(x, y)``).  The reader therefore returns
 ``(x, y) = (keypoints_2d[:, 1] · W, keypoints_2d[:, 0] · H)`` in pixels, and
-``(keypoints_2d[:, 1], keypoints_2d[:, 0])`` as [0, 1] prior poses.
+``(keypoints_2d[:, 1], keypoints_2d[:, 0]) + 0.5 / (W, H)`` as [0, 1] prior poses (the prior unit
+puts pixel edges at 0 and 1, :mod:`keypointgan.data.priors`).
 
 Protocol (the authors' release): activities directions, discussion, greeting,
 posing, waiting, walking; training frame pairs from the **first half** of every
@@ -259,8 +260,13 @@ class SimpleHuman36M(_ProtocolSplits):
         return (unit * np.array([w, h], dtype=np.float64)).astype(np.float32)
 
     def load_prior(self) -> np.ndarray:
-        """Landmarks of the second halves, ``(N, 32, 2)`` float32 in [0, 1] as ``(x / W, y / H)``."""
-        arrs = [read_simple_landmarks(p) for v in self.prior_videos() for p in self.landmark_paths(v)]
+        """Landmarks of the second halves, ``(N, 32, 2)`` float32 in [0, 1] as ``((x + 0.5) / W, (y + 0.5) / H)``
+        of the pixel ``(x, y)`` that :meth:`load_keypoints` reads."""
+        arrs = []
+        for v in self.prior_videos():
+            h, w = _image_hw(v.frames[0])
+            half = np.array([0.5 / w, 0.5 / h], dtype=np.float64)
+            arrs += [read_simple_landmarks(p) + half for p in self.landmark_paths(v)]
         return stack_checked(arrs, "prior landmarks (second halves of the training sequences)", self.root)
 
 # --------------------------------------------------------------------------- full Human3.6M
@@ -426,11 +432,11 @@ class Human36M(_ProtocolSplits):
         return s.poses[self._part(len(s.ids), part)]
 
     def load_prior(self) -> np.ndarray:
-        """Poses of the second halves, ``(N, 32, 2)`` float32 in [0, 1] as ``(x / W, y / H)``."""
+        """Poses of the second halves, ``(N, 32, 2)`` float32 in [0, 1] as ``((x + 0.5) / W, (y + 0.5) / H)``."""
         arrs = []
         for v in self.prior_videos():
             h, w = _video_hw(v)
-            arrs.append(self.load_keypoints(v) / np.array([w, h], dtype=np.float32))
+            arrs.append((self.load_keypoints(v) + 0.5) / np.array([w, h], dtype=np.float32))
         if not arrs:
             raise InputError("no prior poses (second halves of the training sequences) found", self.root)
         return np.concatenate(arrs).astype(np.float32)

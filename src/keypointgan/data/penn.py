@@ -92,7 +92,7 @@ class PennAction:
             info = self.labels[v.id]
             h, w = info["hw"]
             full = info["visible"].all(axis=1)
-            poses.append(info["xy"][full] / np.array([w, h], dtype=np.float32))
+            poses.append((info["xy"][full] + 0.5) / np.array([w, h], dtype=np.float32))  # the prior unit: pixel edges at 0, 1
         arr = np.concatenate(poses) if poses else np.zeros((0, NUM_JOINTS, 2), np.float32)
         if not len(arr):
             raise InputError("no fully visible pose in the training videos to use as the prior", self.root / "labels")

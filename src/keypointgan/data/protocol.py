@@ -62,7 +62,7 @@ class Benchmark:
         return sum(len(v) for v in self.videos)
 
     def load_prior(self) -> np.ndarray:
-        """The protocol's prior poses, ``(N, K, 2)`` float32 in [0, 1] as ``(x / width, y / height)``."""
+        """The protocol's prior poses, ``(N, K, 2)`` float32 in [0, 1] as ``((x + 0.5) / width, (y + 0.5) / height)``."""
         return self.prior_loader()
 
     def load_keypoints(self, video: Video) -> np.ndarray:

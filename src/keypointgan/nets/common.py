@@ -9,11 +9,14 @@ from ..config import NORMS
 
 
 def norm_layer(kind: str, channels: int) -> nn.Module:
-    """A normalisation layer by name: ``batch``, ``instance``, ``group`` (8 groups) or ``none``."""
+    """A normalisation layer by name: ``batch``, ``instance`` (learnt scale and shift), ``instance-noaffine``
+    (without them, as in the authors' release), ``group`` (8 groups) or ``none``."""
     if kind == "batch":
         return nn.BatchNorm2d(channels)
     if kind == "instance":
         return nn.InstanceNorm2d(channels, affine=True)
+    if kind == "instance-noaffine":
+        return nn.InstanceNorm2d(channels, affine=False)
     if kind == "group":
         return nn.GroupNorm(min(8, channels), channels)
     if kind == "none":

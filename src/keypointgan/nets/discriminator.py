@@ -28,19 +28,31 @@ class PatchDiscriminator(nn.Module):
 
 
 class MultiScaleDiscriminator(nn.Module):
-    """``num_scales`` PatchGANs on the input at scales 1, ½, ¼, …; returns a list of ``B×1×h×w`` maps."""
+    """``num_scales`` PatchGANs on the input at scales 1, ½, ¼, …; returns a list of ``B×1×h×w`` maps.
 
-    def __init__(self, *, in_channels: int = 1, ndf: int = 64, n_layers: int = 3, num_scales: int = 3, norm: str = "instance"):
+    ``downsample``: ``avgpool`` makes each scale from the previous one by 3×3 average pooling with
+    stride 2 (padding not counted); ``bilinear`` resizes the input itself to ``2**-i`` bilinearly
+    (``align_corners=False``, no antialiasing), as the authors' release does.
+    """
+
+    def __init__(self, *, in_channels: int = 1, ndf: int = 64, n_layers: int = 3, num_scales: int = 3, norm: str = "instance",
+                 downsample: str = "avgpool"):
         super().__init__()
+        if downsample not in ("avgpool", "bilinear"):
+            raise ValueError(f"unknown downsample {downsample!r}; choose avgpool or bilinear")
         self.scales = nn.ModuleList(
             PatchDiscriminator(in_channels=in_channels, ndf=ndf, n_layers=n_layers, norm=norm) for _ in range(num_scales)
         )
+        self.downsample = downsample
         self.down = nn.AvgPool2d(3, stride=2, padding=1, count_include_pad=False)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         outs = []
+        inp = x
         for i, d in enumerate(self.scales):
-            if i:
+            if i and self.downsample == "avgpool":
                 x = self.down(x)
+            elif i:
+                x = nn.functional.interpolate(inp, scale_factor=0.5**i, mode="bilinear", align_corners=False)
             outs.append(d(x))
         return outs

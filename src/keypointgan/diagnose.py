@@ -1,0 +1,267 @@
+"""The appearance-leak diagnostic: how much of a frame's appearance passes through Φ's raw output.
+
+The paper shows the leak as a picture of ``log Φ(x)``: structured noise in the background of the
+skeleton image that carries appearance.  The bottleneck (Ψ sees ``β(η(Φ(x)))``, the skeleton
+re-rendered from the keypoints, never ``Φ(x)``) is what removes it.  Two measurements compare the
+raw output ``ŷ = Φ(x)`` with the re-rendered skeleton ``β(η(ŷ))``:
+
+* **Swap** — Ψ rebuilds the target ``x`` from a skeleton image and the appearance frame ``a`` of
+  *another* video.  Without a leak the result has ``x``'s pose and ``a``'s appearance; with a leak it
+  follows ``x`` itself.  ``follows_target = d(x̂, a) / (d(x̂, a) + d(x̂, x))`` with ``d`` the mean
+  absolute difference over pixels, per pair, averaged: 0 when ``x̂ = a``, 1 when ``x̂ = x``.
+  It is measured for Ψ given ``ŷ`` and given ``β(η(ŷ))`` (a run trained with the bottleneck never
+  gave Ψ ``ŷ``, so its ``raw`` number reads Ψ outside what it learnt; the ablation's ``bottleneck``
+  number likewise).
+* **Probe** — a nearest-class-mean classifier of the video identity (each class's mean of the
+  standardised features; a test frame goes to the nearest), fitted on the first half of the
+  chosen frames of every video and tested on the second half, from features of each image:
+  ``log`` of the skeleton image in [0, 1] (``log((y + 1) / 2)``, clamped at ``1e-4``, which brings
+  out the background as the paper's picture does), average-pooled to 8×8.  Chance is ``1 / V``.
+  The same features of the re-rendered skeleton hold the pose only, so its accuracy is what pose alone
+  tells about the video; the raw output's excess over it is appearance.
+
+:func:`measure_leak` takes the networks and frames (any Φ, η, Ψ — used by the tests with networks
+built by hand); :func:`diagnose` reads a run's checkpoint and a dataset and writes
+``diagnose.json`` and ``diagnose.png`` (rows: target, the other video's appearance frame, Φ(x),
+log Φ(x), β(η(Φ(x))), Ψ from Φ(x), Ψ from β(η(Φ(x)))).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from . import geometry
+from .errors import InputError
+from .skeleton import Skeleton
+
+__all__ = ["measure_leak", "diagnose", "probe_accuracy", "log_skeleton", "format_table"]
+
+LOG_FLOOR = 1e-4
+"""``log Φ(x)`` clamps the skeleton image in [0, 1] at this value (``log`` of it is ≈ −9.2)."""
+
+
+def log_skeleton(y: torch.Tensor) -> torch.Tensor:
+    """``B×1×H×W`` skeleton image in [-1, 1] → ``log((y + 1) / 2)`` clamped at ``log(1e-4)``."""
+    return torch.log(((y + 1.0) / 2.0).clamp(min=LOG_FLOOR, max=1.0))
+
+
+def _features(y: torch.Tensor, pool: int = 8) -> np.ndarray:
+    """``B×1×H×W`` skeleton images → ``B×pool²`` features: ``log`` image average-pooled to ``pool×pool``."""
+    return F.adaptive_avg_pool2d(log_skeleton(y.float()), pool).flatten(1).cpu().double().numpy()
+
+
+def probe_accuracy(features: np.ndarray, labels: np.ndarray, train: np.ndarray) -> float:
+    """Accuracy on ``~train`` of a nearest-class-mean classifier fitted on ``train``.
+
+    ``features``: ``N×D``; ``labels``: ``N`` ints in ``0…C-1``; ``train``: ``N`` bools.  The features
+    are standardised with the training rows' mean and standard deviation (a constant feature becomes
+    0); each class is the mean of its training rows; a test row takes the class of the nearest mean
+    (Euclidean; ties: the lowest class, so features that carry nothing score ``1 / C`` on balanced
+    classes).  Unlike a linear probe it separates classes that lie along one direction in order.
+    """
+    x = np.asarray(features, dtype=np.float64)
+    y = np.asarray(labels)
+    train = np.asarray(train, dtype=bool)
+    mu, sd = x[train].mean(0), x[train].std(0)
+    sd = np.where(sd > 1e-12, sd, np.inf)  # a constant feature carries nothing
+    z = (x - mu) / sd
+    classes = int(y.max()) + 1
+    means = np.stack([z[train & (y == c)].mean(0) if (train & (y == c)).any() else np.full(z.shape[1], np.inf) for c in range(classes)])
+    dist = ((z[~train][:, None, :] - means[None]) ** 2).sum(-1)
+    dist = np.round(dist, 9)  # equal up to rounding: a tie
+    return float((dist.argmin(1) == y[~train]).mean())
+
+
+@torch.no_grad()
+def measure_leak(
+    phi: torch.nn.Module,
+    eta: torch.nn.Module,
+    psi: torch.nn.Module,
+    skeleton: Skeleton,
+    frames: torch.Tensor,
+    video: Sequence[int],
+    *,
+    sigma: float,
+    batch: int = 32,
+) -> tuple[dict, dict]:
+    """The two leak measurements (module docs) on ``frames``.
+
+    Args:
+        frames: ``N×3×S×S`` in [-1, 1]; ``video``: the video index of each frame (``N`` ints, at least
+            two videos, each holding at least two frames: the probe fits on the first half of each
+            video's frames, in the order given, and tests on the rest).
+        sigma: the renderer's σ (the run's ``model.sigma``).
+
+    Returns:
+        ``(numbers, pictures)``: ``pictures`` holds the tensors for the first frame of each of the first
+        8 videos (for the figure); ``numbers`` has ``swap`` (``follows_target`` and the mean absolute
+        differences ``to_target`` / ``to_appearance`` for ``raw`` and ``bottleneck``), ``probe``
+        (accuracies ``raw``, ``bottleneck``, ``chance``), ``leak_factor`` (raw / bottleneck
+        ``follows_target``) and counts.
+    """
+    video = np.asarray(video, dtype=np.int64)
+    n = len(video)
+    if n != frames.shape[0]:
+        raise ValueError(f"{frames.shape[0]} frames but {n} video indices")
+    ids = np.unique(video)
+    if len(ids) < 2:
+        raise InputError("the leak diagnostic needs frames of at least two videos")
+    label = np.searchsorted(ids, video)
+    # appearance frame of another video: the frame at the same position in the next video (cyclic)
+    first = {v: np.flatnonzero(label == v) for v in range(len(ids))}
+    partner = np.empty(n, dtype=np.int64)
+    train = np.zeros(n, dtype=bool)
+    for v, idx in first.items():
+        if len(idx) < 2:
+            raise InputError(f"the leak diagnostic needs at least two frames of every video (video {ids[v]} has {len(idx)})")
+        other = first[(v + 1) % len(ids)]
+        partner[idx] = other[np.arange(len(idx)) % len(other)]
+        train[idx[: len(idx) // 2]] = True
+    dev = next(phi.parameters()).device if any(True for _ in phi.parameters()) else torch.device("cpu")
+    raw_f, bn_f, d = [], [], {k: [] for k in ("raw_t", "raw_a", "bn_t", "bn_a")}
+    for s in range(0, n, batch):
+        x = frames[s : s + batch].to(dev)
+        a = frames[torch.as_tensor(partner[s : s + batch])].to(dev)
+        y = phi(x)
+        p = eta(y)
+        r = geometry.to_signed(geometry.render_skeleton(p, skeleton, x.shape[-1], sigma))
+        rec_raw, rec_bn = psi(y, a), psi(r, a)
+        for key, rec in (("raw", rec_raw), ("bn", rec_bn)):
+            d[key + "_t"].append((rec - x).abs().flatten(1).mean(1).cpu())
+            d[key + "_a"].append((rec - a).abs().flatten(1).mean(1).cpu())
+        raw_f.append(_features(y))
+        bn_f.append(_features(r))
+    # the picture: the first frame of each of the first 8 videos
+    sel = torch.as_tensor([first[v][0] for v in range(min(8, len(ids)))])
+    x, a = frames[sel].to(dev), frames[torch.as_tensor(partner[sel.numpy()])].to(dev)
+    y = phi(x)
+    p = eta(y)
+    r = geometry.to_signed(geometry.render_skeleton(p, skeleton, x.shape[-1], sigma))
+    pics = {"target": x, "appearance": a, "phi": y, "log_phi": log_skeleton(y), "rendered": r, "points": p,
+            "rec_raw": psi(y, a), "rec_bottleneck": psi(r, a)}
+    dd = {k: torch.cat(v).double().numpy() for k, v in d.items()}
+
+    def swap(key):
+        t, a = dd[key + "_t"], dd[key + "_a"]
+        follows = a / np.maximum(a + t, 1e-12)
+        return {"follows_target": float(follows.mean()), "to_target": float(t.mean()), "to_appearance": float(a.mean())}
+
+    sw = {"raw": swap("raw"), "bottleneck": swap("bn")}
+    probe = {
+        "raw": probe_accuracy(np.concatenate(raw_f), label, train),
+        "bottleneck": probe_accuracy(np.concatenate(bn_f), label, train),
+        "chance": 1.0 / len(ids),
+    }
+    numbers = {
+        "swap": sw,
+        "probe": probe,
+        "leak_factor": sw["raw"]["follows_target"] / max(sw["bottleneck"]["follows_target"], 1e-12),
+        "videos": int(len(ids)),
+        "frames": int(n),
+    }
+    return numbers, pics
+
+
+def format_table(numbers: dict) -> str:
+    """One plain-text table of :func:`measure_leak`'s numbers."""
+    sw, pr = numbers["swap"], numbers["probe"]
+    rows = [
+        ("Ψ input", "follows target", "|x̂ − x|", "|x̂ − x′|", "video-id probe"),
+        ("Φ(x) (raw)", f"{sw['raw']['follows_target']:.3f}", f"{sw['raw']['to_target']:.3f}", f"{sw['raw']['to_appearance']:.3f}", f"{pr['raw']:.3f}"),
+        ("β(η(Φ(x)))", f"{sw['bottleneck']['follows_target']:.3f}", f"{sw['bottleneck']['to_target']:.3f}",
+         f"{sw['bottleneck']['to_appearance']:.3f}", f"{pr['bottleneck']:.3f}"),
+    ]
+    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
+    lines.append(f"chance {pr['chance']:.3f} ({numbers['videos']} videos, {numbers['frames']} frames; "
+                 f"x′ from another video); leak factor (raw / bottleneck follows-target) {numbers['leak_factor']:.2f}")
+    return "\n".join(lines)
+
+
+def _picture(pics: dict, skeleton: Skeleton, n: int = 8) -> np.ndarray:
+    """Columns: one pair each (the first frame of a video); rows: x, x′, Φ(x), log Φ(x), β(η(Φ(x))), Ψ(Φ(x), x′), Ψ(β(η(Φ(x))), x′)."""
+    def img(t):  # B×C×H×W in [-1, 1] → B×H×W×3 uint8
+        t = t[:n].float().clamp(-1, 1)
+        t = t.expand(-1, 3, -1, -1) if t.shape[1] == 1 else t
+        return ((t + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+
+    logp = pics["log_phi"][:n]
+    lo, hi = float(logp.min()), float(logp.max())
+    log_img = (logp - lo) / max(hi - lo, 1e-12) * 2 - 1  # stretched to the shown range
+    rows = [img(pics[k]) for k in ("target", "appearance", "phi")] + [img(log_img)] + [img(pics[k]) for k in ("rendered", "rec_raw", "rec_bottleneck")]
+    s = rows[0].shape[1]
+    gap = 2
+    cols = rows[0].shape[0]
+    out = np.full((len(rows) * (s + gap), cols * (s + gap), 3), 255, np.uint8)
+    for i, row in enumerate(rows):
+        for j in range(cols):
+            out[i * (s + gap) : i * (s + gap) + s, j * (s + gap) : j * (s + gap) + s] = row[j]
+    return out
+
+
+def diagnose(run: str | Path, data: str | Path, *, out: str | Path | None = None, videos: int = 20, frames_per_video: int = 10,
+             device: str = "cpu", format: str = "auto") -> dict:
+    """Measure the appearance leak of a run (module docs) on a dataset's videos; write the results.
+
+    Args:
+        run: a run folder or checkpoint (its raw Φ, η and Ψ are used: Ψ was trained with them).
+        data: a dataset (generic layout or a format) with the run's skeleton; its first ``videos``
+            training videos (evenly spaced over all of them) give ``frames_per_video`` evenly spaced
+            frames each.
+        out: folder for ``diagnose.json`` and ``diagnose.png`` (default: the run folder).
+
+    Returns:
+        the numbers of :func:`measure_leak` with ``run``, ``data`` and ``bottleneck_trained``.
+    """
+    from .api import open_data
+    from .checkpoint import load_checkpoint, resolve_checkpoint
+    from .config import TrainConfig
+    from .data import FrameStore, image_to_tensor
+    from .io import write_image
+    from .nets import build_networks
+
+    ck_path = resolve_checkpoint(run)
+    state = load_checkpoint(ck_path)
+    if "nets" not in state or "psi" not in state.get("nets", {}):
+        raise InputError("not a training checkpoint with Ψ (a regressor-only or exported file cannot be diagnosed)", ck_path)
+    try:
+        cfg = TrainConfig.from_dict(state["config"], drop_removed=True)
+        skeleton = Skeleton.from_dict(state["skeleton"])
+        nets = build_networks(cfg.model, skeleton.num_keypoints)
+        for k in ("phi", "eta", "psi"):
+            nets[k].load_state_dict(state["nets"][k])
+    except (KeyError, RuntimeError, TypeError) as exc:
+        raise InputError(f"checkpoint is incomplete or inconsistent ({exc.__class__.__name__}: {str(exc)[:120]})", ck_path) from None
+    layout = open_data(data, skeleton, format)
+    if layout.skeleton != skeleton:
+        raise InputError("this dataset's skeleton differs from the run's", data)
+    pool = [v for v in layout.videos if len(v) >= 2]
+    if len(pool) < 2:
+        raise InputError("the leak diagnostic needs at least two videos of two frames or more", data)
+    pick = np.unique(np.linspace(0, len(pool) - 1, min(videos, len(pool))).round().astype(int))
+    chosen = [pool[i] for i in pick]
+    store = FrameStore(chosen, cfg.model.size, preload=False)
+    idx, vid = [], []
+    for v, video in enumerate(chosen):
+        ts = np.unique(np.linspace(0, len(video) - 1, min(frames_per_video, len(video))).round().astype(int))
+        idx += [int(store.offsets[v] + t) for t in ts]
+        vid += [v] * len(ts)
+    frames = image_to_tensor(np.stack([store.get(i) for i in idx]))  # N×3×S×S in [-1, 1]
+    dev = torch.device(device)
+    for k in ("phi", "eta", "psi"):
+        nets[k].to(dev).eval()
+    numbers, pics = measure_leak(nets["phi"], nets["eta"], nets["psi"], skeleton, frames, vid, sigma=cfg.model.sigma)
+    numbers.update({"run": str(ck_path), "data": str(data), "bottleneck_trained": bool(cfg.bottleneck), "step": int(state.get("step", 0))})
+    out = Path(out) if out is not None else (ck_path.parent.parent if ck_path.parent.name == "checkpoints" else ck_path.parent)
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = out / ".diagnose.json.tmp"
+    tmp.write_text(json.dumps(numbers, indent=2) + "\n", encoding="utf-8")
+    tmp.replace(out / "diagnose.json")
+    write_image(out / "diagnose.png", _picture(pics, skeleton))
+    return numbers

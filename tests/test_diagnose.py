@@ -1,0 +1,106 @@
+"""The appearance-leak diagnostic on constructed networks whose answer is known, and on a real run."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from keypointgan import InputError, Skeleton
+from keypointgan.diagnose import format_table, measure_leak, probe_accuracy
+
+SK = Skeleton(keypoints=["a", "b", "c"], limbs=[("a", "b"), ("b", "c")], name="tri")
+GREYS = (-0.6, -0.2, 0.2, 0.6)  # one grey level per video: the video's "appearance"
+
+
+def _frames(t=4, size=16):
+    frames = torch.cat([torch.full((t, 3, size, size), g) for g in GREYS])
+    return frames, [v for v in range(len(GREYS)) for _ in range(t)]
+
+
+class LeakyPhi(nn.Module):
+    """Draws nothing but writes the frame's grey level into its background: −1 + 0.05 (g + 1)."""
+
+    def forward(self, x):
+        g = x.mean(dim=(1, 2, 3), keepdim=True)
+        return (-1.0 + 0.05 * (g + 1.0)).expand(-1, 1, *x.shape[2:]).contiguous()
+
+
+class BlankPhi(nn.Module):
+    """Background everywhere (−1): carries nothing."""
+
+    def forward(self, x):
+        return torch.full((x.shape[0], 1, *x.shape[2:]), -1.0)
+
+
+class FixedEta(nn.Module):
+    """Every keypoint at the centre, whatever the input: a bottleneck that carries point positions only."""
+
+    def forward(self, y):
+        return torch.zeros(y.shape[0], SK.num_keypoints, 2)
+
+
+class DecodingPsi(nn.Module):
+    """Rebuilds the grey level written in the skeleton image's corner when there is one, else copies
+    the appearance frame: the reconstruction follows whatever the skeleton image carries."""
+
+    def forward(self, s, a):
+        corner = s[:, 0, 0, 0]
+        g = (20.0 * (corner + 1.0) - 1.0).view(-1, 1, 1, 1).expand_as(a)
+        return torch.where((corner > -0.999).view(-1, 1, 1, 1), g, a)
+
+
+def test_probe_accuracy_on_known_features():
+    labels = np.repeat(np.arange(4), 6)
+    train = np.tile(np.r_[np.ones(3, bool), np.zeros(3, bool)], 4)
+    onehot = np.eye(4)[labels] + np.random.default_rng(0).normal(0, 0.01, (24, 4))
+    assert probe_accuracy(onehot, labels, train) == 1.0
+    assert probe_accuracy(np.ones((24, 5)), labels, train) == 0.25  # constant features: one class for all
+
+
+def test_a_leaking_phi_is_caught_and_the_bottleneck_removes_the_leak():
+    frames, video = _frames()
+    numbers, pics = measure_leak(LeakyPhi(), FixedEta(), DecodingPsi(), SK, frames, video, sigma=0.2)
+    sw, pr = numbers["swap"], numbers["probe"]
+    # raw Φ(x): Ψ rebuilds the target exactly, with another video's appearance frame
+    assert sw["raw"]["follows_target"] == pytest.approx(1.0) and sw["raw"]["to_target"] == pytest.approx(0.0, abs=1e-6)
+    assert sw["raw"]["to_appearance"] == pytest.approx(0.6, abs=1e-6)  # next video's grey: 0.4 away three times, 1.2 once (0.6 → −0.6)
+    # β(η(Φ(x))): only the (fixed) points pass, Ψ copies the appearance frame
+    assert sw["bottleneck"]["follows_target"] == pytest.approx(0.0) and sw["bottleneck"]["to_appearance"] == pytest.approx(0.0)
+    assert pr["raw"] == 1.0 and pr["bottleneck"] == pr["chance"] == 0.25
+    assert numbers["videos"] == 4 and numbers["frames"] == 16 and numbers["leak_factor"] > 1e6
+    assert pics["log_phi"].shape == (4, 1, 16, 16)  # first frame of each video
+    assert "Φ(x) (raw)" in format_table(numbers) and "β(η(Φ(x)))" in format_table(numbers)
+
+
+def test_a_phi_that_carries_nothing_shows_no_leak():
+    frames, video = _frames()
+    numbers, _ = measure_leak(BlankPhi(), FixedEta(), DecodingPsi(), SK, frames, video, sigma=0.2)
+    assert numbers["swap"]["raw"]["follows_target"] == pytest.approx(0.0)
+    assert numbers["probe"]["raw"] == numbers["probe"]["chance"] == 0.25
+
+
+def test_one_video_is_refused():
+    frames, _ = _frames()
+    with pytest.raises(InputError, match="at least two videos"):
+        measure_leak(LeakyPhi(), FixedEta(), DecodingPsi(), SK, frames, [0] * 16, sigma=0.2)
+
+
+def test_diagnose_a_run_writes_numbers_and_picture(one_step_run, tiny_data, tmp_path, capsys):
+    from keypointgan.cli import main
+
+    out = tmp_path / "diag"
+    assert main(["diagnose", str(one_step_run), "--data", str(tiny_data), "--out", str(out), "--frames", "4"]) == 0
+    printed = capsys.readouterr().out
+    assert "follows target" in printed and "chance 0.250 (4 videos, 16 frames" in printed
+    res = json.loads((out / "diagnose.json").read_text())
+    assert res["bottleneck_trained"] is True and res["videos"] == 4 and res["step"] == 1
+    for k in ("raw", "bottleneck"):
+        assert 0.0 <= res["swap"][k]["follows_target"] <= 1.0 and 0.0 <= res["probe"][k] <= 1.0
+    from PIL import Image
+
+    with Image.open(out / "diagnose.png") as im:
+        assert im.size == (4 * 34, 7 * 34)  # one column per video (4) × 7 rows of 32 px + 2 px gaps
+    # a missing run: one line, exit 2
+    assert main(["diagnose", str(tmp_path / "nope"), "--data", str(tiny_data)]) == 2

@@ -37,8 +37,11 @@ class TinyRun:
         lay = Layout(data)
         cfg = cfg or tiny_config(**over)
         self.skeleton = lay.skeleton
-        self.loader, self.prior = make_loader(cfg, lay.skeleton, load_prior(lay.prior_path, lay.skeleton), lay.videos, torch.device("cpu"))
-        self.state = TrainState(cfg, lay.skeleton, torch.device("cpu"))
+        from keypointgan.devices import select_device
+
+        dev = select_device(cfg.device)
+        self.loader, self.prior = make_loader(cfg, lay.skeleton, load_prior(lay.prior_path, lay.skeleton), lay.videos, dev)
+        self.state = TrainState(cfg, lay.skeleton, dev)
         self.out, self.eval_set = out, eval_set
 
     def batches(self):

@@ -50,19 +50,21 @@ def run_steps(data: Path, out: Path) -> None:
     # 10% of the largest gradient into a convolution whose input is nearly constant (Ψ's first layer on a
     # rendered skeleton), against a float64 reference; the contiguous kernels and ours agree with it to 1e-4.
     over = dict(pool_size=0, pretrain_steps=0, ema_decay=0.0, swa_fraction=0.0, channels_last=False, vgg_weights=random_vgg(out / "vgg.pth"))
-    cfg = tiny_config(**{**over, **json.loads(os.environ.get("KEYPOINTGAN_TEST_CONFIG", "{}"))})
+    cfg = tiny_config(**{**over, **json.loads(os.environ.get("KEYPOINTGAN_TEST_CONFIG", "{}")), "device": os.environ.get("KEYPOINTGAN_TEST_DEVICE", "cpu")})
     g = torch.Generator().manual_seed(1)
     n = PER_RANK * 2
     x, xa = torch.rand(3, n, 3, 32, 32, generator=g) * 2 - 1, torch.rand(3, n, 3, 32, 32, generator=g) * 2 - 1
+    dev = dist.device(os.environ.get("KEYPOINTGAN_TEST_DEVICE", "cpu"))
     _, prior = make_loader(cfg, lay.skeleton, load_prior(lay.prior_path, lay.skeleton), lay.videos, torch.device("cpu"))
-    q = prior[torch.randint(len(prior), (3, n), generator=g)]
+    q = prior[torch.randint(len(prior), (3, n), generator=g)].to(dev)
+    x, xa = x.to(dev), xa.to(dev)
     sl = slice(dist.rank * PER_RANK, (dist.rank + 1) * PER_RANK) if dist.enabled else slice(None)
     if os.environ.get("KEYPOINTGAN_TEST_LOCAL_BN"):  # the control: batch norm over each rank's own batch
         import keypointgan.training.state as state_module
 
         state_module.synchronise_batch_norm = lambda module, device: module
-    with process_group(dist, torch.device("cpu")):
-        state = TrainState(cfg, lay.skeleton, torch.device("cpu"), dist=dist)
+    with process_group(dist, dev):
+        state = TrainState(cfg, lay.skeleton, dev, dist=dist)
         state.synchronise()
         before = {k: {n: p.detach().clone() for n, p in m.named_parameters()} for k, m in state.nets.items()}
         losses = [train_step(state, x[0, sl], xa[0, sl], None, poses=q[0, sl]).losses]

@@ -174,3 +174,19 @@ def test_tensorboard_scalars_and_samples(tiny_data, tmp_path):
     assert [e.step for e in rec] == [1, 2, 3, 4]
     assert np.allclose([e.value for e in rec], [r["loss_rec"] for r in logged if "loss_rec" in r])
     assert [e.step for e in acc.Images("samples")] == [2, 4]
+
+
+@pytest.mark.parametrize("norm", ["instance", "instance-noaffine", "group", "none"])
+def test_one_discriminator_pass_over_real_and_fake_equals_two(norm):
+    """The objective runs D once over the rendered prior poses and the fakes together (D normalises each
+    image on its own): the same LSGAN terms as two passes, bit for bit."""
+    from keypointgan.config import make_config
+    from keypointgan.losses import lsgan_loss
+    from keypointgan.nets import build_networks
+
+    torch.manual_seed(0)
+    disc = build_networks(make_config("cpu-64", model=dict(disc_norm=norm)).model, 5)["disc"]
+    real, fake = torch.rand(4, 1, 64, 64) * 2 - 1, torch.rand(4, 1, 64, 64) * 2 - 1
+    both = disc(torch.cat([real, fake]))
+    assert lsgan_loss([o[:4] for o in both], True).item() == lsgan_loss(disc(real), True).item()
+    assert lsgan_loss([o[4:] for o in both], False).item() == lsgan_loss(disc(fake), False).item()

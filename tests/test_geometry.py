@@ -163,3 +163,28 @@ def test_norm_to_image_pixels_matches_the_two_step_conversion_and_inverts():
         assert np.allclose(out[i], ref, atol=1e-4)
     assert np.allclose(G.image_pixels_to_norm(out, 64, hw), pts, atol=1e-5)
     assert np.allclose(G.norm_to_image_pixels(pts, 64, (64, 64)), G.norm_to_pixel(pts, 64), atol=1e-4)
+
+
+def _render_reference(points, limbs, h, w, sigma):
+    """The renderer written plainly, one limb at a time, differentiated by autograd."""
+    gx = torch.linspace(-1, 1, w, dtype=points.dtype).view(1, 1, w)
+    gy = torch.linspace(-1, 1, h, dtype=points.dtype).view(1, h, 1)
+    vals = [torch.exp(-G._limb_geometry(points, a, b, gx, gy)[3] / sigma**2) for a, b in limbs]
+    return torch.stack(vals, 1).amax(1, keepdim=True)
+
+
+def test_render_matches_the_plain_autograd_version():
+    """Values and gradients of the renderer (nearest limb by squared distance, winner-only backward)
+    equal those of the plain version differentiated by autograd (float64, random poses of 7 limbs,
+    non-square image)."""
+    limbs = [(0, 1), (1, 2), (2, 3), (1, 4), (4, 5), (0, 6), (6, 7)]
+    g = torch.Generator().manual_seed(0)
+    pts = (torch.rand(3, 8, 2, generator=g, dtype=torch.float64) * 1.6 - 0.8).requires_grad_()
+    ref_pts = pts.detach().clone().requires_grad_()
+    out = G.render_skeleton(pts, limbs, (9, 11), sigma=0.3)
+    ref = _render_reference(ref_pts, limbs, 9, 11, 0.3)
+    torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
+    weight = torch.rand(out.shape, generator=g, dtype=torch.float64)
+    (out * weight).sum().backward()
+    (ref * weight).sum().backward()
+    torch.testing.assert_close(pts.grad, ref_pts.grad, rtol=1e-9, atol=1e-12)

@@ -179,8 +179,9 @@ def heatmap_agreement(a: torch.Tensor, b: torch.Tensor, temperature: float = 2.0
     return torch.exp(0.5 * (la + lb)).sum(-1).clamp(0.0, 1.0)
 
 
-def _limb_geometry(points, ia, ib, gx, gy):
-    """Per-pixel closest-point parameter ``t`` and offset ``(dx, dy)`` to limb ``ia→ib`` and distance ``d``."""
+def _limb_geometry(points, ia, ib, gx, gy, *, distance: bool = True):
+    """Per-pixel closest-point parameter ``t`` and offset ``(dx, dy)`` to limb ``ia→ib`` and distance ``d``
+    (None unless ``distance``)."""
     ax, ay = points[:, ia, 0].view(-1, 1, 1), points[:, ia, 1].view(-1, 1, 1)
     vx = points[:, ib, 0].view(-1, 1, 1) - ax
     vy = points[:, ib, 1].view(-1, 1, 1) - ay
@@ -189,35 +190,37 @@ def _limb_geometry(points, ia, ib, gx, gy):
     t = ((ux * vx + uy * vy) / len2).clamp_(0.0, 1.0)  # B×H×W
     dx = ux - t * vx
     dy = uy - t * vy
-    d = torch.sqrt(dx * dx + dy * dy)
-    return t, dx, dy, d
+    return t, dx, dy, (torch.sqrt(dx * dx + dy * dy) if distance else None)
 
 
 class _RenderSkeleton(torch.autograd.Function):
     """Max over limbs of ``exp(-d / sigma^2)``, with a hand-written backward.
 
-    Only the output and the index of the winning limb per pixel are kept for
-    backward (the geometry is recomputed there), so memory is O(B·H·W)
-    whatever the number of limbs.  Gradients by Danskin's theorem: with ``c``
-    the closest point of the segment, ``t`` its parameter and ``e`` the unit
-    vector from ``c`` to the pixel, ``∂d/∂a = -(1 - t) e`` and ``∂d/∂b = -t e``
-    (0 exactly on the segment, where ``d`` is not differentiable).
+    Forward: the nearest limb of every pixel (the smallest squared distance, limb by limb: a
+    ``B×H×W`` buffer stays in cache where all limbs at once would not; of limbs equally near, the
+    first), then one square root and one exponential per pixel.  Only the output and the index of the winning limb per pixel are kept for
+    backward, so memory is O(B·H·W) whatever the number of limbs; the backward pass recomputes the
+    geometry of the winning limb only, per pixel.  Gradients by Danskin's theorem: with ``c`` the
+    closest point of the segment, ``t`` its parameter and ``e`` the unit vector from ``c`` to the
+    pixel, ``∂d/∂a = -(1 - t) e`` and ``∂d/∂b = -t e`` (0 exactly on the segment, where ``d`` is not
+    differentiable).
     """
 
     @staticmethod
     def forward(ctx, points, limbs, h, w, inv):
         gx = _grid(w, points).view(1, 1, w)
         gy = _grid(h, points).view(1, h, 1)
-        out = winner = None
+        best = winner = None
         for k, (ia, ib) in enumerate(limbs):
-            val = torch.exp(_limb_geometry(points, ia, ib, gx, gy)[3].mul_(-inv))
-            if out is None:
-                out = val
-                winner = torch.zeros(val.shape, dtype=torch.uint8 if len(limbs) < 256 else torch.int16, device=val.device)
+            t, dx, dy, _ = _limb_geometry(points, ia, ib, gx, gy, distance=False)
+            d2 = dx.mul_(dx).add_(dy.mul_(dy))
+            if best is None:
+                best, winner = d2, torch.zeros(d2.shape, dtype=torch.int16 if len(limbs) >= 256 else torch.uint8, device=d2.device)
             else:
-                better = val > out
-                out = torch.where(better, val, out)
-                winner.masked_fill_(better, k)
+                nearer = d2 < best
+                best = torch.minimum(best, d2)
+                winner.masked_fill_(nearer, k)
+        out = torch.exp(best.sqrt_().mul_(-inv))
         ctx.save_for_backward(points, out, winner)
         ctx.limbs, ctx.hw, ctx.inv = limbs, (h, w), inv
         return out.unsqueeze(1)
@@ -226,23 +229,30 @@ class _RenderSkeleton(torch.autograd.Function):
     def backward(ctx, grad_out):
         points, out, winner = ctx.saved_tensors
         h, w = ctx.hw
+        bsz = points.shape[0]
         gx = _grid(w, points).view(1, 1, w)
         gy = _grid(h, points).view(1, h, 1)
+        limbs = torch.tensor(ctx.limbs, device=points.device)  # L×2
+        ends = limbs[winner.long()]  # B×H×W×2: the winning limb's endpoints at every pixel
+        ia, ib = ends[..., 0].reshape(bsz, -1), ends[..., 1].reshape(bsz, -1)
+        px, py = points[..., 0], points[..., 1]  # B×K
+        ax, ay = px.gather(1, ia).view(bsz, h, w), py.gather(1, ia).view(bsz, h, w)
+        vx, vy = px.gather(1, ib).view(bsz, h, w) - ax, py.gather(1, ib).view(bsz, h, w) - ay
+        len2 = (vx * vx + vy * vy).clamp_min(1e-12)
+        ux, uy = gx - ax, gy - ay
+        t = ((ux * vx + uy * vy) / len2).clamp_(0.0, 1.0)
+        dx, dy = ux - t * vx, uy - t * vy
+        d = torch.sqrt(dx * dx + dy * dy)
         g = grad_out[:, 0] * out * ctx.inv  # dL/d(-d) on the winning limb
+        coef = torch.where(d > 0, g / torch.where(d > 0, d, torch.ones_like(d)), torch.zeros_like(d))
+        wx, wy = coef * dx, coef * dy  # = g * e
+        s = 1.0 - t
         grad = torch.zeros_like(points)
-        for k, (ia, ib) in enumerate(ctx.limbs):
-            mask = winner == k
-            if not bool(mask.any()):
-                continue
-            t, dx, dy, d = _limb_geometry(points, ia, ib, gx, gy)
-            coef = torch.where(mask & (d > 0), g / torch.where(d > 0, d, torch.ones_like(d)), torch.zeros_like(d))
-            wx, wy = coef * dx, coef * dy  # = g * e
-            s = 1.0 - t
-            grad[:, ia, 0] += (s * wx).sum((1, 2))
-            grad[:, ia, 1] += (s * wy).sum((1, 2))
-            grad[:, ib, 0] += (t * wx).sum((1, 2))
-            grad[:, ib, 1] += (t * wy).sum((1, 2))
-        return grad, None, None, None, None
+        gxk, gyk = grad[..., 0], grad[..., 1]
+        for idx, fx, fy in ((ia, s * wx, s * wy), (ib, t * wx, t * wy)):
+            gxk.scatter_add_(1, idx, fx.reshape(bsz, -1))
+            gyk.scatter_add_(1, idx, fy.reshape(bsz, -1))
+        return torch.stack([gxk, gyk], -1), None, None, None, None
 
 
 def render_skeleton(

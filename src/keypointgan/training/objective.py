@@ -105,8 +105,13 @@ def keypointgan_objective(
     # ---- D: rendered prior poses are real, Φ's outputs (through the pool) fake
     if cfg.discriminator:
         fake = fakes_for_d(y_hat.detach())
-        loss_d_real = lsgan_loss(_float(disc(y_real)), True)
-        loss_d_fake = lsgan_loss(_float(disc(fake)), False)
+        if cfg.model.disc_norm == "batch":  # batch statistics: real and fake batches normalised apart, as D sees them
+            real_out, fake_out = _float(disc(y_real)), _float(disc(fake))
+        else:  # D treats every image on its own: one pass over both batches computes the same, faster
+            both = _float(disc(torch.cat([y_real, fake])))
+            real_out, fake_out = [o[: len(y_real)] for o in both], [o[len(y_real):] for o in both]
+        loss_d_real = lsgan_loss(real_out, True)
+        loss_d_fake = lsgan_loss(fake_out, False)
         losses["d"] = 0.5 * (loss_d_real + loss_d_fake)
         parts.update(loss_d_real=loss_d_real, loss_d_fake=loss_d_fake)
 

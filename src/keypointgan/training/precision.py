@@ -14,8 +14,9 @@ import contextlib
 import torch
 
 from ..errors import InputError
+from ..log import logger
 
-__all__ = ["Precision", "resolve_precision"]
+__all__ = ["Precision", "resolve_precision", "cpu_has_fast"]
 
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -34,6 +35,18 @@ def resolve_precision(name: str, device: torch.device) -> str:
     return name
 
 
+def cpu_has_fast(name: str) -> bool:
+    """Whether this CPU computes ``bf16``/``fp16`` convolutions natively (oneDNN with AVX-512-BF16/FP16 or
+    AMX); without, torch emulates them, 10× slower than float32 on an AVX2 machine (docs/benchmarks.md)."""
+    check = {"bf16": "_is_mkldnn_bf16_supported", "fp16": "_is_mkldnn_fp16_supported"}.get(name)
+    if check is None:
+        return True
+    try:
+        return bool(getattr(torch.ops.mkldnn, check)())
+    except (AttributeError, RuntimeError):  # pragma: no cover - an older or unusual build
+        return False
+
+
 class Precision:
     """The run's arithmetic on ``device``: :meth:`autocast` for forward passes, ``scaler`` for fp16 (else None)."""
 
@@ -42,6 +55,9 @@ class Precision:
         self.name = resolve_precision(name, self.device)
         self.dtype = _DTYPES.get(self.name, torch.float32)
         self.scaler = torch.amp.GradScaler(self.device.type) if self.name == "fp16" else None
+        if self.device.type == "cpu" and not cpu_has_fast(self.name):
+            logger.warning(f"precision {self.name}: this CPU has no native {self.name} arithmetic (AVX-512-{self.name.upper()} or AMX), "
+                           f"so torch emulates it — much slower than fp32 here")
 
     def autocast(self):
         """A context in which the networks run in this precision (a no-op for fp32)."""

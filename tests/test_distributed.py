@@ -151,6 +151,30 @@ def test_a_dead_rank_ends_the_job_and_the_checkpoint_resumes(tiny_data, tmp_path
     assert torch.load(out / "checkpoints" / "latest.pt", weights_only=False)["step"] == ck["step"] + 2
 
 
+def test_without_torchrun_a_dead_rank_is_a_clear_error_in_the_others(tiny_data, tmp_path):
+    """Processes started by hand (no torchrun agent to stop them): when rank 1 dies, rank 0's next
+    collective fails and it ends with ProcessLost naming the intact checkpoint, logged as process_lost."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    base = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    base.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE="2", OMP_NUM_THREADS="1")
+    out = tmp_path / "run"
+    procs = [subprocess.Popen([sys.executable, str(WORKER), "die", str(tiny_data), str(out)], env={**base, "RANK": str(r), "LOCAL_RANK": str(r)},
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for r in (0, 1)]
+    t0 = time.monotonic()
+    _, err = procs[0].communicate(timeout=120)
+    procs[1].wait(timeout=30)
+    assert time.monotonic() - t0 < 60
+    assert procs[0].returncode != 0 and procs[1].returncode == -9
+    assert "ProcessLost: rank 0 lost contact with the other processes" in err and "is intact" in err
+    records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert records[-1]["event"] == "process_lost"
+    assert torch.load(out / "checkpoints" / "latest.pt", weights_only=False)["step"] >= 2
+
+
 @pytest.mark.parametrize("env, says", [
     ({"RANK": "1"}, "RANK=1 is set but WORLD_SIZE is not"),
     ({"WORLD_SIZE": "2"}, "WORLD_SIZE=2 is set but RANK is not"),

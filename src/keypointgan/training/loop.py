@@ -228,10 +228,20 @@ def fit(state: TrainState, loader: PairLoader, prior: torch.Tensor, out: str | P
             if not isinstance(exc, TrainingInterrupted):  # a hard interrupt in the middle of a step: the last checkpoint stays
                 log({"event": "interrupted", "step": state.step, "saved": False})
             raise
-        except torch.distributed.DistError as exc:  # another process died, or a collective timed out
+        except RuntimeError as exc:
+            if not (state.dist.enabled and _lost_contact(exc)):
+                raise
             log({"event": "process_lost", "step": state.step, "error": str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__})
             raise ProcessLost(f"rank {state.rank} lost contact with the other processes at step {state.step} "
                               f"({exc.__class__.__name__}); the last checkpoint {ckpt} is intact") from None
+
+
+def _lost_contact(exc: RuntimeError) -> bool:
+    """Whether ``exc`` is a collective failing because another process died or timed out (torch's
+    ``DistError``; gloo raises a plain ``RuntimeError`` naming its transport)."""
+    text = str(exc)
+    return isinstance(exc, torch.distributed.DistError) or any(
+        s in text for s in ("gloo", "NCCL", "Connection closed", "Connection reset", "Timed out", "timed out"))
 
 
 def _train(state: TrainState, loader: PairLoader, prior: torch.Tensor, out: Path, log: RunLog, stop: _StopSignals,

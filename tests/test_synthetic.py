@@ -229,3 +229,31 @@ def test_bad_workers_and_config_type(tmp_path):
     with pytest.raises(InputError):
         make_synthetic(tmp_path / "b", {"videos": 1})  # type: ignore[arg-type]
     assert list(tmp_path.iterdir()) == []
+
+
+def test_variants_change_what_they_say():
+    """The generalisation suite's knobs (benchmarks/fidelity.py), each against the default on the same seeds."""
+    from keypointgan.data.synthetic import DEFAULT_VARIANT, _video_rng
+
+    def videos(variant, n=6, frames=12):
+        return [render_video(_video_rng(3, i), frames, 48, variant=variant, return_background=True) for i in range(n)]
+
+    base = videos(DEFAULT_VARIANT)
+    step = lambda vs: np.mean([np.abs(np.diff(kp, axis=0)).mean() for _, kp, _ in vs])  # noqa: E731
+    height = lambda vs: np.mean([np.ptp(kp[..., 1], axis=1).mean() for _, kp, _ in vs])  # noqa: E731
+    assert step(videos((3.0, 1.0, 1.0, "cluttered"))) > 2 * step(base)  # fast motion: larger steps per frame
+    assert step(videos((0.3, 1.0, 1.0, "cluttered"))) < 0.5 * step(base)
+    assert height(videos((1.0, 0.5, 1.0, "cluttered"))) == pytest.approx(0.5 * height(base), rel=0.1)  # the camera twice as far
+    plain = videos((1.0, 1.0, 1.0, "plain"))
+    assert all(np.ptp(bg.reshape(-1, 3), axis=0).max() == 0 for _, _, bg in plain)
+    assert all(bg.reshape(-1, 3).std(0).max() > 5 for _, _, bg in base)
+    # proportions: the same draws moved towards (0) or away from (2) the middle of each range
+    thighs = {sp: np.array([syn._sample_body(np.random.default_rng(i), sp)["thigh"] for i in range(50)]) for sp in (0.0, 1.0, 2.0)}
+    assert thighs[0.0].std() < 1e-12
+    assert thighs[2.0].std() == pytest.approx(2 * thighs[1.0].std(), rel=1e-6)
+
+
+def test_variant_values_are_checked():
+    for bad in (dict(motion_speed=0), dict(figure_scale=-1), dict(proportion_spread=float("nan")), dict(background="sky")):
+        with pytest.raises(InputError, match="synthetic config"):
+            SyntheticConfig(**bad)

@@ -53,7 +53,9 @@ def _positive_float(text: str) -> float:
 def cmd_make_synthetic(args) -> int:
     from .data.synthetic import SyntheticConfig, make_synthetic
 
-    cfg = SyntheticConfig(videos=args.videos, frames=args.frames, size=args.size, seed=args.seed, prior=args.prior)
+    cfg = SyntheticConfig(videos=args.videos, frames=args.frames, size=args.size, seed=args.seed, prior=args.prior,
+                          motion_speed=args.motion_speed, figure_scale=args.figure_scale, proportion_spread=args.proportion_spread,
+                          background=args.background)
     t0 = time.perf_counter()
     out = make_synthetic(args.out, cfg, preview=args.preview, progress=not args.quiet)
     dt = time.perf_counter() - t0
@@ -343,6 +345,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--size", type=_positive_int, default=64, help="frame size in pixels (square)")
     s.add_argument("--seed", type=_nonneg_int, default=0)
     s.add_argument("--prior", type=_positive_int, default=5000, help="number of prior poses")
+    s.add_argument("--motion-speed", type=float, default=1.0, help="time scale of every motion (0.3 slow, 3 fast)")
+    s.add_argument("--figure-scale", type=float, default=1.0, help="figure height relative to the default (0.5: camera twice as far)")
+    s.add_argument("--proportion-spread", type=float, default=1.0, help="variety of body proportions (0: all the same, 2: twice the default)")
+    s.add_argument("--background", choices=["cluttered", "plain"], default="cluttered")
     s.add_argument("--preview", action="store_true", help="also write preview.png, a contact sheet with keypoints")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=cmd_make_synthetic)

@@ -75,6 +75,16 @@ class SyntheticConfig:
         size: frame width and height in pixels (16 ... 1024).
         seed: master seed (>= 0); the same config always gives the same files.
         prior: number of unpaired prior poses written to ``prior.npy`` (>= 1).
+        motion_speed: time scale of every motion (joint angles, turning, drifting): 0.3 is slow,
+            3 fast (> 0; 1: the default distribution).
+        figure_scale: the figure's height relative to the default 60–85% of the frame (> 0; 0.5:
+            the camera twice as far; clamped so the figure stays inside the frame).
+        proportion_spread: variety of body proportions around the mean (>= 0; 0: every body the
+            same, 2: twice the default spread).
+        background: ``cluttered`` (gradient, floor, shapes, noise) or ``plain`` (each video one
+            flat colour).
+    The variant fields (``motion_speed`` … ``background``) at their defaults give the default dataset
+    bit for bit; ``benchmarks/fidelity.py`` builds its generalisation suite from them.
     """
 
     videos: int = 200
@@ -82,6 +92,10 @@ class SyntheticConfig:
     size: int = 64
     seed: int = 0
     prior: int = 5000
+    motion_speed: float = 1.0
+    figure_scale: float = 1.0
+    proportion_spread: float = 1.0
+    background: str = "cluttered"
 
     def __post_init__(self) -> None:
         limits = {
@@ -100,6 +114,22 @@ class SyntheticConfig:
             if value < lo or (hi is not None and value > hi):
                 rng_txt = f">= {lo}" if hi is None else f"between {lo} and {hi}"
                 raise InputError(f"synthetic config: '{name}' must be {rng_txt}, got {value}")
+        for name, positive in (("motion_speed", True), ("figure_scale", True), ("proportion_spread", False)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value) or value < 0 or (positive and value == 0):
+                raise InputError(f"synthetic config: '{name}' must be a {'positive' if positive else 'non-negative'} number, got {value!r}")
+            setattr(self, name, float(value))
+        if self.background not in BACKGROUNDS:
+            raise InputError(f"synthetic config: 'background' must be one of {', '.join(BACKGROUNDS)}, got {self.background!r}")
+
+    @property
+    def variant(self) -> tuple[float, float, float, str]:
+        """``(motion_speed, figure_scale, proportion_spread, background)``: what the renderer needs."""
+        return (self.motion_speed, self.figure_scale, self.proportion_spread, self.background)
+
+
+BACKGROUNDS = ("cluttered", "plain")
+DEFAULT_VARIANT = (1.0, 1.0, 1.0, "cluttered")
 
 
 # =============================================================================
@@ -179,9 +209,14 @@ class _Motion:
     body: dict  # proportions and thicknesses in body units
 
 
-def _sample_body(rng: np.random.Generator) -> dict:
-    """Proportions in body units (standing height ~ 1) and limb thicknesses."""
-    u = lambda lo, hi: float(rng.uniform(lo, hi))  # noqa: E731
+def _sample_body(rng: np.random.Generator, spread: float = 1.0) -> dict:
+    """Proportions in body units (standing height ~ 1) and limb thicknesses; ``spread`` scales each
+    draw's distance from the middle of its range (the same draws from ``rng`` for any spread)."""
+
+    def u(lo: float, hi: float) -> float:
+        v = float(rng.uniform(lo, hi))
+        return v if spread == 1.0 else (lo + hi) / 2 + (v - (lo + hi) / 2) * spread
+
     b = {
         "thigh": 0.245 * u(0.88, 1.12),
         "shin": 0.245 * u(0.88, 1.12),
@@ -264,11 +299,13 @@ def _angles(rng: np.random.Generator, t: np.ndarray) -> dict:
     return out
 
 
-def _sample_motion(rng: np.random.Generator, frames: int, size: int) -> _Motion:
-    """Sample body, motion and placement; return projected pixel keypoints."""
+def _sample_motion(rng: np.random.Generator, frames: int, size: int, variant=DEFAULT_VARIANT) -> _Motion:
+    """Sample body, motion and placement; return projected pixel keypoints (``variant``: see
+    :attr:`SyntheticConfig.variant`; time runs ``motion_speed`` times as fast)."""
+    speed, figure_scale, spread, _ = variant
     T = frames
-    t = np.arange(T, dtype=np.float64)
-    body = _sample_body(rng)
+    t = np.arange(T, dtype=np.float64) * speed
+    body = _sample_body(rng, spread)
     ang = _angles(rng, t)
 
     # viewing angle: mostly frontal to three-quarter, slowly drifting
@@ -314,7 +351,7 @@ def _sample_motion(rng: np.random.Generator, frames: int, size: int) -> _Motion:
     toe = toe + shift
 
     # scale: figure height 60-85% of the frame, mild breathing-like change
-    frac = rng.uniform(0.6, 0.85)
+    frac = rng.uniform(0.6, 0.85) * figure_scale
     scale = frac * size / body["height"] * (1.0 + rng.uniform(0.0, 0.06) * _smooth(rng, t, 2, 0.005, 0.04))
     pr = max(body["arm_r"], body["leg_r"], body["foot_r"])
     pts = np.concatenate([rel, toe], 1) * scale[:, None, None]
@@ -337,7 +374,7 @@ def _sample_motion(rng: np.random.Generator, frames: int, size: int) -> _Motion:
         amp = rng.uniform(0.0, amp_max)
         c = rng.uniform(amp, 1.0 - amp) if amp < 0.5 else 0.5
         if rng.random() < 0.25:  # walking across: a steady drift
-            g = np.linspace(-1.0, 1.0, T) * rng.choice([-1.0, 1.0]) if T > 1 else np.zeros(T)
+            g = np.linspace(-1.0, 1.0, T) * min(1.0, speed) * rng.choice([-1.0, 1.0]) if T > 1 else np.zeros(T)
         else:
             g = _smooth(rng, t, 2, 0.004, 0.03)
         root.append(a + (b - a) * (c + amp * g))
@@ -450,8 +487,10 @@ def _background(rng: np.random.Generator, size: int) -> np.ndarray:
     return np.clip(img, 0, 255).astype(np.float32)
 
 
-def _sample_look(rng: np.random.Generator, size: int) -> _Look:
-    bg = _background(rng, size)
+def _sample_look(rng: np.random.Generator, size: int, background: str = "cluttered") -> _Look:
+    bg = _background(rng, size)  # drawn either way: the rest of the video's draws stay the same
+    if background == "plain":
+        bg = np.broadcast_to(bg.reshape(-1, 3).mean(0), bg.shape).copy()
     ref = bg.reshape(-1, 3).mean(0)
     far = lambda make: _far_from(rng, ref, 70.0, make)  # noqa: E731
     skin = far(_skin)
@@ -600,9 +639,9 @@ def _draw_figure(img: np.ndarray, kp: np.ndarray, toe: np.ndarray, scale: np.nda
     arm(near)
 
 
-def _render(rng: np.random.Generator, frames: int, size: int):
-    motion = _sample_motion(rng, frames, size)
-    look = _sample_look(rng, size)
+def _render(rng: np.random.Generator, frames: int, size: int, variant=DEFAULT_VARIANT):
+    motion = _sample_motion(rng, frames, size, variant)
+    look = _sample_look(rng, size, variant[3])
     T = frames
     chunk = max(1, _CHUNK_PIXELS // (size * size))
     out = np.empty((T, size, size, 3), dtype=np.uint8)
@@ -618,7 +657,7 @@ def _render(rng: np.random.Generator, frames: int, size: int):
     return out, motion.kp.astype(np.float32), look.background
 
 
-def render_video(rng: np.random.Generator, frames: int, size: int, *, return_background: bool = False):
+def render_video(rng: np.random.Generator, frames: int, size: int, *, return_background: bool = False, variant=DEFAULT_VARIANT):
     """Render one synthetic video.
 
     Args:
@@ -626,6 +665,8 @@ def render_video(rng: np.random.Generator, frames: int, size: int, *, return_bac
         frames: number of frames ``T``.
         size: frame width and height ``S`` in pixels.
         return_background: also return the figure-free background (``S×S×3`` float32).
+        variant: ``(motion_speed, figure_scale, proportion_spread, background)``
+            (:attr:`SyntheticConfig.variant`; the default distribution by default).
 
     Returns:
         ``(images, keypoints)``: ``T×S×S×3`` uint8 RGB frames and ``T×K×2`` float32
@@ -633,11 +674,12 @@ def render_video(rng: np.random.Generator, frames: int, size: int, *, return_bac
         :data:`keypointgan.skeleton.SYNTHETIC_KEYPOINTS`; with ``return_background``
         a third element, the background.
     """
-    images, kp, bg = _render(rng, int(frames), int(size))
+    images, kp, bg = _render(rng, int(frames), int(size), tuple(variant))
     return (images, kp, bg) if return_background else (images, kp)
 
 
-def sample_poses(rng: np.random.Generator, n: int, size: int, *, frames: int = 50, per_motion: int = 10) -> np.ndarray:
+def sample_poses(rng: np.random.Generator, n: int, size: int, *, frames: int = 50, per_motion: int = 10,
+                 variant=DEFAULT_VARIANT) -> np.ndarray:
     """Sample ``n`` poses (``n×K×2`` float32 pixel ``(x, y)``) without rendering.
 
     Poses come from motions drawn exactly like the videos' (same proportions,
@@ -650,7 +692,7 @@ def sample_poses(rng: np.random.Generator, n: int, size: int, *, frames: int = 5
     out = []
     total = 0
     while total < n:
-        m = _sample_motion(rng, frames, size)
+        m = _sample_motion(rng, frames, size, tuple(variant))
         idx = np.sort(rng.choice(frames, size=per, replace=False))
         out.append(m.kp[idx])
         total += per
@@ -689,9 +731,9 @@ def _video_id(index: int, videos: int) -> str:
 
 
 def _make_one(job: tuple) -> int:
-    root, seed, index, videos, frames, size = job
+    root, seed, index, videos, frames, size, variant = job
     root = Path(root)
-    images, kp = render_video(_video_rng(seed, index), frames, size)
+    images, kp = render_video(_video_rng(seed, index), frames, size, variant=variant)
     vid = _video_id(index, videos)
     vdir = root / "videos" / vid
     vdir.mkdir(parents=True, exist_ok=True)
@@ -786,7 +828,7 @@ def make_synthetic(
         preset("synthetic").to_yaml(tmp / "skeleton.yaml")
         (tmp / "videos").mkdir()
         (tmp / "keypoints").mkdir()
-        jobs = [(str(tmp), config.seed, i, config.videos, config.frames, config.size) for i in range(config.videos)]
+        jobs = [(str(tmp), config.seed, i, config.videos, config.frames, config.size, config.variant) for i in range(config.videos)]
         done = 0
         step = max(1, config.videos // 10)
 
@@ -810,7 +852,7 @@ def make_synthetic(
                 done += 1
                 report()
 
-        prior = sample_poses(_prior_rng(config.seed), config.prior, config.size, frames=config.frames)
+        prior = sample_poses(_prior_rng(config.seed), config.prior, config.size, frames=config.frames, variant=config.variant)
         prior = np.clip((prior + np.float32(0.5)) / np.float32(config.size), 0.0, 1.0).astype(np.float32)
         _write_file(tmp / "prior.npy", _npy_bytes(prior))
         _write_file(tmp / "prior.npy.json", prior_sidecar_text().encode())

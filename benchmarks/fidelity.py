@@ -1,0 +1,170 @@
+"""The generalisation suite: the default preset trained on variants of the built-in videos that change
+what the defaults may have been tuned to, each against the mean pose and the supervised bound.
+
+    python benchmarks/fidelity.py [--variants default slow fast ...] [--minutes 5] [--seeds 0] [--out runs/fidelity]
+
+For each variant and seed: synthetic videos (``--videos`` × ``--frames`` at 64 px unless the variant
+changes them), the last 10% of the videos held out; η pre-trained on the prior, then KeypointGAN
+(``--preset``, default cpu-64) for ``--minutes`` of GAN training, then the supervised Φ+η for the same
+time; errors in % of image size on the held-out frames.  Prints a table (per variant: error, mean
+pose, error / mean pose, supervised, error / supervised; means over seeds) and writes
+``OUT/fidelity.json``.  Data folders are kept in ``OUT/data/`` and reused.
+
+Variants (issue 12): ``default``; ``slow`` / ``fast`` motion (×0.3 / ×3); ``short`` / ``long`` videos
+(10 / 50 frames); ``few-videos`` (a fifth as many); ``plain`` backgrounds; ``proportions`` (twice the
+spread of body proportions); ``far`` (figures at 55% of their height: the camera further away);
+``few-prior`` (300 prior poses); ``fewer-joints`` (11 of the 15 joints: no elbows or knees, so the
+limbs run shoulder→wrist and hip→ankle).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from keypointgan import geometry as G
+from keypointgan.api import make_eval_set, make_loader
+from keypointgan.config import make_config
+from keypointgan.data import Layout, load_prior
+from keypointgan.data.synthetic import SyntheticConfig, make_synthetic
+from keypointgan.demo import _metrics, _predict_test_set, mean_pose_metrics, split_videos, train_supervised
+from keypointgan.devices import select_device
+from keypointgan.skeleton import Skeleton
+from keypointgan.training import TrainState, fit, predict_state, pretrain_regressor
+
+FEWER_JOINTS = ("head", "neck", "pelvis", "l_shoulder", "l_wrist", "r_shoulder", "r_wrist", "l_hip", "l_ankle", "r_hip", "r_ankle")
+FEWER_LIMBS = (("head", "neck"), ("neck", "pelvis"), ("neck", "l_shoulder"), ("l_shoulder", "l_wrist"), ("neck", "r_shoulder"),
+               ("r_shoulder", "r_wrist"), ("pelvis", "l_hip"), ("l_hip", "l_ankle"), ("pelvis", "r_hip"), ("r_hip", "r_ankle"))
+
+VARIANTS: dict[str, dict] = {
+    "default": {},
+    "slow": {"motion_speed": 0.3},
+    "fast": {"motion_speed": 3.0},
+    "short": {"frames": 10},
+    "long": {"frames": 50},
+    "few-videos": {"videos": 0.2},  # a fraction of --videos
+    "plain": {"background": "plain"},
+    "proportions": {"proportion_spread": 2.0},
+    "far": {"figure_scale": 0.55},
+    "few-prior": {"prior": 300},
+    "fewer-joints": {"joints": FEWER_JOINTS},
+}
+
+
+def synthetic_config(name: str, videos: int, frames: int, seed: int, prior: int = 5000) -> SyntheticConfig:
+    over = {k: v for k, v in VARIANTS[name].items() if k != "joints"}
+    if "videos" in over:
+        over["videos"] = max(10, int(round(videos * over["videos"])))
+    return SyntheticConfig(**{"videos": videos, "frames": frames, "size": 64, "seed": seed, "prior": prior, **over})
+
+
+def keep_joints(root: Path, names: tuple[str, ...], limbs: tuple[tuple[str, str], ...]) -> None:
+    """Rewrite a generated dataset in place for a skeleton of ``names`` (a subset) with ``limbs``:
+    ``skeleton.yaml``, every ``keypoints/*.npy`` and ``prior.npy`` keep those joints, in that order."""
+    full = Skeleton.from_yaml(root / "skeleton.yaml")
+    idx = [full.keypoints.index(n) for n in names]
+    pairs = [(full.keypoints[a], full.keypoints[b]) for a, b in full.symmetric]
+    sym = tuple((a, b) for a, b in pairs if a in names and b in names)
+    Skeleton(keypoints=names, limbs=limbs, symmetric=sym, name="synthetic-11").to_yaml(root / "skeleton.yaml")
+    for f in [*sorted((root / "keypoints").glob("*.npy")), root / "prior.npy"]:
+        np.save(f, np.load(f)[:, idx])
+
+
+def dataset(out: Path, name: str, videos: int, frames: int, seed: int, prior: int = 5000) -> Path:
+    root = out / "data" / f"{name}-seed{seed}"
+    if not (root / "skeleton.yaml").is_file():
+        make_synthetic(root, synthetic_config(name, videos, frames, seed, prior))
+        if "joints" in VARIANTS[name]:
+            keep_joints(root, VARIANTS[name]["joints"], FEWER_LIMBS)
+    return root
+
+
+def run_variant(out: Path, name: str, *, seed: int, minutes: float, videos: int, frames: int, preset: str, device: str) -> dict:
+    """Train and evaluate one variant with one seed; returns its metrics."""
+    t0 = time.perf_counter()
+    root = dataset(out, name, videos, frames, seed)
+    layout = Layout(root)
+    prior = load_prior(layout.prior_path, layout.skeleton)
+    train_videos, test_videos = split_videos(layout)
+    cfg = make_config(preset, seed=seed, device=device, max_minutes=minutes, eval_every=10**6, sample_every=10**6, ckpt_every=10**6)
+    es = make_eval_set(layout, test_videos, cfg.model.size)
+    dev = select_device(cfg.device)
+    loader, prior_points = make_loader(cfg, layout.skeleton, prior, train_videos, dev)
+    state = TrainState(cfg, layout.skeleton, dev)
+    pretrain_regressor(state, prior_points, progress=False)
+    run = out / "runs" / f"{name}-seed{seed}"
+    if run.exists():
+        import shutil
+
+        shutil.rmtree(run)
+    fit(state, loader, prior_points, run, progress=False)
+    grid, _ = _predict_test_set(lambda x: predict_state(state, loader, x, flip_test=False), es, layout.skeleton, cfg.flip_test)
+    kg = _metrics(G.norm_to_image_pixels(grid, cfg.model.size, es.hw), es, layout.skeleton)
+    base = mean_pose_metrics(prior, es, layout.skeleton)
+    sup = train_supervised(state.cfg, layout, train_videos, es, minutes=minutes, steps=None, progress=False, store=loader.store)
+    return {
+        "variant": name, "seed": seed, "synthetic": dataclasses.asdict(synthetic_config(name, videos, frames, seed)),
+        "keypoints": layout.skeleton.num_keypoints, "steps": state.step, "supervised_steps": sup["steps"],
+        "error": kg["error"], "mean_pose": base["error"], "supervised": sup["error"],
+        "ratio_mean_pose": kg["error"] / base["error"], "ratio_supervised": kg["error"] / sup["error"],
+        "minutes": (time.perf_counter() - t0) / 60,
+    }
+
+
+def summarise(rows: list[dict]) -> list[dict]:
+    out = []
+    for name in dict.fromkeys(r["variant"] for r in rows):
+        rs = [r for r in rows if r["variant"] == name]
+        mean = lambda k: float(np.mean([r[k] for r in rs]))  # noqa: E731
+        out.append({"variant": name, "seeds": len(rs), **{k: mean(k) for k in ("error", "mean_pose", "ratio_mean_pose", "supervised", "ratio_supervised")}})
+    return out
+
+
+def table(summary: list[dict]) -> str:
+    lines = [f"{'variant':<14} {'seeds':>5} {'error':>6} {'mean pose':>9} {'÷ mean':>7} {'supervised':>10} {'÷ sup.':>7}"]
+    for s in summary:
+        lines.append(f"{s['variant']:<14} {s['seeds']:>5} {s['error']:>6.2f} {s['mean_pose']:>9.2f} {s['ratio_mean_pose']:>7.2f} "
+                     f"{s['supervised']:>10.2f} {s['ratio_supervised']:>7.2f}")
+    if summary:
+        worst = max(summary, key=lambda s: s["ratio_mean_pose"])
+        lines.append(f"worst variant: {worst['variant']} at {worst['ratio_mean_pose']:.2f}× the mean pose (bar: ≤ 0.5)")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    ap.add_argument("--seeds", nargs="+", type=int, default=[0])
+    ap.add_argument("--minutes", type=float, default=5.0, help="GAN training minutes per run (the supervised bound gets as many)")
+    ap.add_argument("--videos", type=int, default=100)
+    ap.add_argument("--frames", type=int, default=40)
+    ap.add_argument("--preset", default="cpu-64")
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--out", type=Path, default=Path("runs/fidelity"))
+    args = ap.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for name in args.variants:
+        for seed in args.seeds:
+            rows.append(run_variant(args.out, name, seed=seed, minutes=args.minutes, videos=args.videos, frames=args.frames,
+                                    preset=args.preset, device=args.device))
+            r = rows[-1]
+            print(f"{name} seed {seed}: error {r['error']:.2f}, mean pose {r['mean_pose']:.2f} ({r['ratio_mean_pose']:.2f}×), "
+                  f"supervised {r['supervised']:.2f} ({r['ratio_supervised']:.2f}×), {r['steps']} steps, {r['minutes']:.1f} min", flush=True)
+            (args.out / "fidelity.json").write_text(json.dumps({"rows": rows, "summary": summarise(rows)}, indent=2))
+    summary = summarise(rows)
+    result = {"date": time.strftime("%Y-%m-%d"), "torch": torch.__version__, "preset": args.preset, "minutes": args.minutes,
+              "rows": rows, "summary": summary}
+    (args.out / "fidelity.json").write_text(json.dumps(result, indent=2))
+    print(table(summary))
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,39 @@
+"""benchmarks/fidelity.py's pieces: every variant builds a valid dataset, and the fewer-joints one
+keeps the named joints' coordinates exactly."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from keypointgan.data import Layout, load_prior
+
+spec = importlib.util.spec_from_file_location("fidelity", Path(__file__).parent.parent / "benchmarks" / "fidelity.py")
+fidelity = importlib.util.module_from_spec(spec)
+sys.modules["fidelity"] = fidelity
+spec.loader.exec_module(fidelity)
+
+
+@pytest.mark.parametrize("name", list(fidelity.VARIANTS))
+def test_every_variant_is_a_valid_dataset(name, tmp_path):
+    root = fidelity.dataset(tmp_path, name, videos=10, frames=6, seed=1, prior=400)
+    lay = Layout(root)
+    prior = load_prior(lay.prior_path, lay.skeleton)
+    k = 11 if name == "fewer-joints" else 15
+    assert lay.skeleton.num_keypoints == k and prior.shape[1] == k
+    assert all(lay.load_keypoints(v).shape[1:] == (k, 2) for v in lay.videos)
+    cfg = fidelity.synthetic_config(name, 10, 6, 1, 400)
+    assert len(lay.videos) == cfg.videos and prior.shape[0] == cfg.prior
+
+
+def test_fewer_joints_keeps_the_named_joints(tmp_path):
+    full = Layout(fidelity.dataset(tmp_path, "default", videos=10, frames=6, seed=1, prior=400))
+    few = Layout(fidelity.dataset(tmp_path, "fewer-joints", videos=10, frames=6, seed=1, prior=400))
+    idx = [full.skeleton.keypoints.index(n) for n in fidelity.FEWER_JOINTS]
+    assert few.skeleton.keypoints == fidelity.FEWER_JOINTS
+    assert np.array_equal(few.load_keypoints(few.videos[0]), full.load_keypoints(full.videos[0])[:, idx])
+    assert ("l_wrist", "r_wrist") in [(few.skeleton.keypoints[a], few.skeleton.keypoints[b]) for a, b in few.skeleton.symmetric]

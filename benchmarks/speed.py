@@ -196,7 +196,7 @@ def _free_port() -> int:
 
 def _spawned(rank: int, world: int, port: int, kwargs: dict, out: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    if kwargs["device"] in ("cpu",) or not torch.cuda.is_available():
+    if kwargs["device"] == "cpu" or not torch.cuda.is_available():  # the processes share the cores
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
     res = bench(**kwargs, dist=Distributed(rank, world, rank))
     if rank == 0:

@@ -22,7 +22,7 @@ from .errors import InputError
 from .skeleton import Skeleton
 from ._version import __version__
 from .data import PriorPoseDataset
-from .data.loader import PairLoader
+from .data.loader import PairBatchSampler, PairLoader
 from .devices import select_device
 from .nets import build_networks
 from .training import CHECKPOINT_NAME, EvalSet, TrainState, check_training_checkpoint, fit, pretrain_eta
@@ -213,23 +213,16 @@ def train(
             except RuntimeError:
                 raise InputError("the regressor's widths differ from this run's config", regressor) from None
         state.synchronise()
-        if state.resumed and state.resumed_world_size != dist.world_size:
-            loader_position = _rescale_position(state.epoch, state.batch_in_epoch, len(loader.store), cfg.batch_size,
-                                                state.resumed_world_size, dist.world_size)
-            state.epoch, state.batch_in_epoch = loader_position
+        if state.resumed and state.resumed_world_size != dist.world_size:  # the same fraction of the epoch in the new shards
+            old = PairBatchSampler(len(loader.store), cfg.batch_size, seed=cfg.seed, world_size=state.resumed_world_size)
+            new = loader.batches_per_epoch()
+            state.epoch, state.batch_in_epoch = divmod(state.epoch * new + state.batch_in_epoch * new // max(1, old.batches_per_epoch()), new)
         result = fit(state, loader, prior_points, out, eval_set=eval_set, progress=progress)
     if report and dist.is_writer:
         from .report import report_run
 
         report_run(out)
     return result
-
-
-def _rescale_position(epoch: int, index: int, frames: int, batch_size: int, old_world: int, new_world: int) -> tuple[int, int]:
-    """A position in the data order written by ``old_world`` processes as the same fraction of the epoch for ``new_world``."""
-    old = max(1, frames // old_world // batch_size)
-    new = max(1, frames // new_world // batch_size)
-    return divmod(epoch * new + (index * new) // old, new)
 
 
 def make_loader(cfg: TrainConfig, skeleton: Skeleton, poses: np.ndarray, videos: Sequence[Video], device: torch.device, *,

@@ -179,18 +179,22 @@ def heatmap_agreement(a: torch.Tensor, b: torch.Tensor, temperature: float = 2.0
     return torch.exp(0.5 * (la + lb)).sum(-1).clamp(0.0, 1.0)
 
 
-def _limb_geometry(points, ia, ib, gx, gy, *, distance: bool = True):
-    """Per-pixel closest-point parameter ``t`` and offset ``(dx, dy)`` to limb ``ia→ib`` and distance ``d``
-    (None unless ``distance``)."""
-    ax, ay = points[:, ia, 0].view(-1, 1, 1), points[:, ia, 1].view(-1, 1, 1)
-    vx = points[:, ib, 0].view(-1, 1, 1) - ax
-    vy = points[:, ib, 1].view(-1, 1, 1) - ay
+def _segment_offsets(ax, ay, bx, by, gx, gy):
+    """Closest-point parameter ``t`` and offset ``(dx, dy)`` from segment ``a→b`` to every pixel
+    centre ``(gx, gy)``; the endpoints are tensors broadcastable to ``B×H×W`` (one segment per image,
+    ``B×1×1``, or one per pixel, ``B×H×W``)."""
+    vx, vy = bx - ax, by - ay
     len2 = (vx * vx + vy * vy).clamp_min(1e-12)
-    ux, uy = gx - ax, gy - ay  # B×1×W, B×H×1
-    t = ((ux * vx + uy * vy) / len2).clamp_(0.0, 1.0)  # B×H×W
-    dx = ux - t * vx
-    dy = uy - t * vy
-    return t, dx, dy, (torch.sqrt(dx * dx + dy * dy) if distance else None)
+    ux, uy = gx - ax, gy - ay
+    t = ((ux * vx + uy * vy) / len2).clamp_(0.0, 1.0)
+    return t, ux - t * vx, uy - t * vy
+
+
+def _limb_geometry(points, ia, ib, gx, gy):
+    """Per-pixel ``t``, ``(dx, dy)`` (:func:`_segment_offsets`) and distance ``d`` to limb ``ia→ib`` of every image."""
+    end = lambda i, c: points[:, i, c].view(-1, 1, 1)  # noqa: E731
+    t, dx, dy = _segment_offsets(end(ia, 0), end(ia, 1), end(ib, 0), end(ib, 1), gx, gy)
+    return t, dx, dy, torch.sqrt(dx * dx + dy * dy)
 
 
 class _RenderSkeleton(torch.autograd.Function):
@@ -211,8 +215,9 @@ class _RenderSkeleton(torch.autograd.Function):
         gx = _grid(w, points).view(1, 1, w)
         gy = _grid(h, points).view(1, h, 1)
         best = winner = None
+        end = lambda i, c: points[:, i, c].view(-1, 1, 1)  # noqa: E731
         for k, (ia, ib) in enumerate(limbs):
-            t, dx, dy, _ = _limb_geometry(points, ia, ib, gx, gy, distance=False)
+            _, dx, dy = _segment_offsets(end(ia, 0), end(ia, 1), end(ib, 0), end(ib, 1), gx, gy)
             d2 = dx.mul_(dx).add_(dy.mul_(dy))
             if best is None:
                 best, winner = d2, torch.zeros(d2.shape, dtype=torch.int16 if len(limbs) >= 256 else torch.uint8, device=d2.device)
@@ -235,13 +240,8 @@ class _RenderSkeleton(torch.autograd.Function):
         limbs = torch.tensor(ctx.limbs, device=points.device)  # L×2
         ends = limbs[winner.long()]  # B×H×W×2: the winning limb's endpoints at every pixel
         ia, ib = ends[..., 0].reshape(bsz, -1), ends[..., 1].reshape(bsz, -1)
-        px, py = points[..., 0], points[..., 1]  # B×K
-        ax, ay = px.gather(1, ia).view(bsz, h, w), py.gather(1, ia).view(bsz, h, w)
-        vx, vy = px.gather(1, ib).view(bsz, h, w) - ax, py.gather(1, ib).view(bsz, h, w) - ay
-        len2 = (vx * vx + vy * vy).clamp_min(1e-12)
-        ux, uy = gx - ax, gy - ay
-        t = ((ux * vx + uy * vy) / len2).clamp_(0.0, 1.0)
-        dx, dy = ux - t * vx, uy - t * vy
+        at = lambda idx, c: points[..., c].gather(1, idx).view(bsz, h, w)  # noqa: E731  (B×H×W)
+        t, dx, dy = _segment_offsets(at(ia, 0), at(ia, 1), at(ib, 0), at(ib, 1), gx, gy)
         d = torch.sqrt(dx * dx + dy * dy)
         g = grad_out[:, 0] * out * ctx.inv  # dL/d(-d) on the winning limb
         coef = torch.where(d > 0, g / torch.where(d > 0, d, torch.ones_like(d)), torch.zeros_like(d))
@@ -252,7 +252,7 @@ class _RenderSkeleton(torch.autograd.Function):
         for idx, fx, fy in ((ia, s * wx, s * wy), (ib, t * wx, t * wy)):
             gxk.scatter_add_(1, idx, fx.reshape(bsz, -1))
             gyk.scatter_add_(1, idx, fy.reshape(bsz, -1))
-        return torch.stack([gxk, gyk], -1), None, None, None, None
+        return grad, None, None, None, None
 
 
 def render_skeleton(

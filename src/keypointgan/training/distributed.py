@@ -75,12 +75,6 @@ class Distributed:
         return dev
 
     # ----------------------------------------------------------------- collectives
-    def sum_(self, t: torch.Tensor) -> torch.Tensor:
-        """``t`` replaced by its sum over ranks (in place; returned)."""
-        if self.enabled:
-            torch.distributed.all_reduce(t)
-        return t
-
     def mean_(self, t: torch.Tensor) -> torch.Tensor:
         """``t`` replaced by its mean over ranks (in place; returned)."""
         if self.enabled:

@@ -100,7 +100,7 @@ def save_state(state: TrainState, loader: PairLoader | None, path: Path) -> Path
 
     Every rank of a multi-process run calls this at the same step: rank 0 gathers the others'
     :meth:`~.state.TrainState.rank_state` and writes; the others return None."""
-    others = state.dist.gather_objects(state.rank_state())
+    others = state.dist.gather_objects(state.rank_state()) if state.dist.enabled else [None]
     if not state.dist.is_writer:
         return None
     inference_networks(state, loader)

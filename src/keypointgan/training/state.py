@@ -55,7 +55,6 @@ class TrainState:
         self.skeleton = skeleton
         self.device = torch.device(device)
         self.dist = dist
-        self.rank = dist.rank
         self.precision = Precision(cfg.precision, self.device)
         self.memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
         with torch.random.fork_rng(devices=[]):  # the caller's random state is left untouched
@@ -93,6 +92,11 @@ class TrainState:
         self.resumed_world_size: int | None = None  # the number of processes the checkpoint was written by
 
     # ------------------------------------------------------------------ pieces
+    @property
+    def rank(self) -> int:
+        """This process's rank (0 in a single-process run)."""
+        return self.dist.rank
+
     def buffers(self) -> list[torch.Tensor]:
         """Every buffer a step may change: batch-norm statistics, the perceptual loss's running means."""
         return [b for n in self.nets.values() for b in n.buffers()] + list(self.rec_loss.buffers())

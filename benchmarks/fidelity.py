@@ -1,14 +1,19 @@
 """The generalisation suite: the default preset trained on variants of the built-in videos that change
 what the defaults may have been tuned to, each against the mean pose and the supervised bound.
 
-    python benchmarks/fidelity.py [--variants default slow fast ...] [--minutes 5] [--seeds 0] [--out runs/fidelity]
+    python benchmarks/fidelity.py [--variants default slow fast ...] [--minutes 5 | --steps 600] [--seeds 0] [--out runs/fidelity]
 
 For each variant and seed: synthetic videos (``--videos`` × ``--frames`` at 64 px unless the variant
 changes them), the last 10% of the videos held out; η pre-trained on the prior, then KeypointGAN
 (``--preset``, default cpu-64) for ``--minutes`` of GAN training, then the supervised Φ+η for the same
-time; errors in % of image size on the held-out frames.  Prints a table (per variant: error, mean
+time; errors in % of image size on the held-out frames.  ``--steps N`` budgets by steps instead, so
+that a busy host changes the wall time but not the result: KeypointGAN trains N steps and the
+supervised bound ``--supervised-ratio`` × N (3.5: the ratio of the two step rates in the demo's equal
+time, e.g. demo #16's 2364 / 658).  Prints a table (per variant: error, mean
 pose, error / mean pose, supervised, error / supervised; means over seeds) and writes
-``OUT/fidelity.json``.  Data folders are kept in ``OUT/data/`` and reused.
+``OUT/fidelity.json``.  Data folders are kept in ``OUT/data/`` and reused.  Each row also holds the error's
+breakdown (:func:`keypointgan.evaluate.error_breakdown`: per keypoint, signed offsets, placement,
+articulation, size, variety), and ``--analyse`` recomputes it from a finished suite's checkpoints.
 
 Variants (issue 12): ``default``; ``slow`` / ``fast`` motion (×0.3 / ×3); ``short`` / ``long`` videos
 (10 / 50 frames); ``few-videos`` (a fifth as many); ``plain`` backgrounds; ``proportions`` (twice the
@@ -33,6 +38,8 @@ from keypointgan.api import make_eval_set, make_loader
 from keypointgan.config import make_config
 from keypointgan.data import Layout, load_prior
 from keypointgan.data.synthetic import SyntheticConfig, make_synthetic
+from keypointgan.detector import KeypointDetector
+from keypointgan.evaluate import error_breakdown
 from keypointgan.demo import _metrics, _predict_test_set, mean_pose_metrics, split_videos, train_supervised
 from keypointgan.devices import select_device
 from keypointgan.skeleton import Skeleton
@@ -85,14 +92,28 @@ def dataset(out: Path, name: str, videos: int, frames: int, seed: int, prior: in
     return root
 
 
-def run_variant(out: Path, name: str, *, seed: int, minutes: float, videos: int, frames: int, preset: str, device: str) -> dict:
-    """Train and evaluate one variant with one seed; returns its metrics."""
+def analyse(out: Path, name: str, seed: int) -> dict:
+    """The error and its breakdown for the checkpoint of a finished run of ``name`` / ``seed`` under
+    ``out``, on its variant's held-out frames (the averaged weights, the run's flip test setting)."""
+    layout = Layout(out / "data" / f"{name}-seed{seed}")
+    _, test_videos = split_videos(layout)
+    det = KeypointDetector.from_checkpoint(out / "runs" / f"{name}-seed{seed}")
+    es = make_eval_set(layout, test_videos, det.size)
+    pix = G.norm_to_image_pixels(det.predict_grid_points(es.images), det.size, es.hw)
+    return {"error": _metrics(pix, es, layout.skeleton)["error"], "breakdown": error_breakdown(pix, es.keypoints, es.hw, layout.skeleton)}
+
+
+def run_variant(out: Path, name: str, *, seed: int, minutes: float | None, videos: int, frames: int, preset: str, device: str,
+                steps: int | None = None, supervised_ratio: float = 3.5) -> dict:
+    """Train and evaluate one variant with one seed (for ``minutes``, or ``steps`` and the supervised
+    bound ``supervised_ratio`` × ``steps``); returns its metrics."""
     t0 = time.perf_counter()
     root = dataset(out, name, videos, frames, seed)
     layout = Layout(root)
     prior = load_prior(layout.prior_path, layout.skeleton)
     train_videos, test_videos = split_videos(layout)
-    cfg = make_config(preset, seed=seed, device=device, max_minutes=minutes, eval_every=10**6, sample_every=10**6, ckpt_every=10**6)
+    budget = {"steps": steps} if steps else {"max_minutes": minutes}
+    cfg = make_config(preset, seed=seed, device=device, **budget, eval_every=10**6, sample_every=10**6, ckpt_every=10**6)
     es = make_eval_set(layout, test_videos, cfg.model.size)
     dev = select_device(cfg.device)
     loader, prior_points = make_loader(cfg, layout.skeleton, prior, train_videos, dev)
@@ -107,13 +128,15 @@ def run_variant(out: Path, name: str, *, seed: int, minutes: float, videos: int,
     grid, _ = _predict_test_set(lambda x: predict_state(state, loader, x, flip_test=False), es, layout.skeleton, cfg.flip_test)
     kg = _metrics(G.norm_to_image_pixels(grid, cfg.model.size, es.hw), es, layout.skeleton)
     base = mean_pose_metrics(prior, es, layout.skeleton)
-    sup = train_supervised(state.cfg, layout, train_videos, es, minutes=minutes, steps=None, progress=False, store=loader.store)
+    sup = train_supervised(state.cfg, layout, train_videos, es, minutes=None if steps else minutes,
+                           steps=round(supervised_ratio * steps) if steps else None, progress=False, store=loader.store)
     return {
         "variant": name, "seed": seed, "synthetic": dataclasses.asdict(synthetic_config(name, videos, frames, seed)),
         "keypoints": layout.skeleton.num_keypoints, "steps": state.step, "supervised_steps": sup["steps"],
         "error": kg["error"], "mean_pose": base["error"], "supervised": sup["error"],
         "ratio_mean_pose": kg["error"] / base["error"], "ratio_supervised": kg["error"] / sup["error"],
         "minutes": (time.perf_counter() - t0) / 60,
+        "breakdown": analyse(out, name, seed)["breakdown"],
     }
 
 
@@ -137,32 +160,55 @@ def table(summary: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def breakdown_table(rows: list[dict]) -> str:
+    """Per run: error, placement (centroid), articulation (aligned), size (spread), variety, and the worst keypoint."""
+    lines = [f"{'variant':<14} {'seed':>4} {'error':>6} {'centroid':>8} {'aligned':>7} {'spread':>6} {'variety':>7}  worst keypoint"]
+    for r in rows:
+        b = r["breakdown"]
+        k = max(b["per_keypoint"], key=b["per_keypoint"].get)
+        lines.append(f"{r['variant']:<14} {r['seed']:>4} {r['error']:>6.2f} {b['centroid']:>8.2f} {b['aligned']:>7.2f} {b['spread']:>6.2f} "
+                     f"{b['variety']:>7.2f}  {k} {b['per_keypoint'][k]:.2f}")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     ap.add_argument("--seeds", nargs="+", type=int, default=[0])
     ap.add_argument("--minutes", type=float, default=5.0, help="GAN training minutes per run (the supervised bound gets as many)")
+    ap.add_argument("--steps", type=int, default=None, help="budget by GAN steps instead of minutes (the supervised bound gets --supervised-ratio × as many)")
+    ap.add_argument("--supervised-ratio", type=float, default=3.5, help="with --steps: supervised steps per GAN step")
     ap.add_argument("--videos", type=int, default=100)
     ap.add_argument("--frames", type=int, default=40)
     ap.add_argument("--preset", default="cpu-64")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--out", type=Path, default=Path("runs/fidelity"))
+    ap.add_argument("--analyse", action="store_true", help="train nothing: add the error breakdown to OUT/fidelity.json's rows from their checkpoints")
     args = ap.parse_args(argv)
+    if args.analyse:
+        result = json.loads((args.out / "fidelity.json").read_text())
+        for r in result["rows"]:
+            r["breakdown"] = analyse(args.out, r["variant"], r["seed"])["breakdown"]
+        (args.out / "fidelity.json").write_text(json.dumps(result, indent=2))
+        print(breakdown_table(result["rows"]))
+        return result
     args.out.mkdir(parents=True, exist_ok=True)
     rows = []
     for name in args.variants:
         for seed in args.seeds:
             rows.append(run_variant(args.out, name, seed=seed, minutes=args.minutes, videos=args.videos, frames=args.frames,
-                                    preset=args.preset, device=args.device))
+                                    preset=args.preset, device=args.device, steps=args.steps, supervised_ratio=args.supervised_ratio))
             r = rows[-1]
             print(f"{name} seed {seed}: error {r['error']:.2f}, mean pose {r['mean_pose']:.2f} ({r['ratio_mean_pose']:.2f}×), "
                   f"supervised {r['supervised']:.2f} ({r['ratio_supervised']:.2f}×), {r['steps']} steps, {r['minutes']:.1f} min", flush=True)
             (args.out / "fidelity.json").write_text(json.dumps({"rows": rows, "summary": summarise(rows)}, indent=2))
     summary = summarise(rows)
-    result = {"date": time.strftime("%Y-%m-%d"), "torch": torch.__version__, "preset": args.preset, "minutes": args.minutes,
+    result = {"date": time.strftime("%Y-%m-%d"), "torch": torch.__version__, "preset": args.preset,
+              **({"steps": args.steps, "supervised_ratio": args.supervised_ratio} if args.steps else {"minutes": args.minutes}),
               "rows": rows, "summary": summary}
     (args.out / "fidelity.json").write_text(json.dumps(result, indent=2))
     print(table(summary))
+    print(breakdown_table(rows))
     return result
 
 

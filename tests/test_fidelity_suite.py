@@ -37,3 +37,26 @@ def test_fewer_joints_keeps_the_named_joints(tmp_path):
     assert few.skeleton.keypoints == fidelity.FEWER_JOINTS
     assert np.array_equal(few.load_keypoints(few.videos[0]), full.load_keypoints(full.videos[0])[:, idx])
     assert ("l_wrist", "r_wrist") in [(few.skeleton.keypoints[a], few.skeleton.keypoints[b]) for a, b in few.skeleton.symmetric]
+
+
+def test_analyse_reads_a_finished_run(tiny_data, one_step_run, tmp_path):
+    """--analyse on a suite folder: the error equals evaluating the checkpoint on the held-out video,
+    and the breakdown's per-keypoint errors average to it."""
+    from keypointgan import geometry as G
+    from keypointgan.api import make_eval_set
+    from keypointgan.demo import split_videos
+    from keypointgan.detector import KeypointDetector
+    from keypointgan.evaluate import keypoint_error
+
+    (tmp_path / "data").mkdir()
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "data" / "default-seed0").symlink_to(tiny_data)
+    (tmp_path / "runs" / "default-seed0").symlink_to(one_step_run)
+    r = fidelity.analyse(tmp_path, "default", 0)
+    lay = Layout(tiny_data)
+    det = KeypointDetector.from_checkpoint(one_step_run)
+    es = make_eval_set(lay, split_videos(lay)[1], det.size)
+    pix = G.norm_to_image_pixels(det.predict_grid_points(es.images), det.size, es.hw)
+    assert r["error"] == pytest.approx(float(np.mean(keypoint_error(pix, es.keypoints, es.hw))))
+    assert np.mean(list(r["breakdown"]["per_keypoint"].values())) == pytest.approx(r["error"])
+    assert set(r["breakdown"]) == {"per_keypoint", "offset", "centroid", "aligned", "spread", "variety"}

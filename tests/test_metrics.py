@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from keypointgan import Skeleton
-from keypointgan.evaluate import flip_corrected_error, grouped_mean, keypoint_error, pck, summarize
+from keypointgan.evaluate import error_breakdown, flip_corrected_error, grouped_mean, keypoint_error, pck, summarize
 
 SK = Skeleton(keypoints=["c", "l", "r"], limbs=[("c", "l"), ("c", "r")], symmetric=[("l", "r")])
 
@@ -63,3 +63,47 @@ def test_nan_predictions_are_an_error_not_a_zero():
     gt_missing = gt.copy()
     gt_missing[0, 0] = np.nan  # where the truth is missing, any prediction is ignored
     assert keypoint_error(pred, gt_missing, (10, 10))[0] == 0.0
+
+
+def _poses(n=40, seed=0):
+    """``n`` random 3-point poses on a 100×100 image: a centre, a left and a right point."""
+    rng = np.random.default_rng(seed)
+    centre = rng.uniform(30, 70, (n, 1, 2))
+    return centre + np.concatenate([np.zeros((n, 1, 2)), rng.normal(0, 8, (n, 2, 2))], axis=1)
+
+
+def test_breakdown_of_a_constant_shift():
+    gt = _poses()
+    pred = gt + [2.0, -1.0]  # every point 2 px right and 1 px up on a 100 px image
+    b = error_breakdown(pred, gt, (100, 100), SK)
+    assert b["offset"]["l"] == pytest.approx([2.0, -1.0])
+    assert b["centroid"] == pytest.approx(math.hypot(2, 1))
+    assert b["aligned"] == pytest.approx(0.0, abs=1e-9)  # the shape is exact once placement is removed
+    assert b["spread"] == pytest.approx(1.0) and b["variety"] == pytest.approx(1.0)
+    assert b["per_keypoint"]["c"] == pytest.approx(math.hypot(2, 1))
+
+
+def test_breakdown_of_a_collapsed_and_a_shrunken_detector():
+    gt = _poses()
+    collapsed = np.broadcast_to(gt[:1], gt.shape).copy()  # one pose for every image
+    b = error_breakdown(collapsed, gt, (100, 100), SK)
+    assert b["variety"] == pytest.approx(0.0, abs=1e-12)
+    assert b["aligned"] > 5  # the limbs are wrong, not only the placement
+    c = gt.mean(axis=1, keepdims=True)
+    half = c + 0.5 * (gt - c)  # right place, half the size
+    b = error_breakdown(half, gt, (100, 100), SK)
+    assert b["spread"] == pytest.approx(0.5) and b["variety"] == pytest.approx(0.5)
+    assert b["centroid"] == pytest.approx(0.0, abs=1e-9)
+    # random scatter averages out of the signed offsets but not out of the errors
+    noisy = gt + np.random.default_rng(1).normal(0, 3, gt.shape)
+    b = error_breakdown(noisy, gt, (100, 100), SK)
+    assert max(abs(v) for xy in b["offset"].values() for v in xy) < 1.5 < min(b["per_keypoint"].values())
+
+
+def test_breakdown_leaves_missing_truth_out():
+    gt = _poses(4)
+    gt[0, 1] = np.nan
+    pred = gt.copy()
+    pred[0, 1] = [1e6, 1e6]  # where the truth is missing: not counted anywhere
+    b = error_breakdown(pred, gt, (100, 100), SK)
+    assert b["centroid"] == pytest.approx(0.0, abs=1e-9) and b["per_keypoint"]["l"] == pytest.approx(0.0, abs=1e-9)

@@ -19,7 +19,7 @@ import numpy as np
 
 from .skeleton import Skeleton
 
-__all__ = ["keypoint_error", "flip_corrected_error", "interocular_error", "grouped_mean", "pck", "summarize", "METRICS"]
+__all__ = ["keypoint_error", "flip_corrected_error", "interocular_error", "grouped_mean", "pck", "summarize", "error_breakdown", "METRICS"]
 
 METRICS = ("image", "interocular")
 # outer eye corners of the 68-point 300-W layout (0-based): the right eye of the subject, then the left
@@ -157,3 +157,46 @@ def summarize(
         "metric": metric,
         "per_group": {str(g): {"error": per_e[g], "error_flip": per_ef[g]} for g in per_e},
     }
+
+
+def error_breakdown(pred, gt, hw, skeleton: Skeleton) -> dict:
+    """Where the error comes from, in % of image size (image metric; NaN truth left out).
+
+    Args:
+        pred, gt: ``(N, K, 2)`` pixel ``(x, y)``; hw: ``(H, W)`` shared or ``(N, 2)`` per image.
+
+    Returns a dict of:
+        ``per_keypoint``: name → mean error of that keypoint over the images.
+        ``offset``: name → mean signed ``[dx, dy]`` of prediction − truth (x right, y down): a
+        skeleton drawn systematically off a joint shows here, random scatter averages out.
+        ``centroid``: mean distance between each image's predicted and true centroids (of the
+        keypoints valid in the truth): where the whole figure is placed.
+        ``aligned``: the mean error after moving each prediction by its centroid offset: how the
+        limbs are bent, placement removed.
+        ``spread``: the predictions' mean RMS distance from their centroid ÷ the truth's (1: the
+        right size).
+        ``variety``: how much the centred poses vary from image to image (the standard deviation
+        over images, averaged over keypoints and axes), predictions ÷ truth: near 0 when one
+        pose is predicted for every image (a collapsed detector), 1 for as much variety as the truth.
+    """
+    d = _distances(pred, gt, hw)  # checks shapes and NaNs
+    P, T = _as_unit(pred, hw), _as_unit(gt, hw)
+    valid = np.isfinite(T).all(-1)  # N×K
+    m = valid[..., None]
+    n = np.maximum(valid.sum(1, keepdims=True), 1)[..., None]  # N×1×1
+    cP = np.where(m, P, 0).sum(1, keepdims=True) / n
+    cT = np.where(m, T, 0).sum(1, keepdims=True) / n
+    has = valid.any(1)
+    with np.errstate(invalid="ignore"):
+        aligned = np.linalg.norm(P - cP + cT - T, axis=-1)
+        rms = lambda X, c: np.sqrt(np.where(valid, ((X - c) ** 2).sum(-1), 0).sum(1) / n[:, 0, 0])  # noqa: E731
+        Pc, Tc = np.where(m, P - cP, np.nan), np.where(m, T - cT, np.nan)
+        names = skeleton.keypoints
+        return {
+            "per_keypoint": {k: float(100 * np.nanmean(d[:, i])) for i, k in enumerate(names)},
+            "offset": {k: [float(100 * v) for v in np.nanmean(np.where(m, P - T, np.nan)[:, i], axis=0)] for i, k in enumerate(names)},
+            "centroid": float(100 * np.linalg.norm(cP - cT, axis=-1)[has].mean()),
+            "aligned": float(100 * np.nanmean(_mean_valid(aligned, None)[has])),
+            "spread": float(rms(P, cP)[has].mean() / rms(T, cT)[has].mean()),
+            "variety": float(np.nanmean(np.nanstd(Pc[has], axis=0)) / np.nanmean(np.nanstd(Tc[has], axis=0))),
+        }

@@ -176,17 +176,55 @@ def test_tensorboard_scalars_and_samples(tiny_data, tmp_path):
     assert [e.step for e in acc.Images("samples")] == [2, 4]
 
 
-@pytest.mark.parametrize("norm", ["instance", "instance-noaffine", "group", "none"])
-def test_one_discriminator_pass_over_real_and_fake_equals_two(norm):
+@pytest.mark.parametrize("norm,batch_std", [("instance", 0), ("instance-noaffine", 0), ("group", 0), ("none", 0), ("instance", 2), ("instance", 4)])
+def test_one_discriminator_pass_over_real_and_fake_equals_two(norm, batch_std):
     """The objective runs D once over the rendered prior poses and the fakes together (D normalises each
-    image on its own): the same LSGAN terms as two passes, bit for bit."""
+    image on its own, and its batch-std groups do not straddle the halves): the same LSGAN terms as two
+    passes (bit for bit without the batch-std channel)."""
     from keypointgan.config import make_config
     from keypointgan.losses import lsgan_loss
     from keypointgan.nets import build_networks
 
     torch.manual_seed(0)
-    disc = build_networks(make_config("cpu-64", model=dict(disc_norm=norm)).model, 5)["disc"]
+    disc = build_networks(make_config("cpu-64", model=dict(disc_norm=norm, disc_batch_std=batch_std)).model, 5)["disc"]
     real, fake = torch.rand(4, 1, 64, 64) * 2 - 1, torch.rand(4, 1, 64, 64) * 2 - 1
     both = disc(torch.cat([real, fake]))
-    assert lsgan_loss([o[:4] for o in both], True).item() == lsgan_loss(disc(real), True).item()
-    assert lsgan_loss([o[4:] for o in both], False).item() == lsgan_loss(disc(fake), False).item()
+    same = (lambda a, b: a == b) if not batch_std else (lambda a, b: a == pytest.approx(b, rel=1e-6))  # noqa: E731
+    assert same(lsgan_loss([o[:4] for o in both], True).item(), lsgan_loss(disc(real), True).item())
+    assert same(lsgan_loss([o[4:] for o in both], False).item(), lsgan_loss(disc(fake), False).item())
+
+
+def test_minibatch_std_measures_variety_per_group():
+    """The batch-std channel: 0 (up to its epsilon) for a group of identical images, the features'
+    standard deviation for differing ones, one value per group of consecutive images, and it carries
+    gradient to every image of the group."""
+    from keypointgan.nets.discriminator import MinibatchStd
+
+    layer = MinibatchStd(2)
+    same = torch.ones(2, 3, 4, 4)
+    two = torch.cat([torch.zeros(1, 3, 4, 4), torch.full((1, 3, 4, 4), 2.0)])  # std 1 in every feature
+    out = layer(torch.cat([same, two]))
+    assert out.shape == (4, 4, 4, 4)
+    assert torch.equal(out[:, :3], torch.cat([same, two]))
+    assert torch.allclose(out[:2, 3], torch.full((2, 4, 4), 1e-4))
+    assert torch.allclose(out[2:, 3], torch.ones(2, 4, 4))
+    assert MinibatchStd(4)(torch.rand(6, 3, 2, 2)).shape == (6, 4, 2, 2)  # 6 images: groups of 3
+    x = torch.rand(4, 3, 4, 4, requires_grad=True)
+    layer(x)[:, 3].sum().backward()
+    assert (x.grad.abs().sum(dim=(1, 2, 3)) > 0).all()
+
+
+def test_a_collapsed_batch_is_told_apart_only_with_batch_std():
+    """D with the batch-std channel sees the difference between a varied batch and the same image
+    repeated (each image identical to one of the varied batch); without it the repeated image scores
+    the same as its copy in the varied batch."""
+    from keypointgan.config import make_config
+    from keypointgan.nets import build_networks
+
+    varied = torch.rand(4, 1, 64, 64) * 2 - 1
+    same = varied[:1].expand(4, 1, 64, 64).contiguous()
+    for batch_std, differs in ((0, False), (4, True)):
+        torch.manual_seed(0)
+        disc = build_networks(make_config("cpu-64", model=dict(disc_batch_std=batch_std)).model, 5)["disc"].eval()
+        a, b = disc(varied)[0][0], disc(same)[0][0]
+        assert (not torch.allclose(a, b, atol=1e-6)) == differs

@@ -57,6 +57,11 @@ class ModelConfig:
     disc_downsample: str = "avgpool"
     """D's coarser scales: avgpool (3×3 average pooling, stride 2, of the previous scale) or bilinear
     (the release: the input resized bilinearly to ½, ¼, … without antialiasing)."""
+    disc_batch_std: int = 0
+    """Groups of this many images get a minibatch standard-deviation channel before D's last conv
+    (Karras et al. 2018): how much D's features vary across the group, so that D can tell a batch of
+    near-identical skeletons (Φ collapsing towards one pose) from the prior's variety.  0: off (the
+    paper's and the release's D).  Not in the paper (docs/design.md)."""
     decoder_style: str = "upsample-tanh"
     """Ψ after the joined encoders: upsample-tanh (×2 bilinear then two 3×3 convs per stage, tanh output
     in [-1, 1]) or release (two 3×3 convs mixing the joined features at the lowest resolution, then per
@@ -84,6 +89,8 @@ class ModelConfig:
         for name in ("norm", "regressor_norm", "disc_norm"):
             if getattr(self, name) not in NORMS and not (name == "regressor_norm" and self.regressor_norm is None):
                 raise InputError(f"{name} must be one of {NORMS}, got {getattr(self, name)!r}")
+        if self.disc_batch_std < 0:
+            raise InputError(f"disc_batch_std must be 0 (off) or a group size, got {self.disc_batch_std}")
         if self.disc_downsample not in DISC_DOWNSAMPLE:
             raise InputError(f"disc_downsample must be one of {DISC_DOWNSAMPLE}, got {self.disc_downsample!r}")
         if self.decoder_style not in DECODER_STYLES:

@@ -23,7 +23,8 @@ def build_networks(model, num_keypoints: int, *, with_gan: bool = True) -> dict[
     if with_gan:
         nets["psi"] = ConditionalDecoder(widths=model.decoder_widths, norm=model.norm, style=model.decoder_style)
         nets["disc"] = MultiScaleDiscriminator(ndf=model.disc_ndf, n_layers=model.disc_layers, num_scales=model.disc_scales,
-                                               norm=model.disc_norm, downsample=model.disc_downsample)
+                                               norm=model.disc_norm, downsample=model.disc_downsample,
+                                               batch_std=model.disc_batch_std)
     for net in nets.values():
         init_weights(net)
     nn.init.constant_(nets["phi"].head.bias, -1.0)

@@ -105,9 +105,11 @@ def keypointgan_objective(
     # ---- D: rendered prior poses are real, Φ's outputs (through the pool) fake
     if cfg.discriminator:
         fake = fakes_for_d(y_hat.detach())
-        if cfg.model.disc_norm == "batch":  # batch statistics: real and fake batches normalised apart, as D sees them
+        group = cfg.model.disc_batch_std
+        if cfg.model.disc_norm == "batch" or (group and len(y_real) % group):
+            # batch statistics (or batch-std groups that would straddle the halves): real and fake apart, as D sees them
             real_out, fake_out = _float(disc(y_real)), _float(disc(fake))
-        else:  # D treats every image on its own: one pass over both batches computes the same, faster
+        else:  # D treats every image (or group) on its own: one pass over both batches computes the same, faster
             both = _float(disc(torch.cat([y_real, fake])))
             real_out, fake_out = [o[: len(y_real)] for o in both], [o[len(y_real):] for o in both]
         loss_d_real = lsgan_loss(real_out, True)

@@ -62,8 +62,9 @@ def test_two_ranks_train_one_model_like_one_process_with_the_combined_batch(tiny
         unmoved = [n for n, g in grads.items() if g.abs().max() > 1e-6 and torch.equal(a["first"]["before"][net][n], a["first"]["after"][net][n])]
         assert unmoved == [], (net, unmoved)
 
-    # One process, combined batch: the same gradients up to float32 rounding, 1e-4 of each network's largest
-    # gradient (measured: 3e-5; both agree with a float64 computation to that order: the worst, Ψ's first convolution,
+    # One process, combined batch: the same gradients up to float32 rounding, 3e-4 of each network's largest
+    # gradient (measured: 3e-5, and 1.3e-4 since D's batch-std channel changed every network's random
+    # initialisation; both agree with a float64 computation to that order: the worst, Ψ's first convolution,
     # sums large terms that cancel).  The control, batch norm over each rank's own 4 pairs, is 1,000× further off (0.1–0.3).
     # (Weights after several Adam steps are not compared: Adam divides each gradient by its own size, so a
     # gradient that is zero in exact arithmetic — η's head bias, which the soft-argmax cannot see — turns
@@ -75,7 +76,7 @@ def test_two_ranks_train_one_model_like_one_process_with_the_combined_batch(tiny
             out[net] = max((run["first"]["grads"][net][n] - g).abs().max().item() for n, g in grads.items()) / scale
         return out
 
-    assert max(worst(a).values()) <= 1e-4, worst(a)
+    assert max(worst(a).values()) <= 3e-4, worst(a)
     local = torchrun(WORKER, "steps", tiny_data, tmp_path, env={"KEYPOINTGAN_TEST_LOCAL_BN": "1", "KEYPOINTGAN_TEST_TAG": "_local"})
     assert local.returncode == 0, local.stderr[-3000:]
     assert max(worst(torch.load(tmp_path / "rank0_local.pt", weights_only=False)).values()) > 1e-2

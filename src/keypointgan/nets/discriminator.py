@@ -56,9 +56,10 @@ class PatchDiscriminator(nn.Module):
 class MultiScaleDiscriminator(nn.Module):
     """``num_scales`` PatchGANs on the input at scales 1, ½, ¼, …; returns a list of ``B×1×h×w`` maps.
 
-    ``batch_std``: see :class:`PatchDiscriminator`.  ``downsample``: ``avgpool`` makes each scale from the previous one by 3×3 average pooling with
+    ``downsample``: ``avgpool`` makes each scale from the previous one by 3×3 average pooling with
     stride 2 (padding not counted); ``bilinear`` resizes the input itself to ``2**-i`` bilinearly
-    (``align_corners=False``, no antialiasing), as the authors' release does.
+    (``align_corners=False``, no antialiasing), as the authors' release does.  ``batch_std``: the
+    group size of each PatchGAN's :class:`MinibatchStd` channel (0: none).
     """
 
     def __init__(self, *, in_channels: int = 1, ndf: int = 64, n_layers: int = 3, num_scales: int = 3, norm: str = "instance",

@@ -152,6 +152,11 @@ def test_evaluate_known_predictions_per_activity(simple_h36m, tmp_path):
     swapped = np.linalg.norm(w[1] - w[1][SK.flip_permutation], axis=1).mean() / SIZE * 100
     assert m["per_video"]["Walking"]["error"] == pytest.approx((5.0 + swapped) / 2, abs=1e-3)
     assert m["error_flip"] == pytest.approx((10.0 + 2.5) / 2, abs=1e-3)
+    # the breakdown is over the 5 frames: centroids 10 % off on 3, 5 % on 1, not at all when left and right swap
+    b = m["breakdown"]
+    assert b["centroid"] == pytest.approx((3 * 10.0 + 5.0 + 0.0) / 5, abs=1e-3)
+    assert b["aligned"] == pytest.approx(swapped / 5, abs=1e-3)  # only the swap bends the skeleton
+    assert b["spread"] == pytest.approx(1.0, abs=1e-6)
     # a predictions file missing a test video is a clear error
     np.savez(path, **{"S11/Directions.54138969": pred_d})
     with pytest.raises(InputError, match="no predictions for video 'S11/Walking 1.58860488'"):

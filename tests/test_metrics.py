@@ -107,3 +107,11 @@ def test_breakdown_leaves_missing_truth_out():
     pred[0, 1] = [1e6, 1e6]  # where the truth is missing: not counted anywhere
     b = error_breakdown(pred, gt, (100, 100), SK)
     assert b["centroid"] == pytest.approx(0.0, abs=1e-9) and b["per_keypoint"]["l"] == pytest.approx(0.0, abs=1e-9)
+
+
+def test_breakdown_of_one_image_and_a_keypoint_never_seen():
+    gt = _poses(1)
+    gt[0, 2] = np.nan
+    b = error_breakdown(gt + 1.0, gt, (100, 100), SK)
+    assert math.isnan(b["variety"]) and math.isnan(b["per_keypoint"]["r"]) and math.isnan(b["offset"]["r"][0])
+    assert b["centroid"] == pytest.approx(math.sqrt(2))

@@ -314,13 +314,16 @@ def _load_predictions(path: str | Path, videos: Sequence[Video], num_keypoints: 
 
 
 def _summarize_dataset(data, preds, gts, hws, groups, skeleton, metric: str | None = None) -> dict:
-    from .evaluate import METRICS, summarize
+    from .evaluate import METRICS, error_breakdown, summarize
 
     if metric is None:
         metric = data.metric if isinstance(data, Benchmark) else "image"
     if metric not in METRICS:
         raise InputError(f"unknown metric {metric!r}; choose from {', '.join(METRICS)}")
-    res = summarize(np.concatenate(preds), np.concatenate(gts), np.concatenate(hws), skeleton, groups, metric=metric)
+    pred, gt, hw = np.concatenate(preds), np.concatenate(gts), np.concatenate(hws)
+    res = summarize(pred, gt, hw, skeleton, groups, metric=metric)
+    if metric == "image":  # (over frames, not per group)
+        res["breakdown"] = error_breakdown(pred, gt, hw, skeleton)
     res["per_video"] = res.pop("per_group")
     res["group_name"] = data.group_name if isinstance(data, Benchmark) else "video"
     res["format"] = data.name if isinstance(data, Benchmark) else "generic"
@@ -379,7 +382,8 @@ def evaluate(
     Returns ``error``, ``error_flip`` (% of image size — or of the inter-ocular
     distance for faces — averaged per group then over groups), ``pck``,
     ``n_frames``, ``per_video`` (per group: video id, or e.g. activity),
-    ``group_name`` and ``format``.
+    ``group_name``, ``format`` and, with the image metric, ``breakdown``
+    (:func:`keypointgan.evaluate.error_breakdown` over all frames).
     """
     from .detector import KeypointDetector
 

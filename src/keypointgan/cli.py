@@ -221,6 +221,11 @@ def cmd_evaluate(args) -> int:
     print(f"{'overall':<24} {res['error']:>8.2f} {res['error_flip']:>10.2f}")
     unit = "% of the inter-ocular distance" if res.get("metric") == "interocular" else "% of image size"
     print(f"PCK@{res['pck_threshold']}: {res['pck']:.3f} over {res['n_frames']} frames (errors in {unit})")
+    if "breakdown" in res:
+        b = res["breakdown"]
+        worst = max(b["per_keypoint"], key=b["per_keypoint"].get)
+        print(f"where (over frames): placement {b['centroid']:.2f}, articulation {b['aligned']:.2f}, size ×{b['spread']:.2f}, "
+              f"variety ×{b['variety']:.2f} of the truth's; worst keypoint {worst} {b['per_keypoint'][worst]:.2f}")
     if args.json:
         atomic_write_text(args.json, json.dumps(_json_safe(res), indent=2))
     return 0

@@ -13,6 +13,7 @@ between the outer eye corners of the truth, points 36 and 45 of the 68-point
 
 from __future__ import annotations
 
+import warnings
 from typing import Hashable, Sequence
 
 import numpy as np
@@ -187,7 +188,9 @@ def error_breakdown(pred, gt, hw, skeleton: Skeleton) -> dict:
     cP = np.where(m, P, 0).sum(1, keepdims=True) / n
     cT = np.where(m, T, 0).sum(1, keepdims=True) / n
     has = valid.any(1)
-    with np.errstate(invalid="ignore"):
+    # NaN, not a warning, where nothing is left to average (a keypoint never visible, a single image's variety)
+    with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
         aligned = np.linalg.norm(P - cP + cT - T, axis=-1)
         rms = lambda X, c: np.sqrt(np.where(valid, ((X - c) ** 2).sum(-1), 0).sum(1) / n[:, 0, 0])  # noqa: E731
         Pc, Tc = np.where(m, P - cP, np.nan), np.where(m, T - cT, np.nan)

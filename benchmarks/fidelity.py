@@ -40,10 +40,10 @@ from keypointgan.data import Layout, load_prior
 from keypointgan.data.synthetic import SyntheticConfig, make_synthetic
 from keypointgan.detector import KeypointDetector
 from keypointgan.evaluate import error_breakdown
-from keypointgan.demo import _metrics, _predict_test_set, mean_pose_metrics, split_videos, train_supervised
+from keypointgan.demo import _metrics, mean_pose_metrics, split_videos, train_supervised
 from keypointgan.devices import select_device
 from keypointgan.skeleton import Skeleton
-from keypointgan.training import TrainState, fit, predict_state, pretrain_regressor
+from keypointgan.training import TrainState, fit, pretrain_regressor
 
 FEWER_JOINTS = ("head", "neck", "pelvis", "l_shoulder", "l_wrist", "r_shoulder", "r_wrist", "l_hip", "l_ankle", "r_hip", "r_ankle")
 FEWER_LIMBS = (("head", "neck"), ("neck", "pelvis"), ("neck", "l_shoulder"), ("l_shoulder", "l_wrist"), ("neck", "r_shoulder"),
@@ -125,8 +125,7 @@ def run_variant(out: Path, name: str, *, seed: int, minutes: float | None, video
 
         shutil.rmtree(run)
     fit(state, loader, prior_points, run, progress=False)
-    grid, _ = _predict_test_set(lambda x: predict_state(state, loader, x, flip_test=False), es, layout.skeleton, cfg.flip_test)
-    kg = _metrics(G.norm_to_image_pixels(grid, cfg.model.size, es.hw), es, layout.skeleton)
+    kg = analyse(out, name, seed)  # from the final checkpoint: the averaged weights with their measured statistics
     base = mean_pose_metrics(prior, es, layout.skeleton)
     sup = train_supervised(state.cfg, layout, train_videos, es, minutes=None if steps else minutes,
                            steps=round(supervised_ratio * steps) if steps else None, progress=False, store=loader.store)
@@ -136,7 +135,7 @@ def run_variant(out: Path, name: str, *, seed: int, minutes: float | None, video
         "error": kg["error"], "mean_pose": base["error"], "supervised": sup["error"],
         "ratio_mean_pose": kg["error"] / base["error"], "ratio_supervised": kg["error"] / sup["error"],
         "minutes": (time.perf_counter() - t0) / 60,
-        "breakdown": analyse(out, name, seed)["breakdown"],
+        "breakdown": kg["breakdown"],
     }
 
 

@@ -151,6 +151,11 @@ class TrainConfig:
     """Image pool of past fakes shown to D (0 disables)."""
     gap: tuple[int, int] = (1, 20)
     """Frame gap range between the target and the appearance frame."""
+    gap_motion: float = 0.0
+    """How the appearance frame is drawn from the gap range: 0 uniformly (the paper); ``p > 0`` with
+    probability ∝ ``d ** p``, ``d`` how different the frame is from the target (mean absolute difference
+    of 16×16 grey thumbnails), so that frames where the figure moved more are preferred — for slow
+    motion and short videos, where a uniform draw often gives Ψ a frame it can nearly copy."""
     pretrain_steps: int = 1500
     """Regressor pre-training steps on the prior when no pre-trained η is given (0 skips)."""
     pretrain_lr: float = 1e-3
@@ -235,6 +240,8 @@ class TrainConfig:
             raise InputError(f"lr_decay_fraction must be in [0, 1], got {self.lr_decay_fraction}")
         if self.gap[0] < 0 or self.gap[1] < self.gap[0]:
             raise InputError(f"gap must be (min, max) with 0 <= min <= max, got {self.gap}")
+        if not self.gap_motion >= 0:
+            raise InputError(f"gap_motion must be >= 0, got {self.gap_motion}")
         if self.steps is not None and self.steps < 0:
             raise InputError(f"steps must be >= 0, got {self.steps}")
         if self.max_minutes is not None and not self.max_minutes > 0:

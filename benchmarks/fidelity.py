@@ -2,6 +2,7 @@
 what the defaults may have been tuned to, each against the mean pose and the supervised bound.
 
     python benchmarks/fidelity.py [--variants default slow fast ...] [--minutes 5 | --steps 600] [--seeds 0] [--out runs/fidelity]
+                                  [--supervised-from OLD/fidelity.json]
 
 For each variant and seed: synthetic videos (``--videos`` × ``--frames`` at 64 px unless the variant
 changes them), the last 10% of the videos held out; η pre-trained on the prior, then KeypointGAN
@@ -14,6 +15,8 @@ pose, error / mean pose, supervised, error / supervised; means over seeds) and w
 ``OUT/fidelity.json``.  Data folders are kept in ``OUT/data/`` and reused.  Each row also holds the error's
 breakdown (:func:`keypointgan.evaluate.error_breakdown`: per keypoint, signed offsets, placement,
 articulation, size, variety), and ``--analyse`` recomputes it from a finished suite's checkpoints.
+``--supervised-from`` reuses an earlier suite's supervised bounds (same step budget and data), for
+comparing KeypointGAN settings that the bound does not depend on.
 
 Variants (issue 12): ``default``; ``slow`` / ``fast`` motion (×0.3 / ×3); ``short`` / ``long`` videos
 (10 / 50 frames); ``few-videos`` (a fifth as many); ``plain`` backgrounds; ``proportions`` (twice the
@@ -104,9 +107,10 @@ def analyse(out: Path, name: str, seed: int) -> dict:
 
 
 def run_variant(out: Path, name: str, *, seed: int, minutes: float | None, videos: int, frames: int, preset: str, device: str,
-                steps: int | None = None, supervised_ratio: float = 3.5) -> dict:
+                steps: int | None = None, supervised_ratio: float = 3.5, supervised: dict | None = None) -> dict:
     """Train and evaluate one variant with one seed (for ``minutes``, or ``steps`` and the supervised
-    bound ``supervised_ratio`` × ``steps``); returns its metrics."""
+    bound ``supervised_ratio`` × ``steps``); returns its metrics.  ``supervised`` (``{"error", "steps"}``
+    of an earlier run of the same variant, seed and budget) is used instead of training the bound again."""
     t0 = time.perf_counter()
     root = dataset(out, name, videos, frames, seed)
     layout = Layout(root)
@@ -127,8 +131,8 @@ def run_variant(out: Path, name: str, *, seed: int, minutes: float | None, video
     fit(state, loader, prior_points, run, progress=False)
     kg = analyse(out, name, seed)  # from the final checkpoint: the averaged weights with their measured statistics
     base = mean_pose_metrics(prior, es, layout.skeleton)
-    sup = train_supervised(state.cfg, layout, train_videos, es, minutes=None if steps else minutes,
-                           steps=round(supervised_ratio * steps) if steps else None, progress=False, store=loader.store)
+    sup = supervised or train_supervised(state.cfg, layout, train_videos, es, minutes=None if steps else minutes,
+                                         steps=round(supervised_ratio * steps) if steps else None, progress=False, store=loader.store)
     return {
         "variant": name, "seed": seed, "synthetic": dataclasses.asdict(synthetic_config(name, videos, frames, seed)),
         "keypoints": layout.skeleton.num_keypoints, "steps": state.step, "supervised_steps": sup["steps"],
@@ -136,7 +140,23 @@ def run_variant(out: Path, name: str, *, seed: int, minutes: float | None, video
         "ratio_mean_pose": kg["error"] / base["error"], "ratio_supervised": kg["error"] / sup["error"],
         "minutes": (time.perf_counter() - t0) / 60,
         "breakdown": kg["breakdown"],
+        **({"supervised_from": supervised["from"]} if supervised else {}),
     }
+
+
+def earlier_supervised(path: Path, steps: int | None, supervised_ratio: float, videos: int, frames: int) -> dict:
+    """``{(variant, seed): {"error", "steps", "from"}}`` from an earlier suite's JSON whose supervised
+    bound had the same budget and data (the bound does not depend on KeypointGAN's settings, only on
+    the preset's networks and learning rate, which the caller keeps the same)."""
+    if not steps:
+        raise SystemExit("--supervised-from needs --steps (a time budget is not repeatable)")
+    out = {}
+    for r in json.loads(path.read_text())["rows"]:
+        same = r["supervised_steps"] == round(supervised_ratio * steps) and r["synthetic"] == dataclasses.asdict(
+            synthetic_config(r["variant"], videos, frames, r["seed"]))
+        if same:
+            out[(r["variant"], r["seed"])] = {"error": r["supervised"], "steps": r["supervised_steps"], "from": str(path)}
+    return out
 
 
 def summarise(rows: list[dict]) -> list[dict]:
@@ -182,6 +202,9 @@ def main(argv=None) -> dict:
     ap.add_argument("--preset", default="cpu-64")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--out", type=Path, default=Path("runs/fidelity"))
+    ap.add_argument("--supervised-from", type=Path, default=None,
+                    help="with --steps: take the supervised bound of each variant and seed from this earlier fidelity.json "
+                         "(same budget and data) instead of training it again; the others are trained")
     ap.add_argument("--analyse", action="store_true", help="train nothing: add the error breakdown to OUT/fidelity.json's rows from their checkpoints")
     args = ap.parse_args(argv)
     if args.analyse:
@@ -192,11 +215,13 @@ def main(argv=None) -> dict:
         print(breakdown_table(result["rows"]))
         return result
     args.out.mkdir(parents=True, exist_ok=True)
+    earlier = earlier_supervised(args.supervised_from, args.steps, args.supervised_ratio, args.videos, args.frames) if args.supervised_from else {}
     rows = []
     for name in args.variants:
         for seed in args.seeds:
             rows.append(run_variant(args.out, name, seed=seed, minutes=args.minutes, videos=args.videos, frames=args.frames,
-                                    preset=args.preset, device=args.device, steps=args.steps, supervised_ratio=args.supervised_ratio))
+                                    preset=args.preset, device=args.device, steps=args.steps, supervised_ratio=args.supervised_ratio,
+                                    supervised=earlier.get((name, seed))))
             r = rows[-1]
             print(f"{name} seed {seed}: error {r['error']:.2f}, mean pose {r['mean_pose']:.2f} ({r['ratio_mean_pose']:.2f}×), "
                   f"supervised {r['supervised']:.2f} ({r['ratio_supervised']:.2f}×), {r['steps']} steps, {r['minutes']:.1f} min", flush=True)

@@ -60,3 +60,21 @@ def test_analyse_reads_a_finished_run(tiny_data, one_step_run, tmp_path):
     assert r["error"] == pytest.approx(float(np.mean(keypoint_error(pix, es.keypoints, es.hw))))
     assert np.mean(list(r["breakdown"]["per_keypoint"].values())) == pytest.approx(r["error"])
     assert set(r["breakdown"]) == {"per_keypoint", "offset", "centroid", "aligned", "spread", "variety"}
+
+
+def test_supervised_bound_reused_only_for_the_same_budget_and_data(tmp_path):
+    """--supervised-from: a row's bound is taken for its variant and seed only when its supervised
+    steps and its generated data match this suite's."""
+    import dataclasses
+    import json
+
+    def row(variant, seed, sup_steps, frames=40):
+        return {"variant": variant, "seed": seed, "supervised": 2.5 + seed, "supervised_steps": sup_steps,
+                "synthetic": dataclasses.asdict(fidelity.synthetic_config(variant, 100, frames, seed))}
+
+    path = tmp_path / "fidelity.json"
+    path.write_text(json.dumps({"rows": [row("default", 0, 1400), row("slow", 1, 1400), row("fast", 0, 700), row("default", 1, 1400, frames=30)]}))
+    got = fidelity.earlier_supervised(path, steps=400, supervised_ratio=3.5, videos=100, frames=40)
+    assert got == {("default", 0): {"error": 2.5, "steps": 1400, "from": str(path)}, ("slow", 1): {"error": 3.5, "steps": 1400, "from": str(path)}}
+    with pytest.raises(SystemExit, match="--steps"):
+        fidelity.earlier_supervised(path, steps=None, supervised_ratio=3.5, videos=100, frames=40)

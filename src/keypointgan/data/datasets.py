@@ -212,9 +212,15 @@ class FramePairDataset(Dataset):
         self.seed = int(seed)
         self.motion = float(motion)
         self.epoch = 0
-        # N×THUMB² uint8 (256 bytes a frame: small enough to travel to every worker); reading every
-        # frame once costs one pass over the data before training starts
-        self.thumbs = np.stack([thumbnail(store.get(i), self.THUMB) for i in range(len(store))]) if self.motion > 0 else None
+        # N×THUMB² uint8 (256 bytes a frame, copied to every worker); reading every frame once costs one
+        # pass over the data before training starts (a decode of every video file)
+        self.thumbs = None
+        if self.motion > 0:
+            if len(store) >= 20_000:
+                from ..log import logger
+
+                logger.info(f"gap_motion: reading all {len(store)} training frames once to compare them (gap_motion 0 skips this)")
+            self.thumbs = np.stack([thumbnail(store.get(i), self.THUMB) for i in range(len(store))])
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)

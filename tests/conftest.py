@@ -21,7 +21,9 @@ def tiny_config(**over):
 
     model = dict(size=32, encoder_widths=(4, 8, 16), regressor_widths=(4, 8, 16), decoder_widths=(4, 8, 16), disc_ndf=4, disc_layers=2, disc_scales=2)
     model.update(over.pop("model", {}))
-    base = dict(batch_size=4, pretrain_steps=5, pretrain_batch=4, log_every=1, sample_every=2, eval_every=2, ckpt_every=2, eval_frames=8, device="cpu")
+    # the image pool on (cpu-64 has none) so that the tests exercise its state in checkpoints and resumes
+    base = dict(batch_size=4, pretrain_steps=5, pretrain_batch=4, log_every=1, sample_every=2, eval_every=2, ckpt_every=2, eval_frames=8, device="cpu",
+                pool_size=50)
     base.update(over)
     return make_config("cpu-64", model=model, **base)
 

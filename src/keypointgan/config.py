@@ -155,7 +155,9 @@ class TrainConfig:
     """How the appearance frame is drawn from the gap range: 0 uniformly (the paper); ``p > 0`` with
     probability ∝ ``d ** p``, ``d`` how different the frame is from the target (mean absolute difference
     of 16×16 grey thumbnails), so that frames where the figure moved more are preferred — for slow
-    motion and short videos, where a uniform draw often gives Ψ a frame it can nearly copy."""
+    motion and short videos, where a uniform draw often gives Ψ a frame it can nearly copy.  Costs one
+    pass over every training frame before training (a full decode of video files) and 256 bytes per
+    frame in every data worker: for long video collections set it to 0."""
     pretrain_steps: int = 1500
     """Regressor pre-training steps on the prior when no pre-trained η is given (0 skips)."""
     pretrain_lr: float = 1e-3
@@ -418,6 +420,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         swa_fraction=0.5,
         flip_test=True,
         gap=(1, 1000),
+        pool_size=0,  # the pool's past fakes hid a collapse from D's batch-std channel (session 7)
         pretrain_steps=1000,
         eval_every=100,
         sample_every=100,

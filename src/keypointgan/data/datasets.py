@@ -245,12 +245,12 @@ class FramePairDataset(Dataset):
             return int(self.store.offsets[v] + (0 if t >= n - 1 - t else n - 1))
         if self.thumbs is None:
             k = int(rng.integers(after + before))
-        else:
-            cand = np.concatenate([np.arange(t + lo, t + lo + after), np.arange(max(t - hi, 0), max(t - hi, 0) + before)])
-            d = np.abs(self.thumbs[self.store.offsets[v] + cand].astype(np.int16) - self.thumbs[index]).mean(axis=1)
+            j = t + lo + k if k < after else max(t - hi, 0) + (k - after)
+        else:  # the same legal frames, in the same order, each weighted by how much it differs from the target
+            cand = self.store.offsets[v] + np.concatenate([np.arange(t + lo, t + lo + after), np.arange(max(t - hi, 0), max(t - hi, 0) + before)])
+            d = np.abs(self.thumbs[cand].astype(np.int16) - self.thumbs[index]).mean(axis=1)
             w = (d + 1e-3) ** self.motion  # + 1e-3: identical frames keep a chance (and all-identical → uniform)
-            k = int(rng.choice(len(cand), p=w / w.sum()))
-        j = t + lo + k if k < after else max(t - hi, 0) + (k - after)
+            return int(cand[rng.choice(len(cand), p=w / w.sum())])
         return int(self.store.offsets[v] + j)
 
     def frames(self, index: int, epoch: int | None = None) -> tuple[np.ndarray, np.ndarray]:

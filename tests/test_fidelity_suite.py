@@ -52,14 +52,26 @@ def test_analyse_reads_a_finished_run(tiny_data, one_step_run, tmp_path):
     (tmp_path / "runs").mkdir()
     (tmp_path / "data" / "default-seed0").symlink_to(tiny_data)
     (tmp_path / "runs" / "default-seed0").symlink_to(one_step_run)
-    r = fidelity.analyse(tmp_path, "default", 0)
     lay = Layout(tiny_data)
+    r = fidelity.analyse(tmp_path, "default", 0, videos=len(lay.videos))
     det = KeypointDetector.from_checkpoint(one_step_run)
     es = make_eval_set(lay, split_videos(lay)[1], det.size)
     pix = G.norm_to_image_pixels(det.predict_grid_points(es.images), det.size, es.hw)
     assert r["error"] == pytest.approx(float(np.mean(keypoint_error(pix, es.keypoints, es.hw))))
     assert np.mean(list(r["breakdown"]["per_keypoint"].values())) == pytest.approx(r["error"])
     assert set(r["breakdown"]) == {"per_keypoint", "offset", "centroid", "aligned", "spread", "variety"}
+
+
+def test_few_videos_is_tested_on_as_many_videos_as_the_default(tmp_path):
+    """few-videos trains on a fifth of the default's training videos (18 of 90) and holds out the
+    default's 10 test videos, not 10% of its own 20."""
+    assert fidelity.held_out(100) == 10
+    assert fidelity.synthetic_config("few-videos", 100, 40, 0).videos == 18 + 10
+    assert fidelity.synthetic_config("default", 100, 40, 0).videos == 100
+    root = fidelity.dataset(tmp_path, "few-videos", videos=30, frames=3, seed=1, prior=50)  # a fifth of 27 → 5, + 3
+    train, test = fidelity.split(Layout(root), 30)
+    assert (len(train), len(test)) == (9, 3)  # at least 9 training videos
+    assert list(train) + list(test) == list(Layout(root).videos)
 
 
 def test_supervised_bound_reused_only_for_the_same_budget_and_data(tmp_path):

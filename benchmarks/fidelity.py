@@ -123,18 +123,19 @@ def analyse(out: Path, name: str, seed: int, videos: int = 100) -> dict:
 
 def run_variant(out: Path, name: str, *, seed: int, minutes: float | None, videos: int, frames: int, preset: str, device: str,
                 steps: int | None = None, supervised_ratio: float = 3.5, supervised: dict | None = None,
-                bound: bool = True) -> dict:
+                bound: bool = True, overrides: dict | None = None) -> dict:
     """Train and evaluate one variant with one seed (for ``minutes``, or ``steps`` and the supervised
     bound ``supervised_ratio`` × ``steps``); returns its metrics.  ``supervised`` (``{"error", "steps"}``
     of an earlier run of the same variant, seed and budget) is used instead of training the bound again;
-    with ``bound=False`` and no ``supervised`` the bound is not trained and is ``None`` in the row."""
+    with ``bound=False`` and no ``supervised`` the bound is not trained and is ``None`` in the row.
+    ``overrides``: :class:`~keypointgan.config.TrainConfig` fields over the preset (``model.*`` for the networks)."""
     t0 = time.perf_counter()
     root = dataset(out, name, videos, frames, seed)
     layout = Layout(root)
     prior = load_prior(layout.prior_path, layout.skeleton)
     train_videos, test_videos = split(layout, videos)
     budget = {"steps": steps} if steps else {"max_minutes": minutes}
-    cfg = make_config(preset, seed=seed, device=device, **budget, eval_every=10**6, sample_every=10**6, ckpt_every=10**6)
+    cfg = make_config(preset, seed=seed, device=device, **budget, eval_every=10**6, sample_every=10**6, ckpt_every=10**6, **(overrides or {}))
     es = make_eval_set(layout, test_videos, cfg.model.size)
     dev = select_device(cfg.device)
     loader, prior_points = make_loader(cfg, layout.skeleton, prior, train_videos, dev)
@@ -161,6 +162,7 @@ def run_variant(out: Path, name: str, *, seed: int, minutes: float | None, video
         "minutes": (time.perf_counter() - t0) / 60,
         "breakdown": kg["breakdown"],
         **({"supervised_from": supervised["from"]} if supervised else {}),
+        **({"overrides": overrides} if overrides else {}),
     }
 
 
@@ -235,6 +237,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--no-supervised", action="store_true",
                     help="do not train the supervised bound (its columns stay empty for those runs): the ratio to the mean pose, "
                          "the suite's bar, needs only KeypointGAN, e.g. for extra seeds")
+    ap.add_argument("--set", dest="overrides", type=json.loads, default={}, metavar="JSON",
+                    help='TrainConfig fields over the preset for KeypointGAN, e.g. \'{"flip_augment": true}\' (the supervised bound reads only the networks, batch size and learning rate)')
     ap.add_argument("--analyse", action="store_true", help="train nothing: add the error breakdown to OUT/fidelity.json's rows from their checkpoints")
     args = ap.parse_args(argv)
     if args.analyse:
@@ -251,7 +255,7 @@ def main(argv=None) -> dict:
         for seed in args.seeds:
             rows.append(run_variant(args.out, name, seed=seed, minutes=args.minutes, videos=args.videos, frames=args.frames,
                                     preset=args.preset, device=args.device, steps=args.steps, supervised_ratio=args.supervised_ratio,
-                                    supervised=earlier.get((name, seed)), bound=not args.no_supervised))
+                                    supervised=earlier.get((name, seed)), bound=not args.no_supervised, overrides=args.overrides))
             r = rows[-1]
             sup = f"supervised {r['supervised']:.2f} ({r['ratio_supervised']:.2f}×)" if r["supervised"] else "supervised not trained"
             print(f"{name} seed {seed}: error {r['error']:.2f}, mean pose {r['mean_pose']:.2f} ({r['ratio_mean_pose']:.2f}×), "

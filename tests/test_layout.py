@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from keypointgan import InputError, Skeleton
-from keypointgan.data.datasets import thumbnail
+from keypointgan.data.datasets import mirror_half, thumbnail
 from keypointgan.data import EvalFrameDataset, FramePairDataset, FrameStore, Layout, PriorPoseDataset, augment_poses, load_prior
 from keypointgan.io import write_image
 
@@ -130,6 +130,21 @@ def test_unreadable_image_names_file(tmp_path):
     with pytest.raises(InputError) as e:
         FrameStore(Layout(tmp_path).videos, 8)
     assert str(bad) in str(e.value) and "cannot read image" in str(e.value)
+
+
+def test_mirror_half_mirrors_pairs_together():
+    """Image i is mirrored in both batches or in neither; about half are; the pixels are exactly flipped."""
+    g = torch.Generator().manual_seed(3)
+    x = torch.rand(400, 3, 4, 5)
+    y = torch.rand(400, 3, 4, 5).contiguous(memory_format=torch.channels_last)
+    a, b = mirror_half(g, x, y)
+    ma = (a == x.flip(-1)).flatten(1).all(1)
+    mb = (b == y.flip(-1)).flatten(1).all(1)
+    assert torch.equal(ma, mb)
+    assert torch.equal(a[~ma], x[~ma]) and torch.equal(b[~mb], y[~mb])
+    assert 160 < int(ma.sum()) < 240
+    a2, _ = mirror_half(torch.Generator().manual_seed(3), x, y)
+    assert torch.equal(a, a2)  # the draw comes from the generator alone
 
 
 def test_augment_poses_is_similarity_and_flip_swaps():

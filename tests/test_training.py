@@ -51,6 +51,31 @@ def test_training_steps_reduce_reconstruction_loss(tiny_data, tmp_path):
     assert all(np.isfinite(v) for v in out.values())
 
 
+def test_flip_augment_mirrors_pairs_and_prior_poses(tiny_data, tmp_path):
+    """flip_augment: the step sees some frame pairs mirrored (target and appearance frame together), and
+    the prior poses drawn for it are mirrored about x = 0 with left/right swapped; off, neither."""
+    from keypointgan.training.pretrain import sample_prior
+
+    t = make_trainer(tiny_data, tmp_path, flip_augment=True, steps=1)
+    x, xa = next(t.batches())
+    seen = t.step(x, xa).visuals
+    mirrored = torch.tensor([torch.equal(seen[0][i], x[i].flip(-1)) for i in range(len(x))])
+    assert all(torch.equal(seen[0][i], x[i].flip(-1) if m else x[i]) for i, m in enumerate(mirrored))
+    assert all(torch.equal(seen[3][i], xa[i].flip(-1) if m else xa[i]) for i, m in enumerate(mirrored))
+    assert 0 < int(mirrored.sum()) < len(x)  # this seed mirrors some, not all
+
+    prior = t.prior[:1].expand(200, -1, -1)  # one pose, drawn 200 times
+    perm = t.skeleton.flip_permutation
+    assert perm != list(range(len(perm)))
+    q = sample_prior(prior, 200, t.state.cfg, t.skeleton, torch.Generator().manual_seed(0), pretrain=False)
+    flipped = torch.stack([-prior[0, perm, 0], prior[0, perm, 1]], -1)
+    is_flipped = torch.isclose(q, flipped).flatten(1).all(1)
+    assert torch.equal(is_flipped, ~torch.isclose(q, prior).flatten(1).all(1))
+    assert 70 < int(is_flipped.sum()) < 130
+    off = t.state.cfg.__class__(**{**t.state.cfg.__dict__, "flip_augment": False})
+    assert torch.equal(sample_prior(prior, 200, off, t.skeleton, torch.Generator().manual_seed(0), pretrain=False), prior)
+
+
 def test_ablation_switches_change_the_step(tiny_data, tmp_path):
     t = make_trainer(tiny_data, tmp_path, discriminator=False, bottleneck=False, steps=1)
     x, xa = next(t.batches())

@@ -158,6 +158,12 @@ class TrainConfig:
     motion and short videos, where a uniform draw often gives Ψ a frame it can nearly copy.  Costs one
     pass over every training frame before training (a full decode of video files) and 256 bytes per
     frame in every data worker: for long video collections set it to 0."""
+    flip_augment: bool = False
+    """Mirror half of each batch left-right: the frame pairs (target and appearance frame together) and,
+    drawn apart, the prior poses (mirrored with left/right keypoints swapped, in η's pre-training too),
+    so that D compares mirror-symmetric distributions. Label-free (Φ's skeleton image has no left or
+    right); it doubles the appearances seen and asks Φ to be mirror-equivariant, which the flip test
+    assumes. For categories without mirror symmetry (or with a prior that is not), leave it off."""
     pretrain_steps: int = 1500
     """Regressor pre-training steps on the prior when no pre-trained η is given (0 skips)."""
     pretrain_lr: float = 1e-3

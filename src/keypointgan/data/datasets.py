@@ -31,6 +31,7 @@ __all__ = [
     "resize_image",
     "image_to_tensor",
     "augment_poses",
+    "mirror_half",
     "thumbnail",
 ]
 
@@ -308,6 +309,14 @@ class EvalFrameDataset(Dataset):
         hw = self.store.original_size(index)
         v, _ = self.store.locate(index)
         return img, torch.from_numpy(self.keypoints[index]), torch.tensor(hw), v
+
+
+def mirror_half(generator: torch.Generator, *batches: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Mirror left-right a random half of the images of ``batches`` (each ``B×C×H×W``, the same ``B``):
+    image ``i`` is mirrored in every batch or in none (a target and its appearance frame stay a pair).
+    One draw of ``B`` uniforms from ``generator`` (a CPU generator)."""
+    mask = torch.rand(batches[0].shape[0], generator=generator) < 0.5
+    return tuple(torch.where(mask.to(t.device).view(-1, 1, 1, 1), t.flip(-1), t) for t in batches)
 
 
 def augment_poses(

@@ -27,6 +27,7 @@ import torch
 
 from .._version import __version__
 from ..checkpoint import save_checkpoint
+from ..data.datasets import mirror_half
 from ..data.loader import PairLoader
 from ..errors import InputError, ProcessLost, TrainingDiverged, TrainingInterrupted
 from ..log import configure as configure_logging
@@ -61,6 +62,8 @@ def train_step(state: TrainState, x: torch.Tensor, x_app: torch.Tensor, prior: t
     Advances ``state.step`` either way."""
     cfg = state.cfg
     q = poses if poses is not None else sample_prior(prior, x.shape[0], cfg, state.skeleton, state.gen, pretrain=False)
+    if cfg.flip_augment:
+        x, x_app = mirror_half(state.gen, x, x_app)
     rollback = Rollback(state.buffers(), state.pool)
     with state.autocast():
         terms = keypointgan_objective(state.fwd, x, x_app, q, cfg=cfg, skeleton=state.skeleton, rec_loss=state.rec_loss,

@@ -22,8 +22,12 @@ class MinibatchStd(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape
         g = max(d for d in range(1, min(self.group, b) + 1) if b % d == 0)
-        y = x.float().reshape(b // g, g, c, h, w)
-        std = (y.var(dim=1, unbiased=False) + 1e-8).sqrt().mean(dim=(1, 2, 3))  # one value per group
+        y = x.float()
+        # each image's features as one row (a view for channels-last and for contiguous tensors), groups of g rows
+        y = (y.permute(0, 2, 3, 1) if y.is_contiguous(memory_format=torch.channels_last) else y).reshape(b // g, g, c * h * w)
+        # the variance by hand: Tensor.var over the group axis, forward and backward, took 3–5× as long on CPU
+        dev = y - y.mean(dim=1, keepdim=True)
+        std = (dev.square().mean(dim=1) + 1e-8).sqrt().mean(dim=1)  # one value per group
         feat = std.repeat_interleave(g).to(x.dtype).view(b, 1, 1, 1).expand(b, 1, h, w)
         return torch.cat([x, feat], dim=1)
 

@@ -8,7 +8,7 @@ batch of prior poses, never paired with the frames::
     x̂ = Ψ(β(p), x′)       the target reconstructed from the re-rendered keypoints (the bottleneck)
                           and the appearance frame; ``bottleneck=False``: Ψ(ŷ, x′) (ablation)
 
-    G (Φ, Ψ; η and D differentiable, not updated by it):
+    G (Φ, Ψ; η and D frozen but differentiable):
         w_gan · LSGAN(D(ŷ), real)  +  w_rec · Rec(x̂, x)  [+ w_consistency · MSE(ŷ, β(p).detach())]
     D (rendered prior poses real, Φ's outputs fake, through the image pool):
         ½ · [LSGAN(D(β(q)), real) + LSGAN(D(pool(ŷ)), fake)]
@@ -17,11 +17,7 @@ batch of prior poses, never paired with the frames::
 
 ``Rec`` is the VGG-19 perceptual loss with weights given, else the fallback loss
 (:func:`keypointgan.losses.make_reconstruction_loss`).  ``discriminator=False`` drops the adversarial
-term and D's loss (ablation).  The three terms share their forward passes where the values are the
-same (η(ŷ) and β(η(ŷ)) serve G and η's self term; without the pool, D's one pass over the prior's
-renderings and ŷ serves G and D): each loss must therefore be back-propagated into its own networks
-only (``backward(inputs=...)``, as :func:`.update.apply_all_or_nothing` does), which gives exactly the
-gradients of the terms computed apart.  Under mixed precision (autocast around this function) the networks'
+term and D's loss (ablation).  Under mixed precision (autocast around this function) the networks'
 outputs are cast to float32 here, so the renderer and every loss work in float32.  None of the three losses depends on another's update, so the caller
 may compute all three first and then update (:mod:`.update`).
 """
@@ -81,51 +77,50 @@ def keypointgan_objective(
     phi, eta, psi, disc = (nets[k] for k in ("phi", "eta", "psi", "disc"))
     size, sigma = cfg.model.size, cfg.model.sigma
 
-    # ---- G: Φ and Ψ (η and D take part; the caller back-propagates each term into its own networks only)
-    y_hat = _full(phi(x))
-    y_det = y_hat.detach()
-    p = eta(y_hat)
-    y_rend = render(p, skeleton, size, sigma)  # β(η(ŷ)): Ψ's input, and η's self term below
-    x_rec = _full(psi(y_rend if cfg.bottleneck else y_hat, x_app))
-    loss_rec = rec_loss(x_rec, x)
-    loss_g = cfg.w_rec * loss_rec
-    parts = {"loss_rec": loss_rec}
-    if cfg.w_consistency:
-        loss_cons = F.mse_loss(y_hat, y_rend.detach())
-        loss_g = loss_g + cfg.w_consistency * loss_cons
-        parts["loss_consistency"] = loss_cons
+    # ---- G: Φ and Ψ; η and D take part but are not updated by this term
+    eta.requires_grad_(False)
+    disc.requires_grad_(False)
+    try:
+        y_hat = _full(phi(x))
+        p = eta(y_hat)
+        y_rend = render(p, skeleton, size, sigma) if (cfg.bottleneck or cfg.w_consistency) else None
+        x_rec = _full(psi(y_rend if cfg.bottleneck else y_hat, x_app))
+        loss_rec = rec_loss(x_rec, x)
+        loss_g = cfg.w_rec * loss_rec
+        parts = {"loss_rec": loss_rec}
+        if cfg.w_consistency:
+            loss_cons = F.mse_loss(y_hat, y_rend.detach())
+            loss_g = loss_g + cfg.w_consistency * loss_cons
+            parts["loss_consistency"] = loss_cons
+        if cfg.discriminator:
+            loss_adv = lsgan_loss(_float(disc(y_hat)), True)
+            loss_g = loss_g + cfg.w_gan * loss_adv
+            parts["loss_g_adv"] = loss_adv
+    finally:
+        eta.requires_grad_(True)
+        disc.requires_grad_(True)
     losses = {"g": loss_g}
 
     y_real = render(q, skeleton, size, sigma)
     # ---- D: rendered prior poses are real, Φ's outputs (through the pool) fake
     if cfg.discriminator:
-        fake = fakes_for_d(y_det)
+        fake = fakes_for_d(y_hat.detach())
         group = cfg.model.disc_batch_std
-        per_image = cfg.model.disc_norm != "batch" and not (group and len(y_real) % group)
-        if per_image and fake is y_det:
-            # no pool, and D judges every image (or group of images) on its own: one pass over the prior's
-            # renderings and ŷ itself serves G's adversarial term and D's loss (the same values as apart)
-            both = _float(disc(torch.cat([y_real, y_hat])))
+        if cfg.model.disc_norm == "batch" or (group and len(y_real) % group):
+            # batch statistics (or batch-std groups that would straddle the halves): real and fake apart, as D sees them
+            real_out, fake_out = _float(disc(y_real)), _float(disc(fake))
+        else:  # D treats every image (or group) on its own: one pass over both batches computes the same, faster
+            both = _float(disc(torch.cat([y_real, fake])))
             real_out, fake_out = [o[: len(y_real)] for o in both], [o[len(y_real):] for o in both]
-            g_out = fake_out
-        else:
-            g_out = _float(disc(y_hat))
-            if per_image:
-                both = _float(disc(torch.cat([y_real, fake])))
-                real_out, fake_out = [o[: len(y_real)] for o in both], [o[len(y_real):] for o in both]
-            else:  # batch statistics (or batch-std groups that would straddle the halves): real and fake apart, as D sees them
-                real_out, fake_out = _float(disc(y_real)), _float(disc(fake))
-        loss_adv = lsgan_loss(g_out, True)
-        losses["g"] = loss_g + cfg.w_gan * loss_adv
-        parts["loss_g_adv"] = loss_adv
         loss_d_real = lsgan_loss(real_out, True)
         loss_d_fake = lsgan_loss(fake_out, False)
         losses["d"] = 0.5 * (loss_d_real + loss_d_fake)
         parts.update(loss_d_real=loss_d_real, loss_d_fake=loss_d_fake)
 
-    # ---- η: the prior's poses from their renderings, and its own predictions re-rendered (β(η(ŷ)) against ŷ held fixed)
+    # ---- η: the prior's poses from their renderings, and its own predictions re-rendered
     l_prior = regressor_prior_loss(eta(y_real), q)
-    l_self = regressor_self_loss(y_rend, y_det)
+    y_det = y_hat.detach()
+    l_self = regressor_self_loss(render(eta(y_det), skeleton, size, sigma), y_det)
     losses["eta"] = cfg.w_reg_prior * l_prior + cfg.w_reg_self * l_self
     parts.update(loss_eta_prior=l_prior, loss_eta_self=l_self)
     return Terms(losses, parts, (x, y_det, p.detach(), x_app, x_rec.detach()))

@@ -51,9 +51,9 @@ def apply_all_or_nothing(
 ) -> tuple[dict[str, float], bool]:
     """Back-propagate each loss into its own parameters, clip, and step every optimiser — or none.
 
-    ``losses[k]`` is minimised by ``optimizers[k]`` over ``params[k]``, and back-propagated into those
-    alone (``backward(inputs=params[k])``): the losses' graphs may share forward passes and networks
-    (the objective's G term runs through η and D, which only their own terms update).  Gradient norms are clipped to ``grad_clip`` (0: measured, not clipped).
+    ``losses[k]`` is minimised by ``optimizers[k]`` over ``params[k]``; the losses' graphs must not
+    share parameters that more than one of them updates (the objective freezes η and D in the G
+    term for this reason).  Gradient norms are clipped to ``grad_clip`` (0: measured, not clipped).
     Returns the float values of ``parts`` and ``losses`` (one host sync; over ranks, their means), with
     ``grad_norm`` NaN when a gradient was not finite, and whether the update was applied.  When it was
     not, every gradient is cleared and ``rollback`` restored.
@@ -68,9 +68,9 @@ def apply_all_or_nothing(
     out = dict(zip(parts, values))
     ok = all(math.isfinite(v) for v in values)
     if ok:
-        for i, (k, loss) in enumerate(losses.items()):
+        for k, loss in losses.items():
             optimizers[k].zero_grad(set_to_none=True)
-            (scaler.scale(loss) if scaler is not None else loss).backward(inputs=list(params[k]), retain_graph=i < len(losses) - 1)
+            (scaler.scale(loss) if scaler is not None else loss).backward()
         dist.average_gradients(p for k in losses for p in params[k])
         if scaler is not None:
             for k in losses:

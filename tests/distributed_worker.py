@@ -49,7 +49,8 @@ def run_steps(data: Path, out: Path) -> None:
     # channels_last off: torch's CPU batch norm in channels-last layout back-propagates with errors of up to
     # 10% of the largest gradient into a convolution whose input is nearly constant (Ψ's first layer on a
     # rendered skeleton), against a float64 reference; the contiguous kernels and ours agree with it to 1e-4.
-    over = dict(pool_size=0, pretrain_steps=0, ema_decay=0.0, swa_fraction=0.0, channels_last=False, vgg_weights=random_vgg(out / "vgg.pth"))
+    # flip_augment off: each rank mirrors its own random half, so the ranks' batches would not be the one process's.
+    over = dict(pool_size=0, flip_augment=False, pretrain_steps=0, ema_decay=0.0, swa_fraction=0.0, channels_last=False, vgg_weights=random_vgg(out / "vgg.pth"))
     cfg = tiny_config(**{**over, **json.loads(os.environ.get("KEYPOINTGAN_TEST_CONFIG", "{}")), "device": os.environ.get("KEYPOINTGAN_TEST_DEVICE", "cpu")})
     g = torch.Generator().manual_seed(1)
     n = PER_RANK * 2

@@ -427,6 +427,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         flip_test=True,
         gap=(1, 1000),
         pool_size=0,  # the pool's past fakes hid a collapse from D's batch-std channel (session 7)
+        flip_augment=True,  # better on every variant of the generalisation suite, paired by seed (session 8)
         pretrain_steps=1000,
         eval_every=100,
         sample_every=100,

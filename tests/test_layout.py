@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from keypointgan import InputError, Skeleton
-from keypointgan.data.datasets import jitter_colours, mirror_half, thumbnail
+from keypointgan.data.datasets import mirror_half, thumbnail
 from keypointgan.data import EvalFrameDataset, FramePairDataset, FrameStore, Layout, PriorPoseDataset, augment_poses, load_prior
 from keypointgan.io import write_image
 
@@ -145,23 +145,6 @@ def test_mirror_half_mirrors_pairs_together():
     assert 160 < int(ma.sum()) < 240
     a2, _ = mirror_half(torch.Generator().manual_seed(3), x, y)
     assert torch.equal(a, a2)  # the draw comes from the generator alone
-
-
-def test_jitter_colours_recolours_pairs_alike():
-    """Each pair gets one gain and offset per channel, within the strength; clamped to [-1, 1]; 0 = unchanged."""
-    x = torch.full((300, 3, 2, 2), 0.5)
-    x[:, :, 0, 0] = 0.0  # mid-grey: its value is the offset alone
-    y = x.clone().contiguous(memory_format=torch.channels_last)
-    a, b = jitter_colours(torch.Generator().manual_seed(1), 0.2, x, y)
-    assert torch.equal(a, b)
-    offset, at_half = a[:, :, 0, 0], a[:, :, 1, 1]
-    gain = (at_half - offset) / 0.5
-    assert offset.abs().max() <= 0.2 and offset.abs().max() > 0.18  # drawn over the whole range
-    assert (gain - 1).abs().max() <= 0.2 + 1e-6 and (gain - 1).abs().max() > 0.18
-    assert offset.std(0).min() > 0.05  # drawn per image and channel
-    ones = torch.ones(4, 3, 2, 2)
-    assert jitter_colours(torch.Generator().manual_seed(0), 0.5, ones)[0].max() == 1.0  # clamped
-    assert jitter_colours(torch.Generator(), 0.0, x)[0] is x
 
 
 def test_augment_poses_is_similarity_and_flip_swaps():

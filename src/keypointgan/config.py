@@ -164,11 +164,6 @@ class TrainConfig:
     so that D compares mirror-symmetric distributions. Label-free (Φ's skeleton image has no left or
     right); it doubles the appearances seen and asks Φ to be mirror-equivariant, which the flip test
     assumes. For categories without mirror symmetry (or with a prior that is not), leave it off."""
-    color_augment: float = 0.0
-    """Recolour each frame pair (target and appearance frame the same way) before the step: per colour
-    channel a gain in ``[1 - s, 1 + s]`` and an offset in ``[-s, s]`` (images in [-1, 1]), ``s`` this
-    value (0 = off, the paper). Label-free; meant for collections with few videos, where Φ would
-    otherwise see few clothes and backgrounds."""
     pretrain_steps: int = 1500
     """Regressor pre-training steps on the prior when no pre-trained η is given (0 skips)."""
     pretrain_lr: float = 1e-3
@@ -255,8 +250,6 @@ class TrainConfig:
             raise InputError(f"gap must be (min, max) with 0 <= min <= max, got {self.gap}")
         if not self.gap_motion >= 0:
             raise InputError(f"gap_motion must be >= 0, got {self.gap_motion}")
-        if not 0.0 <= self.color_augment <= 1.0:
-            raise InputError(f"color_augment must be in [0, 1], got {self.color_augment}")
         if self.steps is not None and self.steps < 0:
             raise InputError(f"steps must be >= 0, got {self.steps}")
         if self.max_minutes is not None and not self.max_minutes > 0:

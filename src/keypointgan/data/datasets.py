@@ -32,7 +32,6 @@ __all__ = [
     "image_to_tensor",
     "augment_poses",
     "mirror_half",
-    "jitter_colours",
     "thumbnail",
 ]
 
@@ -318,24 +317,6 @@ def mirror_half(generator: torch.Generator, *batches: torch.Tensor) -> tuple[tor
     One draw of ``B`` uniforms from ``generator`` (a CPU generator)."""
     mask = torch.rand(batches[0].shape[0], generator=generator) < 0.5
     return tuple(torch.where(mask.to(t.device).view(-1, 1, 1, 1), t.flip(-1), t) for t in batches)
-
-
-def jitter_colours(generator: torch.Generator, strength: float, *batches: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """Recolour image ``i`` of every batch (each ``B×3×H×W`` in [-1, 1], the same ``B``) the same way:
-    ``clamp(g_c · x + b_c, -1, 1)`` per channel ``c``, with a gain ``g_c`` drawn from
-    ``[1 - strength, 1 + strength]`` and an offset ``b_c`` from ``[-strength, strength]`` (mid-grey is 0),
-    so that a target and its appearance frame stay a pair. One draw of ``B×3`` gains and ``B×3``
-    offsets from ``generator`` (a CPU generator); ``strength`` 0 returns the batches unchanged."""
-    if strength <= 0:
-        return batches
-    n = batches[0].shape[0]
-    gain = 1 + strength * (2 * torch.rand(n, 3, generator=generator) - 1)
-    offset = strength * (2 * torch.rand(n, 3, generator=generator) - 1)
-    out = []
-    for t in batches:
-        g, b = gain.to(t.device, t.dtype).view(n, 3, 1, 1), offset.to(t.device, t.dtype).view(n, 3, 1, 1)
-        out.append((t * g + b).clamp_(-1, 1))
-    return tuple(out)
 
 
 def augment_poses(

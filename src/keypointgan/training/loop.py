@@ -27,7 +27,7 @@ import torch
 
 from .._version import __version__
 from ..checkpoint import save_checkpoint
-from ..data.datasets import jitter_colours, mirror_half
+from ..data.datasets import mirror_half
 from ..data.loader import PairLoader
 from ..errors import InputError, ProcessLost, TrainingDiverged, TrainingInterrupted
 from ..log import configure as configure_logging
@@ -64,8 +64,6 @@ def train_step(state: TrainState, x: torch.Tensor, x_app: torch.Tensor, prior: t
     q = poses if poses is not None else sample_prior(prior, x.shape[0], cfg, state.skeleton, state.gen, pretrain=False)
     if cfg.flip_augment:
         x, x_app = mirror_half(state.gen, x, x_app)
-    if cfg.color_augment > 0:
-        x, x_app = jitter_colours(state.gen, cfg.color_augment, x, x_app)
     rollback = Rollback(state.buffers(), state.pool)
     with state.autocast():
         terms = keypointgan_objective(state.fwd, x, x_app, q, cfg=cfg, skeleton=state.skeleton, rec_loss=state.rec_loss,

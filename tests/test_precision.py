@@ -1,5 +1,6 @@
-"""Mixed precision (bf16 / fp16 autocast) and torch.compile on the CPU: what runs in which dtype, the
-gradient scaler's overflow handling, and training steps that still learn."""
+"""Mixed precision (bf16 / fp16 autocast) on the CPU: what runs in which dtype, the gradient scaler's
+overflow handling, and training steps that still learn. (``--compile`` is tested against eager in
+tests/test_gpu.py on CUDA; on the CPU it is only timed, by benchmarks/speed.py: compiling takes minutes.)"""
 
 from __future__ import annotations
 

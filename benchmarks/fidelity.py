@@ -43,7 +43,7 @@ from keypointgan.data import Layout, load_prior
 from keypointgan.data.synthetic import SyntheticConfig, make_synthetic
 from keypointgan.detector import KeypointDetector
 from keypointgan.evaluate import error_breakdown
-from keypointgan.demo import _metrics, mean_pose_metrics, train_supervised
+from keypointgan.demo import _metrics, held_out, mean_pose_metrics, split_videos, train_supervised
 from keypointgan.devices import select_device
 from keypointgan.skeleton import Skeleton
 from keypointgan.training import TrainState, fit, pretrain_regressor
@@ -65,11 +65,6 @@ VARIANTS: dict[str, dict] = {
     "few-prior": {"prior": 300},
     "fewer-joints": {"joints": FEWER_JOINTS},
 }
-
-
-def held_out(videos: int) -> int:
-    """The number of test videos of every variant: the last 10% of ``videos`` (``demo.split_videos``'s rule)."""
-    return max(1, int(round(videos * 0.1)))
 
 
 def synthetic_config(name: str, videos: int, frames: int, seed: int, prior: int = 5000) -> SyntheticConfig:
@@ -103,18 +98,11 @@ def dataset(out: Path, name: str, videos: int, frames: int, seed: int, prior: in
     return root
 
 
-def split(layout: Layout, videos: int) -> tuple[list, list]:
-    """Training and test videos of a variant's dataset generated for ``--videos`` ``videos``: the last
-    :func:`held_out` videos are the test set."""
-    n = held_out(videos)
-    return layout.videos[:-n], layout.videos[-n:]
-
-
 def analyse(out: Path, name: str, seed: int, videos: int = 100) -> dict:
     """The error and its breakdown for the checkpoint of a finished run of ``name`` / ``seed`` under
     ``out``, on its variant's held-out frames (the averaged weights, the run's flip test setting)."""
     layout = Layout(out / "data" / f"{name}-seed{seed}")
-    _, test_videos = split(layout, videos)
+    _, test_videos = split_videos(layout, n_test=held_out(videos))  # every variant: the default's test videos
     det = KeypointDetector.from_checkpoint(out / "runs" / f"{name}-seed{seed}")
     es = make_eval_set(layout, test_videos, det.size)
     pix = G.norm_to_image_pixels(det.predict_grid_points(es.images), det.size, es.hw)
@@ -133,7 +121,7 @@ def run_variant(out: Path, name: str, *, seed: int, minutes: float | None, video
     root = dataset(out, name, videos, frames, seed)
     layout = Layout(root)
     prior = load_prior(layout.prior_path, layout.skeleton)
-    train_videos, test_videos = split(layout, videos)
+    train_videos, test_videos = split_videos(layout, n_test=held_out(videos))
     budget = {"steps": steps} if steps else {"max_minutes": minutes}
     cfg = make_config(preset, seed=seed, device=device, **budget, eval_every=10**6, sample_every=10**6, ckpt_every=10**6, **(overrides or {}))
     es = make_eval_set(layout, test_videos, cfg.model.size)

@@ -69,7 +69,7 @@ def test_few_videos_is_tested_on_as_many_videos_as_the_default(tmp_path):
     assert fidelity.synthetic_config("few-videos", 100, 40, 0).videos == 18 + 10
     assert fidelity.synthetic_config("default", 100, 40, 0).videos == 100
     root = fidelity.dataset(tmp_path, "few-videos", videos=30, frames=3, seed=1, prior=50)  # a fifth of 27 → 5, + 3
-    train, test = fidelity.split(Layout(root), 30)
+    train, test = fidelity.split_videos(Layout(root), n_test=fidelity.held_out(30))
     assert (len(train), len(test)) == (9, 3)  # at least 9 training videos
     assert list(train) + list(test) == list(Layout(root).videos)
 

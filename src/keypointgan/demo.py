@@ -132,10 +132,15 @@ def train_supervised(
     return res
 
 
-def split_videos(layout: Layout, test_fraction: float = 0.1):
-    """The last ``test_fraction`` of the videos (at least one) are held out for testing."""
+def held_out(n_videos: int, test_fraction: float = 0.1) -> int:
+    """How many of ``n_videos`` videos are held out for testing: ``test_fraction`` of them, at least one."""
+    return max(1, int(round(n_videos * test_fraction)))
+
+
+def split_videos(layout: Layout, test_fraction: float = 0.1, *, n_test: int | None = None):
+    """The last :func:`held_out` videos (``test_fraction`` of them), or the last ``n_test``, are held out for testing."""
     n = len(layout.videos)
-    n_test = max(1, int(round(n * test_fraction)))
+    n_test = held_out(n, test_fraction) if n_test is None else n_test
     return layout.videos[: n - n_test], layout.videos[n - n_test :]
 
 

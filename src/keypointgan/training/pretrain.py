@@ -24,7 +24,7 @@ def sample_prior(prior: torch.Tensor, n: int, cfg, skeleton: Skeleton, gen: torc
     idx = torch.randint(prior.shape[0], (n,), generator=gen).to(prior.device)
     q = prior[idx]
     rot, sc, tr = (cfg.pretrain_rotate, cfg.pretrain_scale, cfg.pretrain_translate) if pretrain else (0.0, (1.0, 1.0), 0.0)
-    flip = bool(getattr(cfg, "flip_augment", False))
+    flip = cfg.flip_augment
     if rot or tr or tuple(sc) != (1.0, 1.0) or flip:
         g = torch.Generator(device=prior.device).manual_seed(int(torch.randint(2**62, (), generator=gen)))
         q = augment_poses(q, g, rotate_deg=rot, scale=tuple(sc), translate=tr, flip=flip, flip_permutation=skeleton.flip_permutation)

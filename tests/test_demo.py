@@ -1,4 +1,5 @@
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -39,3 +40,39 @@ def test_demo_end_to_end_tiny(tmp_path, capsys):
     assert main(["report", str(out / "keypointgan")]) == 0
     assert (out / "keypointgan" / "report.html").is_file()
     assert "wrote" in capsys.readouterr().out
+
+
+def test_supervised_baseline_uses_the_learning_rate_decay_and_the_weight_average(tiny_data, monkeypatch):
+    """The bound is trained with KeypointGAN's recipe: the rate decays linearly over the last half of the
+    steps, and the final evaluation uses the averaged networks; with the recipe off it uses the raw ones."""
+    import torch
+
+    from keypointgan.api import make_eval_set
+    from keypointgan.data import Layout
+    from keypointgan.demo import split_videos, train_supervised
+    from conftest import tiny_config
+
+    layout = Layout(tiny_data)
+    train, test = split_videos(layout)
+    lrs: list[float] = []
+    step = torch.optim.Adam.step
+
+    def recording_step(self, *a, **k):
+        lrs.append(self.param_groups[0]["lr"])
+        return step(self, *a, **k)
+
+    monkeypatch.setattr(torch.optim.Adam, "step", recording_step)
+    cfg = tiny_config(lr_decay_fraction=0.5, ema_decay=0.9, swa_fraction=0.5, ema_norm_batches=2, flip_test=False)
+    es = make_eval_set(layout, test, cfg.model.size)
+    on = train_supervised(cfg, layout, train, es, minutes=None, steps=12, progress=False, log_every=4)
+    expected = [2 * cfg.lr * (1.0 if s / 12 <= 0.5 else (1 - s / 12) / 0.5) for s in range(12)]
+    assert lrs == pytest.approx(expected, rel=1e-6) and lrs[-1] == pytest.approx(2 * cfg.lr / 6)
+    assert on["steps"] == 12 and on["averaged"] and [h[0] for h in on["history"]] == [4, 8, 12]
+    # the history holds the raw networks' error on the same frames: the average's differs
+    assert on["error"] != pytest.approx(on["history"][-1][1], abs=1e-6)
+
+    lrs.clear()
+    off = train_supervised(replace(cfg, lr_decay_fraction=0.0, ema_decay=0.0, swa_fraction=0.0), layout, train, es,
+                           minutes=None, steps=12, progress=False, log_every=4)
+    assert lrs == [2 * cfg.lr] * 12 and not off["averaged"]
+    assert off["error"] == pytest.approx(off["history"][-1][1], abs=1e-9)

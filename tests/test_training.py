@@ -76,6 +76,36 @@ def test_flip_augment_mirrors_pairs_and_prior_poses(tiny_data, tmp_path):
     assert torch.equal(sample_prior(prior, 200, off, t.skeleton, torch.Generator().manual_seed(0), pretrain=False), prior)
 
 
+def test_prior_jitter_draws_similarity_transforms_within_the_ranges(tiny_data, tmp_path):
+    """prior_jitter j: each pose D sees is its prior pose rotated by at most 100·j degrees and scaled by
+    1 ± j about its centre, then shifted by at most j per axis, with the ranges covered; 0: unchanged."""
+    import math
+    from dataclasses import replace
+
+    from keypointgan.training.pretrain import sample_prior
+
+    t = make_trainer(tiny_data, tmp_path, steps=1)
+    cfg = replace(t.state.cfg, flip_augment=False, prior_jitter=0.05)
+    prior = t.prior[:1].expand(500, -1, -1)  # one pose, drawn 500 times
+    q = sample_prior(prior, 500, cfg, t.skeleton, torch.Generator().manual_seed(0), pretrain=False)
+    p0 = prior[0] - prior[0].mean(0)
+    shift = q.mean(1) - prior[0].mean(0)
+    d = q - q.mean(1, keepdim=True)
+    scale = d.norm(dim=(1, 2)) / p0.norm()
+    cross = (p0[:, 0] * d[..., 1] - p0[:, 1] * d[..., 0]).sum(-1)
+    angle = torch.rad2deg(torch.atan2(cross, (p0 * d).sum((-1, -2))))
+    # a similarity transform: the residual after removing the fitted rotation and scale is zero
+    c, sn = torch.cos(torch.deg2rad(angle)) * scale, torch.sin(torch.deg2rad(angle)) * scale
+    fit = torch.stack([c[:, None] * p0[:, 0] - sn[:, None] * p0[:, 1], sn[:, None] * p0[:, 0] + c[:, None] * p0[:, 1]], -1)
+    assert torch.allclose(fit, d, atol=1e-5)
+    assert angle.abs().max() <= 5 + 1e-3 and angle.abs().max() > 4.5
+    assert (scale - 1).abs().max() <= 0.05 + 1e-5 and (scale - 1).abs().max() > 0.045
+    assert shift.abs().max() <= 0.05 + 1e-6 and shift.abs().max() > 0.045
+    assert math.isclose(float(angle.mean()), 0.0, abs_tol=0.5)
+    off = replace(cfg, prior_jitter=0.0)
+    assert torch.equal(sample_prior(prior, 500, off, t.skeleton, torch.Generator().manual_seed(0), pretrain=False), prior)
+
+
 def test_ablation_switches_change_the_step(tiny_data, tmp_path):
     t = make_trainer(tiny_data, tmp_path, discriminator=False, bottleneck=False, steps=1)
     x, xa = next(t.batches())

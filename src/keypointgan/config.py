@@ -164,6 +164,11 @@ class TrainConfig:
     so that D compares mirror-symmetric distributions. Label-free (Φ's skeleton image has no left or
     right); it doubles the appearances seen and asks Φ to be mirror-equivariant, which the flip test
     assumes. For categories without mirror symmetry (or with a prior that is not), leave it off."""
+    prior_jitter: float = 0.0
+    """Jitter the prior poses D sees in the GAN game by a random similarity transform about each pose's
+    centre: rotation ±``100·j``°, scale ``1 ± j``, shift ±``j`` in [-1, 1] units (0: the poses as they are,
+    as in the paper). Label-free: it spreads a small prior into a continuous distribution, so that D
+    cannot ask Φ for the exact poses of a few hundred examples."""
     pretrain_steps: int = 1500
     """Regressor pre-training steps on the prior when no pre-trained η is given (0 skips)."""
     pretrain_lr: float = 1e-3
@@ -244,6 +249,8 @@ class TrainConfig:
             raise InputError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
         if not 0.0 <= self.swa_fraction <= 1.0:
             raise InputError(f"swa_fraction must be in [0, 1], got {self.swa_fraction}")
+        if not 0.0 <= self.prior_jitter < 0.5:
+            raise InputError(f"prior_jitter must be in [0, 0.5), got {self.prior_jitter}")
         if not 0.0 <= self.lr_decay_fraction <= 1.0:
             raise InputError(f"lr_decay_fraction must be in [0, 1], got {self.lr_decay_fraction}")
         if self.gap[0] < 0 or self.gap[1] < self.gap[0]:

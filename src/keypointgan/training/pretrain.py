@@ -19,11 +19,15 @@ __all__ = ["sample_prior", "pretrain_eta"]
 def sample_prior(prior: torch.Tensor, n: int, cfg, skeleton: Skeleton, gen: torch.Generator, *, pretrain: bool) -> torch.Tensor:
     """``n`` prior poses (``n×K×2`` in [-1, 1]) drawn with replacement from ``prior`` (``N×K×2``);
     for η's pre-training (``pretrain``) rotated, scaled and shifted by the ``pretrain_*`` ranges of
-    ``cfg`` (a :class:`~keypointgan.config.TrainConfig`), for the GAN game as they are; with
+    ``cfg`` (a :class:`~keypointgan.config.TrainConfig`), for the GAN game jittered by ``cfg.prior_jitter``; with
     ``cfg.flip_augment`` half of them mirrored (left/right keypoints swapped) in both."""
     idx = torch.randint(prior.shape[0], (n,), generator=gen).to(prior.device)
     q = prior[idx]
-    rot, sc, tr = (cfg.pretrain_rotate, cfg.pretrain_scale, cfg.pretrain_translate) if pretrain else (0.0, (1.0, 1.0), 0.0)
+    if pretrain:
+        rot, sc, tr = cfg.pretrain_rotate, cfg.pretrain_scale, cfg.pretrain_translate
+    else:
+        j = cfg.prior_jitter
+        rot, sc, tr = 100.0 * j, (1.0 - j, 1.0 + j), j
     flip = cfg.flip_augment
     if rot or tr or tuple(sc) != (1.0, 1.0) or flip:
         g = torch.Generator(device=prior.device).manual_seed(int(torch.randint(2**62, (), generator=gen)))

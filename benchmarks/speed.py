@@ -3,7 +3,7 @@ an attainable peak measured in the same run for each dtype; and the fraction of 
 run spends waiting for data.
 
     python benchmarks/speed.py [--presets cpu-64 paper-128] [--modes eager compile] [--precisions fp32 bf16]
-                               [--world-sizes 1 2] [--vgg random] [--steps 5] [--pipeline-steps 60] [--json OUT]
+                               [--world-sizes 1 2] [--batch-sizes 16 32] [--vgg random] [--steps 5] [--pipeline-steps 60] [--json OUT]
 
 Peak: the better of a large matrix product (4096² on a GPU, 2048² on a CPU) and a large 3×3 convolution
 (128 → 128 channels on 64×64 × 32 images, channels-last), best of 5, in that dtype.  FLOPs are counted
@@ -11,7 +11,8 @@ once per preset (``torch.utils.flop_counter`` on an eager fp32 step: forward and
 networks and VGG-19, the renderer's arithmetic not included) and used for every mode.  ``--vgg random``
 trains with the VGG-19 perceptual loss on random weights (timing only; the paper's loss costs the same).
 ``--world-sizes``: N > 1 starts N processes (gloo on CPU, NCCL on GPUs), each with ``batch_size``
-pairs and ``cores / N`` threads on a CPU; img/s is then the whole job's.
+pairs and ``cores / N`` threads on a CPU; img/s is then the whole job's.  ``--batch-sizes``: frame pairs
+per step (per process) instead of each preset's own.
 
 Prints a table and writes JSON (default benchmarks/results/speed.json):
 ``{"results": [{"preset", "mode", "precision", "world_size", "train_img_per_s", "peak_gflop_per_s", …}], …}``.
@@ -133,11 +134,14 @@ def _graphs() -> int:
         return -1
 
 
-def bench(preset: str, mode: str, precision: str, steps: int, device: str, vgg: str | None, dist: Distributed = SINGLE) -> dict:
-    """Train and inference img/s of one configuration (in a multi-process run, the whole job's train img/s)."""
+def bench(preset: str, mode: str, precision: str, steps: int, device: str, vgg: str | None, dist: Distributed = SINGLE,
+          batch_size: int | None = None) -> dict:
+    """Train and inference img/s of one configuration (in a multi-process run, the whole job's train img/s);
+    ``batch_size``: pairs per step and process (None: the preset's)."""
     sk = skeleton_preset("synthetic")
     dev = dist.device(device)
-    cfg = make_config(preset, device=device, precision=precision, compile=mode == "compile", vgg_weights=vgg)
+    bs = {"batch_size": batch_size} if batch_size else {}
+    cfg = make_config(preset, device=device, precision=precision, compile=mode == "compile", vgg_weights=vgg, **bs)
     with process_group(dist, dev):
         state = TrainState(cfg, sk, dev, dist=dist)
         x, xa = _inputs(cfg, dev, state.memory_format, seed=dist.rank)
@@ -245,6 +249,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--modes", nargs="+", default=["eager", "compile"], choices=["eager", "compile"])
     ap.add_argument("--precisions", nargs="+", default=["fp32", "bf16"], choices=list(DTYPES))
     ap.add_argument("--world-sizes", nargs="+", type=int, default=[1])
+    ap.add_argument("--batch-sizes", nargs="+", type=int, default=None, help="frame pairs per step and process (default: each preset's)")
     ap.add_argument("--vgg", choices=["none", "random"], default="none", help="train with the VGG-19 perceptual loss on random weights")
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--device", default="auto")
@@ -266,9 +271,10 @@ def main(argv=None) -> dict:
                     if dev.type == "cpu" and not cpu_has_fast(precision) and not args.emulated:
                         skipped.append({"preset": preset, "mode": mode, "precision": precision, "why": "emulated on this CPU"})
                         continue
-                    for world in args.world_sizes:
+                    for world, batch in [(w, b) for w in args.world_sizes for b in args.batch_sizes or [None]]:
                         torch._dynamo.reset()
-                        r = bench_world(world, preset=preset, mode=mode, precision=precision, steps=args.steps, device=args.device, vgg=vgg)
+                        r = bench_world(world, preset=preset, mode=mode, precision=precision, steps=args.steps, device=args.device, vgg=vgg,
+                                        batch_size=batch)
                         f_train, f_inf = flops[preset]
                         r.update(train_gflop_per_img=f_train / 1e9, train_gflop_per_s=f_train * r["train_img_per_s"] / 1e9,
                                  infer_gflop_per_img=f_inf / 1e9, infer_gflop_per_s=f_inf * r["infer_img_per_s"] / 1e9,
@@ -308,13 +314,13 @@ def main(argv=None) -> dict:
     return info
 
 
-HEADER = (f"{'preset':<10} {'mode':<8} {'prec.':<5} {'world':>5} {'train img/s':>11} {'GFLOP/img':>9} {'GFLOP/s':>8} {'% peak':>6} "
+HEADER = (f"{'preset':<10} {'mode':<8} {'prec.':<5} {'world':>5} {'batch':>5} {'train img/s':>11} {'GFLOP/img':>9} {'GFLOP/s':>8} {'% peak':>6} "
           f"{'warm-up s':>9} {'recompiles':>10} {'infer img/s':>11}")
 
 
 def _row(r: dict) -> str:
     rec = "-" if r["graphs_compiled_while_timing"] is None else str(r["graphs_compiled_while_timing"])
-    return (f"{r['preset']:<10} {r['mode']:<8} {r['precision']:<5} {r['world_size']:>5} {r['train_img_per_s']:>11.1f} "
+    return (f"{r['preset']:<10} {r['mode']:<8} {r['precision']:<5} {r['world_size']:>5} {r['batch']:>5} {r['train_img_per_s']:>11.1f} "
             f"{r['train_gflop_per_img']:>9.2f} {r['train_gflop_per_s']:>8.1f} {r['train_pct_of_peak']:>5.1f}% {r['warmup_s']:>9.1f} "
             f"{rec:>10} {r['infer_img_per_s']:>11.1f}")
 

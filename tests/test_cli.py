@@ -131,3 +131,21 @@ def test_pretrain_regressor_then_train_with_it(tiny_data, tmp_path, monkeypatch)
     assert '"pretrained"' not in log  # the given regressor replaced pre-training
     ck = torch.load(run / "checkpoints" / "latest.pt", weights_only=True)
     assert ck["step"] == 1 and ck["pretrained"]
+
+
+def test_demo_flags_reach_run_demo(tmp_path, monkeypatch, capsys):
+    """``keypointgan demo --precision bf16 --batch-size 32`` passes both on to the demo's config; without
+    them the preset's values stand; a bad value is a one-line error (exit 2) before anything runs."""
+    import keypointgan.demo as demo
+
+    calls = []
+    monkeypatch.setattr(demo, "run_demo", lambda out, **kw: calls.append(kw) or {})
+    assert main(["demo", "--out", str(tmp_path / "d"), "--precision", "bf16", "--batch-size", "32", "--seed", "3", "--quiet"]) == 0
+    assert calls[-1] == {"seed": 3, "progress": False, "precision": "bf16", "batch_size": 32}
+    assert main(["demo", "--out", str(tmp_path / "d"), "--quiet"]) == 0
+    assert calls[-1] == {"seed": 0, "progress": False}
+    for bad in (["--batch-size", "0"], ["--precision", "fp8"]):
+        with pytest.raises(SystemExit) as e:
+            main(["demo", "--out", str(tmp_path / "d"), *bad])
+        assert e.value.code == 2
+    assert len(calls) == 2 and not (tmp_path / "d").exists()

@@ -56,7 +56,7 @@ def test_flip_augment_mirrors_pairs_and_prior_poses(tiny_data, tmp_path):
     the prior poses drawn for it are mirrored about x = 0 with left/right swapped; off, neither."""
     from keypointgan.training.pretrain import sample_prior
 
-    t = make_trainer(tiny_data, tmp_path, flip_augment=True, steps=1)
+    t = make_trainer(tiny_data, tmp_path, flip_augment=True, prior_jitter=0.0, steps=1)
     x, xa = next(t.batches())
     seen = t.step(x, xa).visuals
     mirrored = torch.tensor([torch.equal(seen[0][i], x[i].flip(-1)) for i in range(len(x))])
@@ -72,7 +72,7 @@ def test_flip_augment_mirrors_pairs_and_prior_poses(tiny_data, tmp_path):
     is_flipped = torch.isclose(q, flipped).flatten(1).all(1)
     assert torch.equal(is_flipped, ~torch.isclose(q, prior).flatten(1).all(1))
     assert 70 < int(is_flipped.sum()) < 130
-    off = t.state.cfg.__class__(**{**t.state.cfg.__dict__, "flip_augment": False})
+    off = t.state.cfg.__class__(**{**t.state.cfg.__dict__, "flip_augment": False, "prior_jitter": 0.0})
     assert torch.equal(sample_prior(prior, 200, off, t.skeleton, torch.Generator().manual_seed(0), pretrain=False), prior)
 
 

@@ -441,7 +441,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--vgg-weights", type=Path, help="VGG-19 weights for the perceptual loss: torchvision vgg19 .pth or MatConvNet .mat")
     s.add_argument("--precision", choices=PRECISIONS, default=None,
                    help="the networks' arithmetic (default: the preset's auto, fp32 on a CPU); bf16 on a CPU with native bf16, "
-                        "with --batch-size 32: 1.46x the training images per second at the same demo error (docs/benchmarks.md)")
+                        "with --batch-size 32: about 1.4x the training images per second at the same demo error (docs/benchmarks.md)")
     s.add_argument("--batch-size", type=_positive_int, default=None, help="frame pairs per training step (default: the preset's, 16)")
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=cmd_demo)

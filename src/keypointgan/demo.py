@@ -136,10 +136,8 @@ def train_supervised(
         return float(_metrics(G.norm_to_image_pixels(pts, size, log_set.hw), log_set, sk)["error"])
 
     bar = tqdm(desc="supervised", total=steps, disable=not progress, leave=False)
-    while True:
-        spent = budget_fraction(step, time.perf_counter() - t0, steps, budget_s)
-        if step > 0 and spent >= 1.0:  # (at least one step, however short the budget)
-            break
+    spent = 0.0  # the fraction of the budget spent before this step
+    while step == 0 or spent < 1.0:  # (at least one step, however short the budget)
         for g in opt.param_groups:
             g["lr"] = base_lr * lr_scale(spent, cfg.lr_decay_fraction)
         idx = torch.randint(len(store), (cfg.batch_size,), generator=gen)
@@ -163,6 +161,7 @@ def train_supervised(
             phi.eval(), eta.eval()
             history.append([step, error_now(phi, eta)])
             phi.train(), eta.train()
+        spent = budget_fraction(step, time.perf_counter() - t0, steps, budget_s)
     bar.close()
     phi.eval(), eta.eval()
     if average is not None:

@@ -25,6 +25,7 @@ from .api import make_eval_set, make_loader
 from .config import TrainConfig, make_config
 from .data import FrameStore, Layout, load_prior
 from .data.datasets import image_to_tensor
+from .data.loader import norm_batches
 from .devices import select_device
 from .inference import predict_points, unmirror
 from .evaluate import summarize
@@ -166,10 +167,7 @@ def train_supervised(
     phi.eval(), eta.eval()
     if average is not None:
         if cfg.ema_norm_batches:
-            norm_gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
-            n_norm = min(cfg.batch_size, len(store))
-            batches = lambda: (batch(torch.randint(len(store), (n_norm,), generator=norm_gen)) for _ in range(cfg.ema_norm_batches))
-            average.refresh_norm_stats(batches, step)
+            average.refresh_norm_stats(lambda: norm_batches(store, cfg.ema_norm_batches, cfg.batch_size, cfg.seed, step, dev, mf), step)
         phi, eta = average.networks()
     pts, single = _predict_test_set(lambda x: predict_points(phi, eta, x, memory_format=mf), es, sk, cfg.flip_test)
     res = _metrics(G.norm_to_image_pixels(pts, size, es.hw), es, sk)

@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
 
 from .datasets import FramePairDataset, FrameStore, image_to_tensor
 
-__all__ = ["Batch", "PairBatchSampler", "PairLoader", "default_workers"]
+__all__ = ["Batch", "PairBatchSampler", "PairLoader", "default_workers", "norm_batches"]
 
 
 def default_workers() -> int:
@@ -145,9 +145,16 @@ class PairLoader:
         """``n`` batches of random training frames on the device (for batch-norm statistics), drawn by a
         generator seeded by ``(seed, step)``: training's random streams are untouched, and a resumed
         run draws exactly what an uninterrupted one does."""
-        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + step)
-        bs = min(self.batch_size, len(self.store))
-        for _ in range(n):
-            idx = torch.randint(len(self.store), (bs,), generator=gen).tolist()
-            x = image_to_tensor(np.stack([self.store.get(i) for i in idx]))
-            yield x.to(self.device, memory_format=self.memory_format)
+        return norm_batches(self.store, n, self.batch_size, self.seed, step, self.device, self.memory_format)
+
+
+def norm_batches(store: FrameStore, n: int, batch_size: int, seed: int, step: int, device: torch.device,
+                 memory_format: torch.memory_format = torch.contiguous_format) -> Iterator[torch.Tensor]:
+    """``n`` batches (``B×3×S×S``, at most ``batch_size`` frames) of random frames of ``store`` on ``device``,
+    for batch-norm statistics, drawn by a generator seeded by ``(seed, step)`` so that no training
+    stream is touched and a resumed run draws what an uninterrupted one does."""
+    gen = torch.Generator().manual_seed(seed * 1_000_003 + step)
+    bs = min(batch_size, len(store))
+    for _ in range(n):
+        idx = torch.randint(len(store), (bs,), generator=gen).tolist()
+        yield image_to_tensor(np.stack([store.get(i) for i in idx])).to(device, memory_format=memory_format)

@@ -206,3 +206,138 @@ def test_a_paper_preset_trains_a_few_real_steps(tiny_data, tmp_path):
     # the step moved the networks: Φ's output bias is no longer its initial -1, D's biases no longer 0
     assert not torch.equal(ck["nets"]["phi"]["head.bias"], torch.full((1,), -1.0))
     assert any(torch.count_nonzero(v) for k, v in ck["nets"]["disc"].items() if k.endswith("bias"))
+
+
+# ------------------------------------------------------------------ reconstruction losses without VGG-19 weights
+def test_ssim_of_two_flat_images_is_the_luminance_term_alone():
+    """Flat images have no variance or covariance, so SSIM reduces to (2·μa·μb + C1) / (μa² + μb² + C1)
+    (in float64: float32's E[x²] − μ² leaves errors of a few 1e-5)."""
+    from keypointgan.losses import ssim_map
+
+    a, b = torch.full((1, 3, 16, 16), 0.2, dtype=torch.float64), torch.full((1, 3, 16, 16), 0.6, dtype=torch.float64)
+    c1 = 0.01**2
+    want = (2 * 0.2 * 0.6 + c1) / (0.2**2 + 0.6**2 + c1)
+    s = ssim_map(a, b)
+    assert s.shape == (1, 3, 10, 10)  # the valid part of a 7-tap window
+    assert torch.allclose(s, torch.full_like(s, want), atol=1e-9)
+    assert torch.allclose(ssim_map(a, a), torch.ones_like(s), atol=1e-9)
+
+
+def test_ssim_loss_is_zero_on_a_match_weighs_structure_and_keeps_float32_under_bf16():
+    from keypointgan.losses import SSIMReconstructionLoss
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(2, 3, 32, 32, generator=g) * 2 - 1
+    loss = SSIMReconstructionLoss()
+    assert loss(x, x).item() == pytest.approx(0.0, abs=1e-6)
+    # the same mean and contrast but the structure flipped costs more than a small brightness shift
+    flipped, shifted = x.flip(-1), (x + 0.1).clamp(-1, 1)
+    assert loss(flipped, x).item() > 5 * loss(shifted, x).item()
+    # mixing: α·(1 − SSIM) + (1 − α)·L1 at α = 0.84, here with one scale to check the arithmetic
+    one = SSIMReconstructionLoss(scales=1)
+    from keypointgan.losses import ssim_map
+
+    p, t = (flipped + 1) / 2, (x + 1) / 2
+    want = 0.84 * (1 - ssim_map(p, t).mean()) + 0.16 * (p - t).abs().mean()
+    assert one(flipped, x).item() == pytest.approx(want.item(), rel=1e-5)
+    # gradients reach the prediction, and bf16 autocast does not change the value
+    pred = flipped.clone().requires_grad_()
+    loss(pred, x).backward()
+    assert pred.grad.abs().sum() > 0
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        under = loss(flipped, x)
+    assert under.dtype == torch.float32 and under.item() == pytest.approx(loss(flipped, x).item(), rel=1e-6)
+
+
+def test_random_features_are_fixed_by_the_seed_and_feed_the_perceptual_loss():
+    from keypointgan.losses import RandomFeatures, make_reconstruction_loss
+
+    a, b, c = RandomFeatures(seed=0), RandomFeatures(seed=0), RandomFeatures(seed=1)
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    fa, fb, fc = a(x), b(x), c(x)
+    assert list(fa) == ["input", "s1", "s2", "s3"]
+    assert [tuple(fa[k].shape) for k in ("s1", "s2", "s3")] == [(2, 16, 32, 32), (2, 32, 16, 16), (2, 64, 8, 8)]
+    assert all(torch.equal(fa[k], fb[k]) for k in fa) and not torch.equal(fa["s3"], fc["s3"])
+    assert not any(p.requires_grad for p in a.parameters())
+    # He-normal: the first convolution's weights have std √(2 / (9·3)) ≈ 0.272
+    w = a.features[0].weight
+    assert w.std().item() == pytest.approx((2 / 27) ** 0.5, rel=0.1)
+    loss = make_reconstruction_loss(None, kind="random-features")
+    assert isinstance(loss, PerceptualLoss) and loss.layers == ("input", "s1", "s2", "s3")
+    y = torch.rand(2, 3, 32, 32) * 2 - 1
+    assert loss(y, x).item() == pytest.approx(1.0, rel=1e-5)  # the first call sets each layer's running mean
+    assert loss(x, x).item() == 0.0
+    with pytest.raises(ValueError, match="unknown reconstruction loss"):
+        make_reconstruction_loss(None, kind="vgg")
+
+
+@pytest.mark.parametrize("kind, name", [("ssim", "SSIM (multi-scale) + L1"), ("random-features", "perceptual (fixed random features)")])
+def test_training_with_another_reconstruction_loss_logs_it_and_lowers_it(tiny_data, tmp_path, kind, name):
+    """``rec_loss`` picks the loss for runs without VGG-19 weights; a few real steps lower it."""
+    from keypointgan.errors import InputError
+
+    cfg = tiny_config(steps=12, pretrain_steps=0, eval_every=100, sample_every=100, ckpt_every=100, rec_loss=kind, lr=2e-3,
+                      ema_decay=0.0, swa_fraction=0.0, ema_norm_batches=0)
+    run = tmp_path / "run"
+    train(tiny_data, run, config=cfg, progress=False)
+    recs = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    assert [r["rec_loss"] for r in recs if r.get("event") == "start"] == [name]
+    rec = [r["loss_rec"] for r in recs if "loss_rec" in r]
+    assert len(rec) == 12 and np.mean(rec[-3:]) < np.mean(rec[:3])
+    with pytest.raises(InputError, match="rec_loss must be one of"):
+        make_config("cpu-64", rec_loss="l2").validate()
+
+
+# ------------------------------------------------------------------ D's coordinate channels
+def test_disc_coords_feed_each_scale_its_pixels_positions(tiny_data, tmp_path):
+    """``disc_coords``: every scale of D reads the skeleton image plus x and y maps from −1 to +1, so a
+    translated skeleton changes D's input beyond the translation; a run trains with it and saves it."""
+    from keypointgan.nets.discriminator import MultiScaleDiscriminator, coord_channels
+
+    c = coord_channels(torch.zeros(2, 1, 3, 5))
+    assert c.shape == (2, 2, 3, 5)
+    assert torch.allclose(c[0, 0, 1], torch.tensor([-1.0, -0.5, 0.0, 0.5, 1.0]))
+    assert torch.allclose(c[0, 1, :, 2], torch.tensor([-1.0, 0.0, 1.0]))
+    d = MultiScaleDiscriminator(ndf=4, n_layers=2, num_scales=3, coords=True)
+    seen = []
+    for s in d.scales:
+        s.net[0].register_forward_hook(lambda m, i, o: seen.append(i[0]))
+    d(torch.full((1, 1, 64, 64), 0.5))
+    assert [tuple(x.shape) for x in seen] == [(1, 3, 64, 64), (1, 3, 32, 32), (1, 3, 16, 16)]
+    for x in seen:
+        assert torch.equal(x[:, 1:], coord_channels(x[:, :1])) and torch.allclose(x[:, :1], torch.full_like(x[:, :1], 0.5))
+    cfg = tiny_config(steps=2, pretrain_steps=0, eval_every=100, sample_every=100, ckpt_every=100, model={"disc_coords": True})
+    run = tmp_path / "run"
+    train(tiny_data, run, config=cfg, progress=False)
+    ck = load_checkpoint(run)
+    assert ck["nets"]["disc"]["scales.0.net.0.weight"].shape[1] == 3 and ck["config"]["model"]["disc_coords"] is True
+
+
+# ------------------------------------------------------------------ the motion-weighted reconstruction term
+def test_motion_mask_marks_where_the_frames_differ_and_masked_l1_averages_there():
+    from keypointgan.losses import masked_l1, motion_mask
+
+    app = torch.full((1, 3, 16, 16), -1.0)
+    x = app.clone()
+    x[..., 4:6, 4:6] = 1.0  # a 2×2 object moved in (difference 2 ≫ threshold 0.1)
+    x[..., 12, 12] = -0.96  # a difference of 0.04: 0.4 of the threshold, dilated over 3×3 by a 3-wide filter
+    m = motion_mask(x, app, dilate=3)
+    assert m.shape == (1, 1, 16, 16)
+    assert torch.equal(m[0, 0, 3:7, 3:7], torch.ones(4, 4)) and m[0, 0, 3:7, 3:7].sum() == m[0, 0, :10, :10].sum()
+    assert torch.allclose(m[0, 0, 11:14, 11:14], torch.full((3, 3), 0.4)) and m[0, 0, 10, 12] == 0
+    assert motion_mask(app, app).sum() == 0
+    # L1 over the mask's mass: a prediction off by 0.5 inside the mask, by 2 outside
+    x[..., 12, 12] = -1.0
+    pred = x + 0.5
+    pred[..., :, 8:] = x[..., :, 8:] + 2.0  # the object's mask (rows and columns 2…7) ends before column 8
+    assert masked_l1(pred, x, motion_mask(x, app)).item() == pytest.approx(0.5)
+    assert masked_l1(pred, x, torch.zeros_like(m)).item() == 0.0
+
+
+def test_training_with_the_motion_term_logs_it_and_weighs_it(tiny_data, tmp_path):
+    cfg = tiny_config(steps=2, pretrain_steps=0, eval_every=100, sample_every=100, ckpt_every=100, w_rec_motion=10.0)
+    run = tmp_path / "run"
+    train(tiny_data, run, config=cfg, progress=False)
+    recs = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    steps = [r for r in recs if "loss_rec" in r]
+    assert len(steps) == 2 and all(0 < r["loss_rec_motion"] < 2 for r in steps)  # L1 of images in [-1, 1]

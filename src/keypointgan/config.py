@@ -23,9 +23,6 @@ DECODER_STYLES = ("upsample-tanh", "release")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 """The arithmetic a run's networks may use (:func:`keypointgan.training.precision.resolve_precision`)."""
 
-REC_LOSSES = ("fallback", "ssim", "random-features")
-"""Reconstruction losses without VGG-19 weights (:func:`keypointgan.losses.make_reconstruction_loss`)."""
-
 RUNTIME_FIELDS = ("steps", "max_minutes", "device", "num_threads", "data_workers", "tensorboard", "max_nonfinite_steps",
                   "precision", "compile", "dist_timeout_minutes")
 """Fields that may change when a run is resumed: the budget and how the run executes, never what it computes."""
@@ -65,10 +62,6 @@ class ModelConfig:
     (Karras et al. 2018): how much D's features vary across the group, so that D can tell a batch of
     near-identical skeletons (Φ collapsing towards one pose) from the prior's variety.  0: off (the
     paper's and the release's D).  Not in the paper (docs/design.md)."""
-    disc_coords: bool = False
-    """Give each of D's scales two more input channels holding every pixel's x and y in [-1, 1]
-    (CoordConv, Liu et al. 2018), so that D can judge where a skeleton sits in the image, not only its
-    shape: a convolutional D sees absolute position only through its zero padding."""
     decoder_style: str = "upsample-tanh"
     """Ψ after the joined encoders: upsample-tanh (×2 bilinear then two 3×3 convs per stage, tanh output
     in [-1, 1]) or release (two 3×3 convs mixing the joined features at the lowest resolution, then per
@@ -150,12 +143,6 @@ class TrainConfig:
     """Weight of the render-consistency term of the authors' release in the G loss,
     ``MSE(Φ(x), β(η(Φ(x))).detach())``: a dense pixel target for Φ (0 = off, as in the paper;
     kept to reproduce the release, where it is an option; not helpful in our measurements)."""
-    w_rec_motion: float = 0.0
-    """Weight of a second reconstruction term in the G loss: L1 over the pixels where the target and
-    the appearance frame differ (:func:`keypointgan.losses.motion_mask`: where the object moved, which Ψ can
-    only draw from the pose), so that the small moving object weighs more than the background, which Ψ
-    can copy from the appearance frame. 0 = off (the paper). Meant for still cameras; with a moving
-    camera the mask covers most of the image and the term becomes a plain L1."""
     w_reg_prior: float = 0.9
     """η fine-tune: weight of ``MSE(η(β(q)), q)``."""
     w_reg_self: float = 0.1
@@ -222,10 +209,6 @@ class TrainConfig:
     """auto (CUDA, else MPS, else CPU), cpu, cuda, cuda:1, mps."""
     vgg_weights: str | None = None
     """VGG-19 weights for the perceptual loss (None: the fallback reconstruction loss)."""
-    rec_loss: str = "fallback"
-    """Reconstruction loss without VGG-19 weights: fallback (L1 on images, their gradients and pooled
-    copies), ssim (multi-scale SSIM mixed with L1) or random-features (the perceptual loss's layer-normalised
-    MSE on a fixed, randomly initialised convolutional trunk). Ignored when ``vgg_weights`` is set."""
     vgg_relu: bool = True
     """The perceptual loss's VGG-19 with ReLU after every convolution (the standard network); False
     chains the convolutions without ReLU, as the authors' release does."""
@@ -281,7 +264,7 @@ class TrainConfig:
         for name in ("log_every", "sample_every", "eval_every", "ckpt_every", "eval_frames", "max_nonfinite_steps", "pretrain_batch"):
             if getattr(self, name) <= 0:
                 raise InputError(f"{name} must be positive, got {getattr(self, name)}")
-        for name in ("pool_size", "pretrain_steps", "grad_clip", "w_gan", "w_rec", "w_rec_motion", "w_consistency", "w_reg_prior", "w_reg_self"):
+        for name in ("pool_size", "pretrain_steps", "grad_clip", "w_gan", "w_rec", "w_consistency", "w_reg_prior", "w_reg_self"):
             if getattr(self, name) < 0:
                 raise InputError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.data_workers is not None and self.data_workers < 0:
@@ -290,8 +273,6 @@ class TrainConfig:
             raise InputError(f"num_threads must be at least 1, got {self.num_threads}")
         if self.seed < 0:
             raise InputError(f"seed must be >= 0, got {self.seed}")
-        if self.rec_loss not in REC_LOSSES:
-            raise InputError(f"rec_loss must be one of {', '.join(REC_LOSSES)}, got {self.rec_loss!r}")
         if self.precision not in PRECISIONS:
             raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if not self.dist_timeout_minutes > 0:

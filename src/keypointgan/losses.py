@@ -10,7 +10,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import REC_LOSSES
 from .errors import InputError
 
 __all__ = [
@@ -19,10 +18,6 @@ __all__ = [
     "PerceptualLoss",
     "FallbackReconstructionLoss",
     "make_reconstruction_loss",
-    "SSIMReconstructionLoss",
-    "RandomFeatures",
-    "motion_mask",
-    "masked_l1",
     "regressor_prior_loss",
     "regressor_self_loss",
 ]
@@ -362,133 +357,12 @@ class FallbackReconstructionLoss(nn.Module):
         return loss / (1 + 2 * self.scales)
 
 
-def _gaussian_window(size: int, sigma: float, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    x = torch.arange(size, dtype=dtype) - (size - 1) / 2
-    g = torch.exp(-(x**2) / (2 * sigma**2))
-    return g / g.sum()
-
-
-def ssim_map(a: torch.Tensor, b: torch.Tensor, window: int = 7, sigma: float = 1.5) -> torch.Tensor:
-    """SSIM (Wang et al. 2004) of ``B×C×H×W`` images in [0, 1], per pixel and channel (``B×C×H'×W'``,
-    valid part of a Gaussian window of ``window`` taps and std ``sigma``; C1 = 0.01², C2 = 0.03²)."""
-    g = _gaussian_window(window, sigma, a.dtype).to(a.device)
-    c = a.shape[1]
-
-    def blur(x: torch.Tensor) -> torch.Tensor:  # separable Gaussian, one filter per channel
-        x = F.conv2d(x, g.view(1, 1, 1, -1).expand(c, 1, 1, window), groups=c)
-        return F.conv2d(x, g.view(1, 1, -1, 1).expand(c, 1, window, 1), groups=c)
-
-    c1, c2 = 0.01**2, 0.03**2
-    mu_a, mu_b = blur(a), blur(b)
-    var_a = blur(a * a) - mu_a**2
-    var_b = blur(b * b) - mu_b**2
-    cov = blur(a * b) - mu_a * mu_b
-    return ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2))
-
-
-class SSIMReconstructionLoss(nn.Module):
-    """``α·mean_s(1 − SSIM_s) + (1 − α)·L1``: structural similarity at ``scales`` resolutions (full, ½, ¼, …)
-    mixed with L1, the mix Zhao et al. (2017) found sharper than L1 or L2 alone for image restoration.
-
-    SSIM compares local means, contrasts and correlations in a Gaussian window, each normalised by
-    the local statistics, so a faint figure on a bright background weighs as much as a strong one;
-    written here because no dependency of the project provides it (torchmetrics is not one).
-    """
-
-    name = "SSIM (multi-scale) + L1"
-
-    def __init__(self, scales: int = 3, alpha: float = 0.84):
-        super().__init__()
-        self.scales = scales
-        self.alpha = alpha
-
-    def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """``B×3×H×W`` images in [-1, 1] → a scalar (0 for identical images)."""
-        with torch.autocast(pred.device.type, enabled=False):  # variances as E[x²] − μ² need float32
-            p, t = (pred.float() + 1) / 2, (target.float() + 1) / 2
-            l1 = F.l1_loss(p, t)
-            ssim = []
-            for s in range(self.scales):
-                if s:
-                    p, t = F.avg_pool2d(p, 2), F.avg_pool2d(t, 2)
-                ssim.append(1 - ssim_map(p, t).mean())
-            return self.alpha * torch.stack(ssim).mean() + (1 - self.alpha) * l1
-
-
-class RandomFeatures(nn.Module):
-    """A fixed, randomly initialised convolutional trunk with :class:`VGG19Features`'s interface.
-
-    Stages of two 3×3 convolutions with ReLU, 2× average pooling between stages, He-normal weights
-    drawn from ``seed`` (the same features on every machine and process), never trained. Untrained
-    multi-layer features already measure edges and local structure at several scales (He, Wang &
-    Hopcroft, 2016); they stand in for VGG-19 where no weights can be downloaded. ``forward(x, layers)``
-    returns ``{"input": x, "s1": …}``: the named stages' outputs for images in [-1, 1].
-    """
-
-    def __init__(self, widths: Sequence[int] = (16, 32, 64), seed: int = 0):
-        super().__init__()
-        gen = torch.Generator().manual_seed(seed)
-        layers: list[nn.Module] = []
-        cin = 3
-        self.names: dict[int, str] = {}
-        for i, w in enumerate(widths):
-            if i:
-                layers.append(nn.AvgPool2d(2))
-            for _ in range(2):
-                conv = nn.Conv2d(cin, w, 3, padding=1)
-                with torch.no_grad():
-                    conv.weight.normal_(0.0, (2.0 / (9 * cin)) ** 0.5, generator=gen)
-                    conv.bias.zero_()
-                layers += [conv, nn.ReLU()]
-                cin = w
-            self.names[len(layers) - 1] = f"s{i + 1}"
-        self.features = nn.Sequential(*layers)
-        self.layers = ("input",) + tuple(self.names.values())
-        for p in self.parameters():
-            p.requires_grad_(False)
-
-    def forward(self, x: torch.Tensor, layers: Sequence[str] | None = None) -> dict[str, torch.Tensor]:
-        layers = self.layers if layers is None else layers
-        out = {"input": x} if "input" in layers else {}
-        for i, layer in enumerate(self.features):
-            x = layer(x)
-            if self.names.get(i) in layers:
-                out[self.names[i]] = x
-        return out
-
-
-def make_reconstruction_loss(vgg_weights: str | Path | None, *, vgg_relu: bool = True, kind: str = "fallback") -> nn.Module:
+def make_reconstruction_loss(vgg_weights: str | Path | None, *, vgg_relu: bool = True) -> nn.Module:
     """The perceptual loss when VGG-19 weights are given (``vgg_relu=False``: its VGG-19 without ReLU,
-    as in the authors' release), else the loss named by ``kind`` (one of :data:`REC_LOSSES`):
-    the multi-scale L1 + gradient fallback, SSIM + L1, or the perceptual loss on :class:`RandomFeatures`."""
+    as in the authors' release), else the documented fallback."""
     if vgg_weights:
         return PerceptualLoss(VGG19Features.from_file(vgg_weights, relu=vgg_relu))
-    if kind == "ssim":
-        return SSIMReconstructionLoss()
-    if kind == "random-features":
-        net = RandomFeatures()
-        loss = PerceptualLoss(net, layers=net.layers)
-        loss.name = "perceptual (fixed random features)"
-        return loss
-    if kind != "fallback":
-        raise ValueError(f"unknown reconstruction loss {kind!r} (one of {', '.join(REC_LOSSES)})")
     return FallbackReconstructionLoss()
-
-
-def motion_mask(x: torch.Tensor, x_app: torch.Tensor, *, threshold: float = 0.1, dilate: int = 5) -> torch.Tensor:
-    """``B×1×H×W`` in [0, 1]: where two ``B×3×H×W`` frames in [-1, 1] differ — the channel-mean absolute
-    difference over ``threshold`` (clipped at 1), widened by a ``dilate``×``dilate`` max filter so that the
-    moved object's edges are inside. No gradient flows through it."""
-    with torch.no_grad():
-        d = (x.float() - x_app.float()).abs().mean(1, keepdim=True)
-        m = (d / threshold).clamp(0.0, 1.0)
-        return F.max_pool2d(m, dilate, stride=1, padding=dilate // 2) if dilate > 1 else m
-
-
-def masked_l1(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """L1 between ``B×C×H×W`` images weighted by a ``B×1×H×W`` mask, over the mask's mass (0 for an empty mask)."""
-    w = mask.expand_as(pred)
-    return ((pred.float() - target.float()).abs() * w).sum() / w.sum().clamp_min(1.0)
 
 
 def regressor_prior_loss(pred_points: torch.Tensor, points: torch.Tensor) -> torch.Tensor:

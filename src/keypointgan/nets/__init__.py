@@ -24,7 +24,7 @@ def build_networks(model, num_keypoints: int, *, with_gan: bool = True) -> dict[
         nets["psi"] = ConditionalDecoder(widths=model.decoder_widths, norm=model.norm, style=model.decoder_style)
         nets["disc"] = MultiScaleDiscriminator(ndf=model.disc_ndf, n_layers=model.disc_layers, num_scales=model.disc_scales,
                                                norm=model.disc_norm, downsample=model.disc_downsample,
-                                               batch_std=model.disc_batch_std, coords=model.disc_coords)
+                                               batch_std=model.disc_batch_std)
     for net in nets.values():
         init_weights(net)
     nn.init.constant_(nets["phi"].head.bias, -1.0)

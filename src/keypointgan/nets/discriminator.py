@@ -57,35 +57,23 @@ class PatchDiscriminator(nn.Module):
         return self.net(x)
 
 
-def coord_channels(x: torch.Tensor) -> torch.Tensor:
-    """``B×2×H×W``: each pixel's x (channel 0) and y (channel 1), from −1 at the first pixel to +1 at the last."""
-    b, _, h, w = x.shape
-    ys = torch.linspace(-1.0, 1.0, h, device=x.device, dtype=x.dtype).view(1, 1, h, 1).expand(b, 1, h, w)
-    xs = torch.linspace(-1.0, 1.0, w, device=x.device, dtype=x.dtype).view(1, 1, 1, w).expand(b, 1, h, w)
-    return torch.cat([xs, ys], 1)
-
-
 class MultiScaleDiscriminator(nn.Module):
     """``num_scales`` PatchGANs on the input at scales 1, ½, ¼, …; returns a list of ``B×1×h×w`` maps.
 
     ``downsample``: ``avgpool`` makes each scale from the previous one by 3×3 average pooling with
     stride 2 (padding not counted); ``bilinear`` resizes the input itself to ``2**-i`` bilinearly
     (``align_corners=False``, no antialiasing), as the authors' release does.  ``batch_std``: the
-    group size of each PatchGAN's :class:`MinibatchStd` channel (0: none).  ``coords``: each scale's
-    input also gets two channels, every pixel's x and y in [-1, 1] (left/top edge −1, right/bottom +1),
-    so that D can tell where a skeleton sits.
+    group size of each PatchGAN's :class:`MinibatchStd` channel (0: none).
     """
 
     def __init__(self, *, in_channels: int = 1, ndf: int = 64, n_layers: int = 3, num_scales: int = 3, norm: str = "instance",
-                 downsample: str = "avgpool", batch_std: int = 0, coords: bool = False):
+                 downsample: str = "avgpool", batch_std: int = 0):
         super().__init__()
         if downsample not in ("avgpool", "bilinear"):
             raise ValueError(f"unknown downsample {downsample!r}; choose avgpool or bilinear")
         self.scales = nn.ModuleList(
-            PatchDiscriminator(in_channels=in_channels + (2 if coords else 0), ndf=ndf, n_layers=n_layers, norm=norm, batch_std=batch_std)
-            for _ in range(num_scales)
+            PatchDiscriminator(in_channels=in_channels, ndf=ndf, n_layers=n_layers, norm=norm, batch_std=batch_std) for _ in range(num_scales)
         )
-        self.coords = coords
         self.downsample = downsample
         self.down = nn.AvgPool2d(3, stride=2, padding=1, count_include_pad=False)
 
@@ -97,5 +85,5 @@ class MultiScaleDiscriminator(nn.Module):
                 x = self.down(x)
             elif i:
                 x = nn.functional.interpolate(inp, scale_factor=0.5**i, mode="bilinear", align_corners=False)
-            outs.append(d(torch.cat([x, coord_channels(x)], 1) if self.coords else x))
+            outs.append(d(x))
         return outs

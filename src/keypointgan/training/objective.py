@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import geometry
-from ..losses import lsgan_loss, masked_l1, motion_mask, regressor_prior_loss, regressor_self_loss
+from ..losses import lsgan_loss, regressor_prior_loss, regressor_self_loss
 from ..skeleton import Skeleton
 
 __all__ = ["Terms", "keypointgan_objective", "term_parameters"]
@@ -88,10 +88,6 @@ def keypointgan_objective(
         loss_rec = rec_loss(x_rec, x)
         loss_g = cfg.w_rec * loss_rec
         parts = {"loss_rec": loss_rec}
-        if cfg.w_rec_motion:
-            loss_motion = masked_l1(x_rec, x, motion_mask(x, x_app))
-            loss_g = loss_g + cfg.w_rec_motion * loss_motion
-            parts["loss_rec_motion"] = loss_motion
         if cfg.w_consistency:
             loss_cons = F.mse_loss(y_hat, y_rend.detach())
             loss_g = loss_g + cfg.w_consistency * loss_cons

@@ -77,7 +77,7 @@ class TrainState:
             for n in self.nets.values():
                 synchronise_batch_norm(n, self.device)
         self.fwd = {k: (torch.compile(n) if cfg.compile else n) for k, n in self.nets.items()}
-        self.rec_loss = make_reconstruction_loss(cfg.vgg_weights, vgg_relu=cfg.vgg_relu, kind=cfg.rec_loss).to(self.device)
+        self.rec_loss = make_reconstruction_loss(cfg.vgg_weights, vgg_relu=cfg.vgg_relu).to(self.device)
         if dist.enabled and hasattr(self.rec_loss, "reduce_batch_losses"):
             self.rec_loss.reduce_batch_losses = dist.mean_  # running means of the whole batch, the same on every rank
         self.pool = ImagePool(cfg.pool_size)

@@ -8,7 +8,9 @@ import torch
 from torch import nn
 
 from keypointgan import InputError, Skeleton
-from keypointgan.diagnose import format_table, measure_leak, probe_accuracy
+from keypointgan import geometry
+from keypointgan.diagnose import format_preference, format_table, measure_leak, measure_pose_preference, probe_accuracy
+from keypointgan.losses import FallbackReconstructionLoss
 
 SK = Skeleton(keypoints=["a", "b", "c"], limbs=[("a", "b"), ("b", "c")], name="tri")
 GREYS = (-0.6, -0.2, 0.2, 0.6)  # one grey level per video: the video's "appearance"
@@ -87,6 +89,71 @@ def test_one_video_is_refused():
         measure_leak(LeakyPhi(), FixedEta(), DecodingPsi(), SK, frames, [0] * 16, sigma=0.2)
 
 
+TRUE_POSE = torch.tensor([[-0.5, -0.5], [0.0, 0.0], [0.5, -0.5]])
+WRONG_POSE = torch.tensor([[-0.5, -0.5], [0.0, 0.0], [0.5, 0.4]])  # only "c" is off: 0.9 in [-1, 1] units = 45 % of the side
+
+
+class ConstEta(nn.Module):
+    """The same pose for every frame."""
+
+    def __init__(self, pose):
+        super().__init__()
+        self.pose = pose
+
+    def forward(self, y):
+        return self.pose.expand(y.shape[0], -1, -1)
+
+
+class SkeletonPsi(nn.Module):
+    """Draws the skeleton image it is given, in grey, whatever the appearance frame."""
+
+    def forward(self, s, a):
+        return s.expand(-1, 3, -1, -1)
+
+
+class CopyPsi(nn.Module):
+    """Copies the appearance frame: the skeleton does not matter."""
+
+    def forward(self, s, a):
+        return a
+
+
+def _drawn(pose, n=4, size=16):
+    return geometry.to_signed(geometry.render_skeleton(pose.expand(n, -1, -1), SK, size, 0.2)).expand(-1, 3, -1, -1).contiguous()
+
+
+@pytest.mark.parametrize("psi, target, whole, c", [
+    (SkeletonPsi(), TRUE_POSE, 1.0, 1.0),  # frames show the true pose and Ψ draws what it is given: the truth wins
+    (SkeletonPsi(), WRONG_POSE, 0.0, 0.0),  # frames show Φ's pose (Ψ "learnt" it): the prediction wins
+    (CopyPsi(), TRUE_POSE, 0.5, 0.5),  # Ψ ignores the skeleton: indifferent
+])
+def test_pose_preference_on_constructed_networks(psi, target, whole, c):
+    frames = _drawn(target)
+    res = measure_pose_preference(BlankPhi(), ConstEta(WRONG_POSE), psi, FallbackReconstructionLoss(), SK, frames,
+                                  TRUE_POSE.expand(4, -1, -1), [0, 0, 1, 1], sigma=0.2)
+    assert res["whole_pose"]["prefers_truth"] == whole and res["per_keypoint"]["c"]["prefers_truth"] == c
+    # a and b are already at the truth: moving them changes nothing (ties count ½)
+    assert res["per_keypoint"]["a"]["prefers_truth"] == res["per_keypoint"]["b"]["prefers_truth"] == 0.5
+    assert res["per_keypoint"]["c"]["error"] == pytest.approx(45.0, abs=1e-4) and res["per_keypoint"]["a"]["error"] == 0.0
+    assert res["error"] == pytest.approx(15.0, abs=1e-4) and res["frames"] == 4
+    if whole == 1.0:
+        assert res["whole_pose"]["loss_truth"] == pytest.approx(0.0, abs=1e-6) and res["whole_pose"]["loss_predicted"] > 0.01
+        assert res["whole_pose"]["relative_change"] == pytest.approx(-1.0)
+    assert "whole pose" in format_preference(res)
+
+
+def test_pose_preference_skips_missing_keypoints_and_needs_two_frames_per_video():
+    truth = TRUE_POSE.expand(4, -1, -1).clone()
+    truth[:, 2] = float("nan")  # "c" unknown: it keeps its prediction, so the whole pose equals it
+    res = measure_pose_preference(BlankPhi(), ConstEta(WRONG_POSE), SkeletonPsi(), FallbackReconstructionLoss(), SK,
+                                  _drawn(TRUE_POSE), truth, [0, 0, 1, 1], sigma=0.2)
+    assert np.isnan(res["per_keypoint"]["c"]["prefers_truth"]) and np.isnan(res["per_keypoint"]["c"]["error"])
+    assert res["whole_pose"]["prefers_truth"] == 0.5 and res["error"] == 0.0
+    with pytest.raises(InputError, match="at least two frames of every video"):
+        measure_pose_preference(BlankPhi(), ConstEta(WRONG_POSE), SkeletonPsi(), FallbackReconstructionLoss(), SK,
+                                _drawn(TRUE_POSE), TRUE_POSE.expand(4, -1, -1), [0, 0, 0, 1], sigma=0.2)
+
+
 def test_diagnose_a_run_writes_numbers_and_picture(one_step_run, tiny_data, tmp_path, capsys):
     from keypointgan.cli import main
 
@@ -98,6 +165,11 @@ def test_diagnose_a_run_writes_numbers_and_picture(one_step_run, tiny_data, tmp_
     assert res["bottleneck_trained"] is True and res["videos"] == 4 and res["step"] == 1
     for k in ("raw", "bottleneck"):
         assert 0.0 <= res["swap"][k]["follows_target"] <= 1.0 and 0.0 <= res["probe"][k] <= 1.0
+    # the data has keypoints: the reconstruction's preference for the true pose, per keypoint too
+    pref = res["pose_preference"]
+    assert "prefers truth" in printed and pref["frames"] == 16 and pref["rec_loss_as_trained"] is True
+    assert len(pref["per_keypoint"]) == 15 and all(0.0 <= v["prefers_truth"] <= 1.0 for v in pref["per_keypoint"].values())
+    assert pref["error"] > 0 and pref["whole_pose"]["loss_predicted"] > 0
     from PIL import Image
 
     with Image.open(out / "diagnose.png") as im:

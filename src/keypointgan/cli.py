@@ -318,10 +318,15 @@ def cmd_report(args) -> int:
 
 
 def cmd_diagnose(args) -> int:
-    from .diagnose import diagnose, format_table
+    from .diagnose import diagnose, format_preference, format_table
 
     res = diagnose(args.run, args.data, out=args.out, videos=args.videos, frames_per_video=args.frames, device=args.device, format=args.format)
     print(format_table(res))
+    if "pose_preference" in res:
+        pref = res["pose_preference"]
+        print("\nthe reconstruction's preference for the true pose" + ("" if pref["rec_loss_as_trained"] else
+              f" (measured with the {pref['rec_loss']} loss: the run's VGG-19 weights are not at their path)"))
+        print(format_preference(pref))
     return 0
 
 
@@ -424,7 +429,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", type=Path, help="output HTML (default RUN/report.html)")
     s.set_defaults(func=cmd_report)
 
-    s = sub.add_parser("diagnose", help="measure the appearance leak through Φ's raw output vs the re-rendered keypoints")
+    s = sub.add_parser("diagnose", help="measure the appearance leak through Φ's raw output vs the re-rendered keypoints, and (with keypoints) whether the reconstruction prefers the true pose")
     s.add_argument("run", type=Path, help="run folder or checkpoint")
     s.add_argument("--data", type=Path, required=True, help="dataset whose videos are used (the run's skeleton)")
     s.add_argument("--out", type=Path, help="folder for diagnose.json and diagnose.png (default: the run folder)")

@@ -1,6 +1,7 @@
-"""The appearance-leak diagnostic: how much of a frame's appearance passes through Φ's raw output.
+"""Two diagnostics of a trained run: the appearance leak through Φ's raw output, and whether the
+reconstruction prefers the true pose.
 
-The paper shows the leak as a picture of ``log Φ(x)``: structured noise in the background of the
+**The appearance leak.** The paper shows the leak as a picture of ``log Φ(x)``: structured noise in the background of the
 skeleton image that carries appearance.  The bottleneck (Ψ sees ``β(η(Φ(x)))``, the skeleton
 re-rendered from the keypoints, never ``Φ(x)``) is what removes it.  Two measurements compare the
 raw output ``ŷ = Φ(x)`` with the re-rendered skeleton ``β(η(ŷ))``:
@@ -20,10 +21,22 @@ raw output ``ŷ = Φ(x)`` with the re-rendered skeleton ``β(η(ŷ))``:
   The same features of the re-rendered skeleton hold the pose only, so its accuracy is what pose alone
   tells about the video; the raw output's excess over it is appearance.
 
+**The reconstruction's preference for the true pose** (on data with keypoints).  Φ learns where to put
+a keypoint only from the gradient of the reconstruction loss (D judges the skeleton's plausibility,
+not its place on the image).  With Ψ as trained, for each frame ``x`` with true keypoints ``t`` and
+predicted ones ``p = η(Φ(x))``, and an appearance frame ``x′`` of the *same* video (as in training),
+compare ``L(s) = Rec(Ψ(β(s), x′), x)`` (the run's reconstruction loss) at ``s = p`` and at ``s = t``, and
+with only keypoint ``k`` moved from ``p`` to ``t``.  ``prefers_truth`` is the fraction of frames where
+the truth reconstructs better (ties count ½): 1 when the objective pulls Φ towards the truth, ½ when
+it does not care where the keypoints are, below ½ when Ψ has learnt Φ's own placement (the two have
+settled on it, and the reconstruction holds Φ there).  It reads the objective's local pull at the end
+of training, not whether a different equilibrium would be better.
+
 :func:`measure_leak` takes the networks and frames (any Φ, η, Ψ — used by the tests with networks
 built by hand); :func:`diagnose` reads a run's checkpoint and a dataset and writes
 ``diagnose.json`` and ``diagnose.png`` (rows: target, the other video's appearance frame, Φ(x),
-log Φ(x), β(η(Φ(x))), Ψ from Φ(x), Ψ from β(η(Φ(x)))).
+log Φ(x), β(η(Φ(x))), Ψ from Φ(x), Ψ from β(η(Φ(x)))), and :func:`measure_pose_preference` when the
+data has keypoints.
 """
 
 from __future__ import annotations
@@ -40,7 +53,7 @@ from . import geometry
 from .errors import InputError
 from .skeleton import Skeleton
 
-__all__ = ["measure_leak", "diagnose", "probe_accuracy", "log_skeleton", "format_table"]
+__all__ = ["measure_leak", "measure_pose_preference", "diagnose", "probe_accuracy", "log_skeleton", "format_table", "format_preference"]
 
 LOG_FLOOR = 1e-4
 """``log Φ(x)`` clamps the skeleton image in [0, 1] at this value (``log`` of it is ≈ −9.2)."""
@@ -168,6 +181,104 @@ def measure_leak(
     return numbers, pics
 
 
+def measure_pose_preference(
+    phi: torch.nn.Module,
+    eta: torch.nn.Module,
+    psi: torch.nn.Module,
+    rec_loss: torch.nn.Module,
+    skeleton: Skeleton,
+    frames: torch.Tensor,
+    truth: torch.Tensor,
+    video: Sequence[int],
+    *,
+    sigma: float,
+) -> dict:
+    """The reconstruction's preference for the true pose (module docs) on ``frames``.
+
+    Args:
+        rec_loss: ``Rec(x̂, x)`` of the run (evaluated one frame at a time, in eval mode).
+        frames: ``N×3×S×S`` in [-1, 1]; ``truth``: ``N×K×2`` true keypoints in [-1, 1] on the same grid
+            (NaN where missing: such a keypoint keeps its prediction); ``video``: each frame's video
+            (every video needs two frames: a frame's appearance frame is the one half its video away).
+        sigma: the renderer's σ (the run's ``model.sigma``).
+
+    Returns:
+        ``whole_pose``: ``prefers_truth``, mean ``loss_predicted`` and ``loss_truth``, and
+        ``relative_change`` (mean of ``(L(t) − L(p)) / L(p)``); ``per_keypoint``: for each name,
+        ``prefers_truth`` and ``error`` (mean distance of the prediction from the truth, % of the image
+        side); ``error`` over all keypoints; ``frames``.
+    """
+    video = np.asarray(video, dtype=np.int64)
+    n, k = truth.shape[0], skeleton.num_keypoints
+    if frames.shape[0] != n or len(video) != n or tuple(truth.shape[1:]) != (k, 2):
+        raise ValueError(f"{frames.shape[0]} frames, {len(video)} video indices and truth of shape {tuple(truth.shape)} for {k} keypoints")
+    partner = np.empty(n, dtype=np.int64)
+    for v in np.unique(video):
+        idx = np.flatnonzero(video == v)
+        if len(idx) < 2:
+            raise InputError(f"the pose-preference diagnostic needs at least two frames of every video (video {v} has {len(idx)})")
+        partner[idx] = idx[(np.arange(len(idx)) + len(idx) // 2) % len(idx)]
+    dev = next(phi.parameters()).device if any(True for _ in phi.parameters()) else torch.device("cpu")
+    was_training = rec_loss.training
+    rec_loss.eval()
+    grad_was = torch.is_grad_enabled()
+    torch.set_grad_enabled(False)
+    size = frames.shape[-1]
+    better = np.zeros((n, k + 1))  # column k: the whole pose
+    base_l, truth_l, dist = np.zeros(n), np.zeros(n), np.full((n, k), np.nan)
+    try:
+        for i in range(n):
+            x, a = frames[i : i + 1].to(dev), frames[partner[i] : partner[i] + 1].to(dev)
+            p = eta(phi(x))[0]
+            t = truth[i].to(p)
+            known = torch.isfinite(t).all(dim=-1)
+            t = torch.where(known[:, None], t, p)
+            dist[i] = torch.where(known, (p - t).norm(dim=-1) * 50.0, torch.nan).cpu().numpy()  # [-1, 1] spans 2: ×50 → % of the side
+            # poses: the prediction, the truth, and the prediction with each keypoint moved to the truth
+            poses = p.expand(k + 2, k, 2).clone()
+            poses[1] = t
+            poses[2 + torch.arange(k), torch.arange(k)] = t
+            xr = psi(geometry.to_signed(geometry.render_skeleton(poses, skeleton, size, sigma)), a.expand(k + 2, -1, -1, -1))
+            losses = np.array([float(rec_loss(xr[j : j + 1], x)) for j in range(k + 2)])
+            base_l[i], truth_l[i] = losses[0], losses[1]
+            moved = np.r_[losses[2:], losses[1]] - losses[0]
+            better[i] = np.where(moved < 0, 1.0, np.where(moved > 0, 0.0, 0.5))
+    finally:
+        rec_loss.train(was_training)
+        torch.set_grad_enabled(grad_was)
+    has = np.isfinite(dist)
+    per = {}
+    for j, name in enumerate(skeleton.keypoints):
+        m = has[:, j]
+        per[name] = {"prefers_truth": float(better[m, j].mean()) if m.any() else float("nan"),
+                     "error": float(dist[m, j].mean()) if m.any() else float("nan")}
+    return {
+        "whole_pose": {
+            "prefers_truth": float(better[:, k].mean()),
+            "loss_predicted": float(base_l.mean()),
+            "loss_truth": float(truth_l.mean()),
+            "relative_change": float(((truth_l - base_l) / np.maximum(base_l, 1e-12)).mean()),
+        },
+        "per_keypoint": per,
+        "error": float(np.nanmean(dist)) if has.any() else float("nan"),
+        "frames": int(n),
+    }
+
+
+def format_preference(numbers: dict) -> str:
+    """One plain-text table of :func:`measure_pose_preference`'s numbers."""
+    w = numbers["whole_pose"]
+    rows = [("moved to the truth", "prefers truth", "error (% of side)")]
+    rows.append(("whole pose", f"{w['prefers_truth']:.3f}", f"{numbers['error']:.2f}"))
+    rows += [(name, f"{v['prefers_truth']:.3f}", f"{v['error']:.2f}") for name, v in numbers["per_keypoint"].items()]
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    lines = ["  ".join(c.ljust(wd) for c, wd in zip(r, widths)) for r in rows]
+    lines.append(f"reconstruction loss {w['loss_predicted']:.4f} at the predicted pose, {w['loss_truth']:.4f} at the true one "
+                 f"({100 * w['relative_change']:+.1f} % per frame); {numbers['frames']} frames, x′ from the same video; "
+                 "1: the loss pulls towards the truth, 0.5: indifferent, below: it holds Φ where it is")
+    return "\n".join(lines)
+
+
 def format_table(numbers: dict) -> str:
     """One plain-text table of :func:`measure_leak`'s numbers."""
     sw, pr = numbers["swap"], numbers["probe"]
@@ -217,14 +328,18 @@ def diagnose(run: str | Path, data: str | Path, *, out: str | Path | None = None
         out: folder for ``diagnose.json`` and ``diagnose.png`` (default: the run folder).
 
     Returns:
-        the numbers of :func:`measure_leak` with ``run``, ``data`` and ``bottleneck_trained``.
+        the numbers of :func:`measure_leak` with ``run``, ``data`` and ``bottleneck_trained``, and, when
+        the chosen videos have keypoints, ``pose_preference`` (:func:`measure_pose_preference`; with the
+        run's VGG-19 weights when it was trained with them and they are still at their path).
     """
     from .api import open_data
     from .checkpoint import load_checkpoint, resolve_checkpoint
     from .config import TrainConfig
     from .data import FrameStore, image_to_tensor
     from .io import write_image
+    from .losses import make_reconstruction_loss
     from .nets import build_networks
+    from .pixels import image_pixels_to_norm
 
     ck_path = resolve_checkpoint(run)
     state = load_checkpoint(ck_path)
@@ -257,6 +372,16 @@ def diagnose(run: str | Path, data: str | Path, *, out: str | Path | None = None
     for k in ("phi", "eta", "psi"):
         nets[k].to(dev).eval()
     numbers, pics = measure_leak(nets["phi"], nets["eta"], nets["psi"], skeleton, frames, vid, sigma=cfg.model.sigma)
+    if all(v.keypoints_path is not None for v in chosen):  # the true keypoints of the chosen frames, on the network's grid
+        kps = [layout.load_keypoints(v) for v in chosen]
+        truth = np.stack([kps[v][int(i - store.offsets[v])] for i, v in zip(idx, vid)])
+        truth = image_pixels_to_norm(truth, cfg.model.size, np.array([store.original_size(i) for i in idx]))
+        vgg = cfg.vgg_weights if cfg.vgg_weights and Path(cfg.vgg_weights).is_file() else None
+        rec_loss = make_reconstruction_loss(vgg, vgg_relu=cfg.vgg_relu)
+        rec_loss.load_state_dict(state.get("rec_loss", {}), strict=False)  # a perceptual loss's running scales
+        pref = measure_pose_preference(
+            nets["phi"], nets["eta"], nets["psi"], rec_loss.to(dev), skeleton, frames, torch.from_numpy(truth), vid, sigma=cfg.model.sigma)
+        numbers["pose_preference"] = {**pref, "rec_loss": rec_loss.name, "rec_loss_as_trained": bool(vgg) == bool(cfg.vgg_weights)}
     numbers.update({"run": str(ck_path), "data": str(data), "bottleneck_trained": bool(cfg.bottleneck), "step": int(state.get("step", 0))})
     out = Path(out) if out is not None else (ck_path.parent.parent if ck_path.parent.name == "checkpoints" else ck_path.parent)
     out.mkdir(parents=True, exist_ok=True)

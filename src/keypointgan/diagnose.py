@@ -221,31 +221,29 @@ def measure_pose_preference(
     dev = next(phi.parameters()).device if any(True for _ in phi.parameters()) else torch.device("cpu")
     was_training = rec_loss.training
     rec_loss.eval()
-    grad_was = torch.is_grad_enabled()
-    torch.set_grad_enabled(False)
     size = frames.shape[-1]
     better = np.zeros((n, k + 1))  # column k: the whole pose
     base_l, truth_l, dist = np.zeros(n), np.zeros(n), np.full((n, k), np.nan)
     try:
-        for i in range(n):
-            x, a = frames[i : i + 1].to(dev), frames[partner[i] : partner[i] + 1].to(dev)
-            p = eta(phi(x))[0]
-            t = truth[i].to(p)
-            known = torch.isfinite(t).all(dim=-1)
-            t = torch.where(known[:, None], t, p)
-            dist[i] = torch.where(known, (p - t).norm(dim=-1) * 50.0, torch.nan).cpu().numpy()  # [-1, 1] spans 2: ×50 → % of the side
-            # poses: the prediction, the truth, and the prediction with each keypoint moved to the truth
-            poses = p.expand(k + 2, k, 2).clone()
-            poses[1] = t
-            poses[2 + torch.arange(k), torch.arange(k)] = t
-            xr = psi(geometry.to_signed(geometry.render_skeleton(poses, skeleton, size, sigma)), a.expand(k + 2, -1, -1, -1))
-            losses = np.array([float(rec_loss(xr[j : j + 1], x)) for j in range(k + 2)])
-            base_l[i], truth_l[i] = losses[0], losses[1]
-            moved = np.r_[losses[2:], losses[1]] - losses[0]
-            better[i] = np.where(moved < 0, 1.0, np.where(moved > 0, 0.0, 0.5))
+        with torch.no_grad():
+            for i in range(n):
+                x, a = frames[i : i + 1].to(dev), frames[partner[i] : partner[i] + 1].to(dev)
+                p = eta(phi(x))[0]
+                t = truth[i].to(p)
+                known = torch.isfinite(t).all(dim=-1)
+                t = torch.where(known[:, None], t, p)
+                dist[i] = torch.where(known, (p - t).norm(dim=-1) * 50.0, torch.nan).cpu().numpy()  # [-1, 1] spans 2: ×50 → % of the side
+                # poses: the prediction, the truth, and the prediction with each keypoint moved to the truth
+                poses = p.expand(k + 2, k, 2).clone()
+                poses[1] = t
+                poses[2 + torch.arange(k), torch.arange(k)] = t
+                xr = psi(geometry.to_signed(geometry.render_skeleton(poses, skeleton, size, sigma)), a.expand(k + 2, -1, -1, -1))
+                losses = np.array([float(rec_loss(xr[j : j + 1], x)) for j in range(k + 2)])
+                base_l[i], truth_l[i] = losses[0], losses[1]
+                moved = np.r_[losses[2:], losses[1]] - losses[0]
+                better[i] = np.where(moved < 0, 1.0, np.where(moved > 0, 0.0, 0.5))
     finally:
         rec_loss.train(was_training)
-        torch.set_grad_enabled(grad_was)
     has = np.isfinite(dist)
     per = {}
     for j, name in enumerate(skeleton.keypoints):

@@ -69,6 +69,16 @@ def _features(y: torch.Tensor, pool: int = 8) -> np.ndarray:
     return F.adaptive_avg_pool2d(log_skeleton(y.float()), pool).flatten(1).cpu().double().numpy()
 
 
+def _device(net: torch.nn.Module) -> torch.device:
+    """Where ``net``'s parameters live (CPU for a network without any, as the tests build)."""
+    return next((q.device for q in net.parameters()), torch.device("cpu"))
+
+
+def _render(points: torch.Tensor, skeleton: Skeleton, size: int, sigma: float) -> torch.Tensor:
+    """β: ``B×K×2`` points in [-1, 1] → ``B×1×size×size`` skeleton image in [-1, 1], as Ψ was given it."""
+    return geometry.to_signed(geometry.render_skeleton(points, skeleton, size, sigma))
+
+
 def probe_accuracy(features: np.ndarray, labels: np.ndarray, train: np.ndarray) -> float:
     """Accuracy on ``~train`` of a nearest-class-mean classifier fitted on ``train``.
 
@@ -136,14 +146,14 @@ def measure_leak(
         other = first[(v + 1) % len(ids)]
         partner[idx] = other[np.arange(len(idx)) % len(other)]
         train[idx[: len(idx) // 2]] = True
-    dev = next(phi.parameters()).device if any(True for _ in phi.parameters()) else torch.device("cpu")
+    dev = _device(phi)
     raw_f, bn_f, d = [], [], {k: [] for k in ("raw_t", "raw_a", "bn_t", "bn_a")}
     for s in range(0, n, batch):
         x = frames[s : s + batch].to(dev)
         a = frames[torch.as_tensor(partner[s : s + batch])].to(dev)
         y = phi(x)
         p = eta(y)
-        r = geometry.to_signed(geometry.render_skeleton(p, skeleton, x.shape[-1], sigma))
+        r = _render(p, skeleton, x.shape[-1], sigma)
         rec_raw, rec_bn = psi(y, a), psi(r, a)
         for key, rec in (("raw", rec_raw), ("bn", rec_bn)):
             d[key + "_t"].append((rec - x).abs().flatten(1).mean(1).cpu())
@@ -155,7 +165,7 @@ def measure_leak(
     x, a = frames[sel].to(dev), frames[torch.as_tensor(partner[sel.numpy()])].to(dev)
     y = phi(x)
     p = eta(y)
-    r = geometry.to_signed(geometry.render_skeleton(p, skeleton, x.shape[-1], sigma))
+    r = _render(p, skeleton, x.shape[-1], sigma)
     pics = {"target": x, "appearance": a, "phi": y, "log_phi": log_skeleton(y), "rendered": r, "points": p,
             "rec_raw": psi(y, a), "rec_bottleneck": psi(r, a)}
     dd = {k: torch.cat(v).double().numpy() for k, v in d.items()}
@@ -218,7 +228,7 @@ def measure_pose_preference(
         if len(idx) < 2:
             raise InputError(f"the pose-preference diagnostic needs at least two frames of every video (video {v} has {len(idx)})")
         partner[idx] = idx[(np.arange(len(idx)) + len(idx) // 2) % len(idx)]
-    dev = next(phi.parameters()).device if any(True for _ in phi.parameters()) else torch.device("cpu")
+    dev = _device(phi)
     was_training = rec_loss.training
     rec_loss.eval()
     size = frames.shape[-1]
@@ -237,7 +247,7 @@ def measure_pose_preference(
                 poses = p.expand(k + 2, k, 2).clone()
                 poses[1] = t
                 poses[2 + torch.arange(k), torch.arange(k)] = t
-                xr = psi(geometry.to_signed(geometry.render_skeleton(poses, skeleton, size, sigma)), a.expand(k + 2, -1, -1, -1))
+                xr = psi(_render(poses, skeleton, size, sigma), a.expand(k + 2, -1, -1, -1))
                 losses = np.array([float(rec_loss(xr[j : j + 1], x)) for j in range(k + 2)])
                 base_l[i], truth_l[i] = losses[0], losses[1]
                 moved = np.r_[losses[2:], losses[1]] - losses[0]
@@ -371,8 +381,7 @@ def diagnose(run: str | Path, data: str | Path, *, out: str | Path | None = None
         nets[k].to(dev).eval()
     numbers, pics = measure_leak(nets["phi"], nets["eta"], nets["psi"], skeleton, frames, vid, sigma=cfg.model.sigma)
     if all(v.keypoints_path is not None for v in chosen):  # the true keypoints of the chosen frames, on the network's grid
-        kps = [layout.load_keypoints(v) for v in chosen]
-        truth = np.stack([kps[v][int(i - store.offsets[v])] for i, v in zip(idx, vid)])
+        truth = np.concatenate([layout.load_keypoints(v) for v in chosen])[idx]  # the store's frame order
         truth = image_pixels_to_norm(truth, cfg.model.size, np.array([store.original_size(i) for i in idx]))
         vgg = cfg.vgg_weights if cfg.vgg_weights and Path(cfg.vgg_weights).is_file() else None
         rec_loss = make_reconstruction_loss(vgg, vgg_relu=cfg.vgg_relu)

@@ -148,7 +148,7 @@ def train_supervised(
         q = torch.where(ok, q, torch.zeros_like(q))
         y = phi(x)
         p = eta(y)
-        target = G.to_signed(G.render_skeleton(q, sk, size, cfg.model.sigma))
+        target = G.render_signed(q, sk, size, cfg.model.sigma)
         loss = F.mse_loss(p * ok, q * ok) + F.mse_loss(y, target)
         opt.zero_grad(set_to_none=True)
         loss.backward()

@@ -74,11 +74,6 @@ def _device(net: torch.nn.Module) -> torch.device:
     return next((q.device for q in net.parameters()), torch.device("cpu"))
 
 
-def _render(points: torch.Tensor, skeleton: Skeleton, size: int, sigma: float) -> torch.Tensor:
-    """β: ``B×K×2`` points in [-1, 1] → ``B×1×size×size`` skeleton image in [-1, 1], as Ψ was given it."""
-    return geometry.to_signed(geometry.render_skeleton(points, skeleton, size, sigma))
-
-
 def probe_accuracy(features: np.ndarray, labels: np.ndarray, train: np.ndarray) -> float:
     """Accuracy on ``~train`` of a nearest-class-mean classifier fitted on ``train``.
 
@@ -153,7 +148,7 @@ def measure_leak(
         a = frames[torch.as_tensor(partner[s : s + batch])].to(dev)
         y = phi(x)
         p = eta(y)
-        r = _render(p, skeleton, x.shape[-1], sigma)
+        r = geometry.render_signed(p, skeleton, x.shape[-1], sigma)
         rec_raw, rec_bn = psi(y, a), psi(r, a)
         for key, rec in (("raw", rec_raw), ("bn", rec_bn)):
             d[key + "_t"].append((rec - x).abs().flatten(1).mean(1).cpu())
@@ -165,7 +160,7 @@ def measure_leak(
     x, a = frames[sel].to(dev), frames[torch.as_tensor(partner[sel.numpy()])].to(dev)
     y = phi(x)
     p = eta(y)
-    r = _render(p, skeleton, x.shape[-1], sigma)
+    r = geometry.render_signed(p, skeleton, x.shape[-1], sigma)
     pics = {"target": x, "appearance": a, "phi": y, "log_phi": log_skeleton(y), "rendered": r, "points": p,
             "rec_raw": psi(y, a), "rec_bottleneck": psi(r, a)}
     dd = {k: torch.cat(v).double().numpy() for k, v in d.items()}
@@ -247,7 +242,7 @@ def measure_pose_preference(
                 poses = p.expand(k + 2, k, 2).clone()
                 poses[1] = t
                 poses[2 + torch.arange(k), torch.arange(k)] = t
-                xr = psi(_render(poses, skeleton, size, sigma), a.expand(k + 2, -1, -1, -1))
+                xr = psi(geometry.render_signed(poses, skeleton, size, sigma), a.expand(k + 2, -1, -1, -1))
                 losses = np.array([float(rec_loss(xr[j : j + 1], x)) for j in range(k + 2)])
                 base_l[i], truth_l[i] = losses[0], losses[1]
                 moved = np.r_[losses[2:], losses[1]] - losses[0]

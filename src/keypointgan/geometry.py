@@ -35,6 +35,7 @@ __all__ = [
     "soft_argmax",
     "heatmap_agreement",
     "render_skeleton",
+    "render_signed",
     "to_signed",
     "pixel_to_norm",
     "norm_to_pixel",
@@ -306,3 +307,9 @@ def _upcast(t: torch.Tensor) -> torch.Tensor:
 def to_signed(image01: torch.Tensor) -> torch.Tensor:
     """Map a skeleton image from [0, 1] to the [-1, 1] range networks use (``2y - 1``)."""
     return image01 * 2.0 - 1.0
+
+
+def render_signed(points: torch.Tensor, skeleton: Skeleton | Sequence[tuple[int, int]], size: Size, sigma: float = 0.2) -> torch.Tensor:
+    """β as the networks see it: ``B×K×2`` points in [-1, 1] → ``B×1×H×W`` skeleton image in [-1, 1]
+    (:func:`render_skeleton` through :func:`to_signed`; what Φ should emit, what D and Ψ are given)."""
+    return to_signed(render_skeleton(points, skeleton, size, sigma))

@@ -99,7 +99,7 @@ def save_sample_grid(path: str | Path, x, y_hat, points, x_app, x_rec, skeleton:
 
     n = min(n, x.shape[0])
     size = x.shape[-1]
-    rendered = G.to_signed(G.render_skeleton(points[:n].float(), skeleton, size, sigma))
+    rendered = G.render_signed(points[:n].float(), skeleton, size, sigma)
     cols = [tensor_to_uint8(t[:n]) for t in (x, y_hat, rendered, x_app, x_rec)]
     pix = G.norm_to_pixel(points[:n].float().cpu(), size).numpy()
     rows = []

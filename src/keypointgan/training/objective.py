@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .. import geometry
+from ..geometry import render_signed as render  # β: B×K×2 points → B×1×S×S skeleton image in [-1, 1]
 from ..losses import lsgan_loss, regressor_prior_loss, regressor_self_loss
 from ..skeleton import Skeleton
 
@@ -46,11 +46,6 @@ class Terms:
     losses: dict[str, torch.Tensor]
     parts: dict[str, torch.Tensor]
     visuals: tuple[torch.Tensor, ...]
-
-
-def render(points: torch.Tensor, skeleton: Skeleton, size: int, sigma: float) -> torch.Tensor:
-    """β: ``B×K×2`` points in [-1, 1] → ``B×1×size×size`` skeleton image in [-1, 1] (what Φ should emit)."""
-    return geometry.to_signed(geometry.render_skeleton(points, skeleton, size, sigma))
 
 
 def keypointgan_objective(

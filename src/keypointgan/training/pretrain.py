@@ -74,7 +74,7 @@ def pretrain_eta(
             return {"pretrain_mse": float(loss.item()), "pretrain_steps": i, "interrupted": True}
         q = sample_prior(prior, cfg.pretrain_batch, cfg, skeleton, gen, pretrain=True)
         with (autocast or contextlib.nullcontext)():
-            loss = regressor_prior_loss(eta(geometry.to_signed(geometry.render_skeleton(q, skeleton, size, sigma))), q)
+            loss = regressor_prior_loss(eta(geometry.render_signed(q, skeleton, size, sigma)), q)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if dist is not None:

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from . import geometry as G
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import CHECKPOINT_DIR, CHECKPOINT_NAME, load_checkpoint, load_networks, regressor_checkpoint, run_checkpoint, save_checkpoint
 from .config import TrainConfig, make_config, resume_config, with_overrides
 from .data import EvalFrameDataset, FrameStore, Layout, load_prior
 from .data.benchmark import Benchmark, open_dataset
@@ -20,12 +20,11 @@ from .data.layout import Video, check_poses
 from .data.layout import check_training_start
 from .errors import InputError
 from .skeleton import Skeleton
-from ._version import __version__
 from .data import PriorPoseDataset
 from .data.loader import PairBatchSampler, PairLoader
 from .devices import select_device
 from .nets import build_networks
-from .training import CHECKPOINT_NAME, EvalSet, TrainState, check_training_checkpoint, fit, pretrain_eta
+from .training import EvalSet, TrainState, check_training_checkpoint, fit, pretrain_eta
 from .training.distributed import from_environment, process_group
 from .training.precision import resolve_precision
 
@@ -128,13 +127,13 @@ def train(
     Args:
         data: dataset folder (generic layout, or a dataset format: ``format``); its keypoints
             are never used for training.
-        out: run folder: ``checkpoints/latest.pt``, ``log.jsonl``, ``samples/``.
+        out: run folder: the checkpoint (:func:`~keypointgan.checkpoint.run_checkpoint`), ``log.jsonl``, ``samples/``.
         prior: prior poses file (default ``DATA/prior.npy``).
         skeleton: skeleton YAML or object (default ``DATA/skeleton.yaml``).
         config: a full config, or ``preset`` (default ``cpu-64``); either with ``overrides``
             on top (``steps=…``, ``max_minutes=…``, ``seed=…``, any :class:`TrainConfig` field;
             ``model`` a dict of :class:`~keypointgan.config.ModelConfig` fields).
-        resume: continue from ``OUT/checkpoints/latest.pt`` with its settings; only the budget and
+        resume: continue from the run's checkpoint with its settings; only the budget and
             how the run executes (:data:`~keypointgan.config.RUNTIME_FIELDS`) may change, and a
             ``config`` or ``preset`` that differs from the checkpoint's is refused.
         regressor: a pre-trained η (from :func:`pretrain_regressor`); skips pre-training.
@@ -160,11 +159,11 @@ def train(
     _check_vgg_weights(overrides.get("vgg_weights") or (config.vgg_weights if config is not None else None))
     layout, poses = load_data(data, prior, skeleton, format)
     out = Path(out)
-    ckpt_path = out / "checkpoints" / CHECKPOINT_NAME
+    ckpt_path = run_checkpoint(out)
     state_dict = None
     if resume:
         if not ckpt_path.is_file():
-            raise InputError("nothing to resume: no checkpoints/latest.pt", out)
+            raise InputError(f"nothing to resume: no {CHECKPOINT_DIR}/{CHECKPOINT_NAME}", out)
         state_dict = load_checkpoint(ckpt_path)
         check_training_checkpoint(state_dict, ckpt_path)
         try:
@@ -243,12 +242,10 @@ def make_loader(cfg: TrainConfig, skeleton: Skeleton, poses: np.ndarray, videos:
 
 def _read_regressor(path: str | Path, skeleton: Skeleton) -> dict:
     """η's weights from a :func:`pretrain_regressor` checkpoint, checked against ``skeleton``."""
-    reg = load_checkpoint(path)
-    if "eta" not in reg.get("nets", {}):
-        raise InputError("not a regressor checkpoint (no 'eta' network)", path)
-    if Skeleton.from_dict(reg["skeleton"]) != skeleton:
+    reg = load_networks(path, names=("eta",))
+    if reg.skeleton != skeleton:
         raise InputError("the regressor was trained for another skeleton", path)
-    return reg["nets"]["eta"]
+    return reg.nets["eta"].state_dict()
 
 
 def pretrain_regressor(
@@ -271,18 +268,7 @@ def pretrain_regressor(
     eta = build_networks(cfg.model, skeleton.num_keypoints, with_gan=False)["eta"].to(dev)
     points = PriorPoseDataset(poses, cfg.model.size).points.to(dev)
     res = pretrain_eta(eta, skeleton, points, cfg, torch.Generator().manual_seed(cfg.seed), progress=progress)
-    save_checkpoint(
-        {
-            "format": "keypointgan-checkpoint",
-            "kind": "regressor",
-            "version": __version__,
-            "config": cfg.to_dict(),
-            "skeleton": skeleton.to_dict(),
-            "nets": {"eta": eta.state_dict()},
-            **res,
-        },
-        out,
-    )
+    save_checkpoint(regressor_checkpoint(eta, cfg, skeleton, **res), out)
     return res
 
 

@@ -336,26 +336,14 @@ def diagnose(run: str | Path, data: str | Path, *, out: str | Path | None = None
         run's VGG-19 weights when it was trained with them and they are still at their path).
     """
     from .api import open_data
-    from .checkpoint import load_checkpoint, resolve_checkpoint
-    from .config import TrainConfig
+    from .checkpoint import load_networks
     from .data import FrameStore, image_to_tensor
     from .io import write_image
     from .losses import make_reconstruction_loss
-    from .nets import build_networks
     from .pixels import image_pixels_to_norm
 
-    ck_path = resolve_checkpoint(run)
-    state = load_checkpoint(ck_path)
-    if "nets" not in state or "psi" not in state.get("nets", {}):
-        raise InputError("not a training checkpoint with Ψ (a regressor-only or exported file cannot be diagnosed)", ck_path)
-    try:
-        cfg = TrainConfig.from_dict(state["config"], drop_removed=True)
-        skeleton = Skeleton.from_dict(state["skeleton"])
-        nets = build_networks(cfg.model, skeleton.num_keypoints)
-        for k in ("phi", "eta", "psi"):
-            nets[k].load_state_dict(state["nets"][k])
-    except (KeyError, RuntimeError, TypeError) as exc:
-        raise InputError(f"checkpoint is incomplete or inconsistent ({exc.__class__.__name__}: {str(exc)[:120]})", ck_path) from None
+    loaded = load_networks(run, averaged=False, names=("phi", "eta", "psi"))  # Ψ was trained with the raw Φ and η
+    ck_path, state, cfg, skeleton, nets = loaded.path, loaded.state, loaded.config, loaded.skeleton, loaded.nets
     layout = open_data(data, skeleton, format)
     if layout.skeleton != skeleton:
         raise InputError("this dataset's skeleton differs from the run's", data)

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from .._version import __version__
-from ..checkpoint import save_checkpoint
+from ..checkpoint import CHECKPOINT_NAME, run_checkpoint, save_checkpoint
 from ..data.datasets import mirror_half
 from ..data.loader import PairLoader
 from ..errors import InputError, ProcessLost, TrainingDiverged, TrainingInterrupted
@@ -37,7 +37,7 @@ from .evaluation import EvalSet, evaluate_points, predict_eval_points, save_eval
 from .objective import keypointgan_objective, term_parameters
 from .pretrain import pretrain_eta, sample_prior
 from .runlog import RunLog
-from .state import CHECKPOINT_NAME, TrainState, seed_everything
+from .state import TrainState, seed_everything
 from .update import Rollback, apply_all_or_nothing
 
 __all__ = ["StepResult", "train_step", "fit", "pretrain_regressor", "inference_networks", "save_state", "budget_fraction", "lr_scale", "predict_state", "evaluate_state"]
@@ -171,7 +171,7 @@ def fit(state: TrainState, loader: PairLoader, prior: torch.Tensor, out: str | P
     """Pre-train η if needed, then train until the budget is spent; returns the final metrics ({} without ``eval_set``).
 
     The budget is ``state.cfg.steps`` and/or ``max_minutes`` (GAN training time, without η's
-    pre-training).  A checkpoint (``OUT/checkpoints/latest.pt``) is written after pre-training, every
+    pre-training).  A checkpoint (:func:`~keypointgan.checkpoint.run_checkpoint`) is written after pre-training, every
     ``ckpt_every`` steps and at the end, atomically, so a crash (even SIGKILL) loses at most one
     interval.  SIGINT/SIGTERM stop at the next step boundary, save and raise
     :class:`~keypointgan.errors.TrainingInterrupted`; a second signal stops at once (the previous
@@ -183,7 +183,7 @@ def fit(state: TrainState, loader: PairLoader, prior: torch.Tensor, out: str | P
         raise InputError("give a training budget: steps and/or max_minutes")
     configure_logging()
     writer = state.dist.is_writer
-    ckpt = out / "checkpoints" / CHECKPOINT_NAME
+    ckpt = run_checkpoint(out)
     out.mkdir(parents=True, exist_ok=True)
     if writer:  # temporary files of checkpoint writes a crash interrupted
         for tmp in ckpt.parent.glob(f".{CHECKPOINT_NAME}.*.tmp"):
@@ -253,7 +253,7 @@ def _train(state: TrainState, loader: PairLoader, prior: torch.Tensor, out: Path
     from tqdm.auto import tqdm
 
     cfg, writer = state.cfg, state.dist.is_writer
-    ckpt = out / "checkpoints" / CHECKPOINT_NAME
+    ckpt = run_checkpoint(out)
     budget_s = cfg.max_minutes * 60 if cfg.max_minutes else math.inf
     if budget_fraction(state.step, state.elapsed, cfg.steps, budget_s) >= 1.0:
         logger.warning(f"nothing to train: the run is at step {state.step} ({state.elapsed / 60:.1f} min of training), "

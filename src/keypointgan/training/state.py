@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from .._version import __version__
+from ..checkpoint import CHECKPOINT_FORMAT
 from ..config import TrainConfig
 from ..errors import InputError
 from ..losses import make_reconstruction_loss
@@ -30,10 +31,7 @@ from .distributed import SINGLE, Distributed, synchronise_batch_norm
 from .pool import ImagePool
 from .precision import Precision
 
-__all__ = ["TrainState", "CHECKPOINT_NAME", "CHECKPOINT_FORMAT", "check_training_checkpoint", "seed_everything"]
-
-CHECKPOINT_NAME = "latest.pt"
-CHECKPOINT_FORMAT = "keypointgan-checkpoint"
+__all__ = ["TrainState", "check_training_checkpoint", "seed_everything"]
 
 
 class TrainState:

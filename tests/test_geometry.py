@@ -146,10 +146,8 @@ def test_prior_unit_is_resolution_independent():
     np.testing.assert_allclose(G.unit_to_pixel(unit, 128), np.stack([j, j[::-1]], -1)[None], atol=1e-12)
     # and the same as resizing the image: pixel edges onto pixel edges
     np.testing.assert_allclose(G.rescale_pixels(pts, 1000, 128), G.unit_to_pixel(unit, 128), atol=1e-12)
-    # the old unit x / width, read as pixels of the 128-px grid, was 0.436 px off; converted, it is exact
-    old = pts / 1000
-    np.testing.assert_allclose(old * 128 - G.unit_to_pixel(unit, 128), 0.436, atol=1e-9)
-    np.testing.assert_allclose(G.legacy_unit_to_unit(old, 1000), unit, atol=1e-12)
+    # x / width, read as pixels of the 128-px grid, would be 0.436 px off
+    np.testing.assert_allclose(pts / 1000 * 128 - G.unit_to_pixel(unit, 128), 0.436, atol=1e-9)
     np.testing.assert_allclose(G.norm_to_unit(norm, 128), unit, atol=1e-12)
 
 

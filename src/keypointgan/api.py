@@ -45,19 +45,14 @@ def load_data(
 
     Without ``prior`` the generic layout reads ``DATA/prior.npy`` and a dataset format
     its protocol's prior (e.g. the second halves of Simplified Human3.6M's sequences).
-    A prior file in the old unit ``x / width`` (no sidecar, :mod:`keypointgan.data.priors`) is
-    taken as measured on frames of the dataset's size (those of its first video).
     """
-    from .data.layout import frame_hw
-
     layout = open_data(data, skeleton, format)
-    frames_hw = lambda: frame_hw(layout.videos[0])  # noqa: E731 - read only for an old-unit prior file
     if prior is not None:
-        poses = load_prior(prior, layout.skeleton, legacy_size=frames_hw)
+        poses = load_prior(prior, layout.skeleton)
     elif isinstance(layout, Benchmark):
         poses = check_poses(layout.load_prior(), layout.skeleton, layout.root, what="prior", allow_nan=False)
     else:
-        poses = load_prior(layout.prior_path, layout.skeleton, legacy_size=frames_hw)
+        poses = load_prior(layout.prior_path, layout.skeleton)
     return layout, poses
 
 
@@ -263,7 +258,7 @@ def pretrain_regressor(
         skeleton = Skeleton.from_yaml(skeleton)
     overrides.setdefault("steps", 0)
     cfg = (with_overrides(config, **overrides) if config is not None else make_config(preset, **overrides)).validate()
-    poses = load_prior(prior, skeleton, legacy_size=cfg.model.size)  # an old-unit file: as the old code read it
+    poses = load_prior(prior, skeleton)
     dev = select_device(cfg.device)
     eta = build_networks(cfg.model, skeleton.num_keypoints, with_gan=False)["eta"].to(dev)
     points = PriorPoseDataset(poses, cfg.model.size).points.to(dev)

@@ -283,50 +283,18 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], source=None, *, drop_removed: bool = False) -> "TrainConfig":
-        """A config from a plain dict (a checkpoint's, or a config file's); every field is type-checked.
-
-        Fields this version no longer has (:data:`REMOVED_FIELDS`) are dropped when they hold the
-        value that switched them off, which is what they did; otherwise they are refused, naming the
-        field, unless ``drop_removed`` (for prediction, which they never affected)."""
+    def from_dict(cls, data: dict[str, Any], source=None) -> "TrainConfig":
+        """A config from a plain dict (a checkpoint's, or a config file's); every field is type-checked
+        and a field this version does not have is refused, naming it."""
         if not isinstance(data, dict):
             raise InputError("a config must be a mapping of field names to values", source)
         data = dict(data)
         model_data = data.pop("model", {}) or {}
         if not isinstance(model_data, dict):
             raise InputError("config field 'model' must be a mapping", source)
-        model_data, data = dict(model_data), _drop_removed(data, "", source, drop_removed)
-        model_data = _drop_removed(model_data, "model.", source, drop_removed)
+        model_data = dict(model_data)
         model = ModelConfig(**_checked(ModelConfig, model_data, "model.", source))
         return cls(model=model, **_checked(cls, data, "", source))
-
-
-REMOVED_FIELDS: dict[str, Any] = {
-    "model.decoder_pose_skips": False,
-    "model.decoder_appearance_skips": False,
-    "rec_motion_weight": 0.0,
-    "prior_rotate": 0.0,
-    "prior_scale": (1.0, 1.0),
-    "prior_translate": 0.0,
-    "prior_flip": False,
-}
-"""Switches of earlier versions that were measured as not helping and removed (docs/design.md), with
-the value that turned each off."""
-
-
-def _drop_removed(data: dict, prefix: str, source, force: bool) -> dict:
-    out = {}
-    for k, v in data.items():
-        off = REMOVED_FIELDS.get(prefix + k, _MISSING)
-        if off is _MISSING:
-            out[k] = v
-        elif not force and (tuple(v) if isinstance(v, list) else v) != off:
-            raise InputError(f"config field {prefix}{k} was removed from keypointgan (it did not help; docs/design.md), "
-                             f"and this config sets it to {v!r}", source)
-    return out
-
-
-_MISSING = object()
 
 
 def _checked(cls, data: dict, prefix: str, source) -> dict:

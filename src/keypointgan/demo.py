@@ -224,7 +224,7 @@ def run_demo(
     if not (data / "skeleton.yaml").is_file():
         make_synthetic(data, SyntheticConfig(videos=videos, frames=frames, size=64, seed=seed), preview=True, progress=progress)
     layout = Layout(data)
-    prior = load_prior(layout.prior_path, layout.skeleton, legacy_size=64)  # an old data folder: 64-px frames
+    prior = load_prior(layout.prior_path, layout.skeleton)
     train_videos, test_videos = split_videos(layout)
     cfg = make_config(preset, seed=seed, vgg_weights=vgg_weights, max_minutes=1.0, **overrides)
     es = make_eval_set(layout, test_videos, cfg.model.size)

@@ -13,8 +13,7 @@ Coordinate conventions (used everywhere in the library):
   coordinates, so 0 and 1 are the outer edges of the first and last pixel: the
   form of prior files.  It does not depend on the resolution: a point keeps its
   unit coordinates when the image is resized (pixel edges onto pixel edges, see
-  :func:`rescale_pixels`).  Prior files written before this convention used
-  ``x / width`` (read still: :mod:`keypointgan.data.priors`, :func:`legacy_unit_to_unit`).  Metrics
+  :func:`rescale_pixels`).  Metrics
   ("% of image size") divide *differences* by the image size, which is the same
   in either convention.
 
@@ -43,7 +42,6 @@ __all__ = [
     "unit_to_pixel",
     "unit_to_norm",
     "norm_to_unit",
-    "legacy_unit_to_unit",
     "rescale_pixels",
     "norm_to_image_pixels",
     "image_pixels_to_norm",
@@ -109,15 +107,6 @@ def unit_to_norm(points, size: Size):
 def norm_to_unit(points, size: Size):
     """[-1, 1] → [0, 1] for an image of ``size``."""
     return _scale(points, size, lambda c, n: ((c + 1.0) * (n - 1) / 2.0 + 0.5) / n)
-
-
-def legacy_unit_to_unit(points, size: Size):
-    """The old unit ``(x / width, y / height)`` of images of ``size`` → the unit of :func:`pixel_to_unit`.
-
-    ``size`` is that of the images the points were measured on: the old unit is not resolution
-    independent, so it cannot be converted without it (``u + 0.5 / width``).
-    """
-    return _scale(points, size, lambda c, n: c + 0.5 / n)
 
 
 def rescale_pixels(points, from_size: Size, to_size: Size):

@@ -7,7 +7,6 @@ from .datasets import (
     PriorPoseDataset,
     augment_poses,
     image_to_tensor,
-    resize_image,
 )
 from .benchmark import Benchmark, detect_format, open_dataset
 from .layout import Layout, Video, load_prior
@@ -27,5 +26,4 @@ __all__ = [
     "EvalFrameDataset",
     "augment_poses",
     "image_to_tensor",
-    "resize_image",
 ]

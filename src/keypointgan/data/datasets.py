@@ -20,7 +20,7 @@ from torch.utils.data import Dataset
 
 from .. import geometry as G
 from ..io import read_image
-from ..pixels import resize_image  # noqa: F401  (re-exported: it lived here)
+from ..pixels import resize_image
 from .layout import Layout, Video
 
 __all__ = [
@@ -28,7 +28,6 @@ __all__ = [
     "FramePairDataset",
     "PriorPoseDataset",
     "EvalFrameDataset",
-    "resize_image",
     "image_to_tensor",
     "augment_poses",
     "mirror_half",

@@ -139,10 +139,6 @@ class TrainConfig:
     """Weight of the adversarial term in the G loss."""
     w_rec: float = 10.0
     """Weight of the reconstruction term in the G loss."""
-    w_consistency: float = 0.0
-    """Weight of the render-consistency term of the authors' release in the G loss,
-    ``MSE(Φ(x), β(η(Φ(x))).detach())``: a dense pixel target for Φ (0 = off, as in the paper;
-    kept to reproduce the release, where it is an option; not helpful in our measurements)."""
     w_reg_prior: float = 0.9
     """η fine-tune: weight of ``MSE(η(β(q)), q)``."""
     w_reg_self: float = 0.1
@@ -151,13 +147,6 @@ class TrainConfig:
     """Image pool of past fakes shown to D (0 disables)."""
     gap: tuple[int, int] = (1, 20)
     """Frame gap range between the target and the appearance frame."""
-    gap_motion: float = 0.0
-    """How the appearance frame is drawn from the gap range: 0 uniformly (the paper); ``p > 0`` with
-    probability ∝ ``d ** p``, ``d`` how different the frame is from the target (mean absolute difference
-    of 16×16 grey thumbnails), so that frames where the figure moved more are preferred — for slow
-    motion and short videos, where a uniform draw often gives Ψ a frame it can nearly copy.  Costs one
-    pass over every training frame before training (a full decode of video files) and 256 bytes per
-    frame in every data worker: for long video collections set it to 0."""
     flip_augment: bool = False
     """Mirror half of each batch left-right: the frame pairs (target and appearance frame together) and,
     drawn apart, the prior poses (mirrored with left/right keypoints swapped, in η's pre-training too),
@@ -255,8 +244,6 @@ class TrainConfig:
             raise InputError(f"lr_decay_fraction must be in [0, 1], got {self.lr_decay_fraction}")
         if self.gap[0] < 0 or self.gap[1] < self.gap[0]:
             raise InputError(f"gap must be (min, max) with 0 <= min <= max, got {self.gap}")
-        if not self.gap_motion >= 0:
-            raise InputError(f"gap_motion must be >= 0, got {self.gap_motion}")
         if self.steps is not None and self.steps < 0:
             raise InputError(f"steps must be >= 0, got {self.steps}")
         if self.max_minutes is not None and not self.max_minutes > 0:
@@ -264,7 +251,7 @@ class TrainConfig:
         for name in ("log_every", "sample_every", "eval_every", "ckpt_every", "eval_frames", "max_nonfinite_steps", "pretrain_batch"):
             if getattr(self, name) <= 0:
                 raise InputError(f"{name} must be positive, got {getattr(self, name)}")
-        for name in ("pool_size", "pretrain_steps", "grad_clip", "w_gan", "w_rec", "w_consistency", "w_reg_prior", "w_reg_self"):
+        for name in ("pool_size", "pretrain_steps", "grad_clip", "w_gan", "w_rec", "w_reg_prior", "w_reg_self"):
             if getattr(self, name) < 0:
                 raise InputError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.data_workers is not None and self.data_workers < 0:

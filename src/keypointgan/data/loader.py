@@ -100,17 +100,16 @@ class PairLoader:
     Args:
         store: the training frames.
         batch_size, gap, seed: as in :class:`~keypointgan.config.TrainConfig`.
-        gap_motion: ``TrainConfig.gap_motion``: appearance frames drawn by content (0: uniform).
         workers: data worker processes (``None``: :func:`default_workers`; 0: none).
         rank, world_size: this process's shard.
         device, memory_format: where and how batches are delivered.
     """
 
-    def __init__(self, store: FrameStore, *, batch_size: int, gap: tuple[int, int], seed: int, workers: int | None = None, gap_motion: float = 0.0,
+    def __init__(self, store: FrameStore, *, batch_size: int, gap: tuple[int, int], seed: int, workers: int | None = None,
                  rank: int = 0, world_size: int = 1, device: torch.device | str = "cpu",
                  memory_format: torch.memory_format = torch.contiguous_format):
         self.store, self.batch_size, self.seed = store, batch_size, seed
-        self.pairs = FramePairDataset(store, gap=gap, seed=seed, motion=gap_motion)
+        self.pairs = FramePairDataset(store, gap=gap, seed=seed)
         self.workers = default_workers() if workers is None else int(workers)
         self.rank, self.world_size = rank, world_size
         self.device, self.memory_format = torch.device(device), memory_format

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from keypointgan import InputError, Skeleton
-from keypointgan import geometry as G
+from keypointgan import pixels as P
 from keypointgan.data import PriorPoseDataset, load_prior
 from keypointgan.data.priors import save_prior
 from keypointgan.io import write_image
@@ -26,7 +26,7 @@ def _pose_pixels():
 
 def _on_128_grid(prior):
     """[0, 1] prior → pixel coordinates of the 128-px grid, through the training path (PriorPoseDataset)."""
-    return G.norm_to_pixel(PriorPoseDataset(prior, 128).points.double().numpy(), 128)
+    return P.norm_to_pixel(PriorPoseDataset(prior, 128).points.double().numpy(), 128)
 
 
 def test_coco_prior_from_1000px_images_lands_exactly_on_the_128px_grid(tmp_path):
@@ -42,7 +42,7 @@ def test_coco_prior_from_1000px_images_lands_exactly_on_the_128px_grid(tmp_path)
 
 def test_save_prior_reads_back_unchanged_in_every_format(tmp_path):
     px, grid = _pose_pixels()
-    unit = G.pixel_to_unit(px, 1000).astype(np.float32)
+    unit = P.pixel_to_unit(px, 1000).astype(np.float32)
     path = save_prior(tmp_path / "prior.npy", unit)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["prior.npy"]  # one file, nothing next to it
     np.testing.assert_array_equal(load_prior(path, SK), unit)
@@ -63,7 +63,7 @@ def test_a_layout_prior_is_read_in_the_documented_unit_whatever_its_frames_size(
     SK.to_yaml(tmp_path / "skeleton.yaml")
     for t in range(4):
         write_image(tmp_path / "videos" / "v0" / f"{t}.png", np.zeros((40, 50, 3), np.uint8))  # H 40, W 50
-    unit = G.pixel_to_unit(np.array([[[9.0, 19.0], [29.0, 39.0]]]), (40, 50)).astype(np.float32)  # pixels of the frames
+    unit = P.pixel_to_unit(np.array([[[9.0, 19.0], [29.0, 39.0]]]), (40, 50)).astype(np.float32)  # pixels of the frames
     np.save(tmp_path / "prior.npy", unit)
     _, poses = load_data(tmp_path)
     np.testing.assert_array_equal(poses, unit)
@@ -71,5 +71,5 @@ def test_a_layout_prior_is_read_in_the_documented_unit_whatever_its_frames_size(
     from conftest import tiny_config
 
     _, points = make_loader(tiny_config(batch_size=2), SK, poses, load_data(tmp_path)[0].videos, "cpu")
-    want = G.rescale_pixels(np.array([[9.0, 19.0], [29.0, 39.0]]), (40, 50), 32)
-    np.testing.assert_allclose(G.norm_to_pixel(points[0].double().numpy(), 32), want, atol=1e-4)
+    want = P.rescale_pixels(np.array([[9.0, 19.0], [29.0, 39.0]]), (40, 50), 32)
+    np.testing.assert_allclose(P.norm_to_pixel(points[0].double().numpy(), 32), want, atol=1e-4)

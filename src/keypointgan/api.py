@@ -11,7 +11,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from . import geometry as G
+from . import pixels as P
 from .checkpoint import CHECKPOINT_DIR, CHECKPOINT_NAME, load_checkpoint, load_networks, regressor_checkpoint, run_checkpoint, save_checkpoint
 from .config import TrainConfig, make_config, resume_config, with_overrides
 from .data import EvalFrameDataset, FrameStore, Layout, load_prior
@@ -384,7 +384,7 @@ def evaluate(
         items = [ds[i] for i in range(len(ds))]
         x = torch.stack([it[0] for it in items])
         hw = np.stack([it[2].numpy() for it in items])
-        preds.append(G.norm_to_image_pixels(det.predict_grid_points(x, batch_size), det.size, hw))
+        preds.append(P.norm_to_image_pixels(det.predict_grid_points(x, batch_size), det.size, hw))
         gts.append(np.stack([it[1].numpy() for it in items]))
         hws.append(hw)
         groups += [g] * len(items)

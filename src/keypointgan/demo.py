@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import geometry as G
+from . import pixels as P
 from .api import make_eval_set, make_loader
 from .config import TrainConfig, make_config
 from .data import FrameStore, Layout, load_prior
@@ -62,14 +63,14 @@ def _predict_test_set(predict, es: EvalSet, skeleton, flip_test: bool) -> tuple[
     if not flip_test:
         return single, None
     both = 0.5 * (single + unmirror(predict(es.images.flip(-1)), skeleton.flip_permutation))
-    r = _metrics(G.norm_to_image_pixels(single, es.images.shape[-1], es.hw), es, skeleton)
+    r = _metrics(P.norm_to_image_pixels(single, es.images.shape[-1], es.hw), es, skeleton)
     return both, {k: r[k] for k in ("error", "error_flip", "pck")}
 
 
 def mean_pose_metrics(prior: np.ndarray, es: EvalSet, skeleton) -> dict:
     """Predict the prior's mean pose (in [0, 1] units, pixel edges at 0 and 1) for every test image."""
     mean = prior.mean(axis=0)  # K×2 in [0, 1]
-    pix = np.stack([G.unit_to_pixel(mean, tuple(hw)) for hw in es.hw])
+    pix = np.stack([P.unit_to_pixel(mean, tuple(hw)) for hw in es.hw])
     return _metrics(pix, es, skeleton)
 
 
@@ -114,7 +115,7 @@ def train_supervised(
     store = store if store is not None else FrameStore(videos, size)
     kps = np.concatenate([layout.load_keypoints(v) for v in videos])
     hw = np.array([store.original_size(i) for i in range(len(store))])
-    norm = torch.from_numpy(G.image_pixels_to_norm(kps, size, hw))  # true points on the network's grid
+    norm = torch.from_numpy(P.image_pixels_to_norm(kps, size, hw))  # true points on the network's grid
     params = list(phi.parameters()) + list(eta.parameters())
     base_lr = cfg.lr * 2
     opt = torch.optim.Adam(params, lr=base_lr, betas=(0.9, 0.999))
@@ -134,7 +135,7 @@ def train_supervised(
 
     def error_now(p: nn.Module, e: nn.Module) -> float:
         pts = predict_points(p, e, log_set.images, memory_format=mf)
-        return float(_metrics(G.norm_to_image_pixels(pts, size, log_set.hw), log_set, sk)["error"])
+        return float(_metrics(P.norm_to_image_pixels(pts, size, log_set.hw), log_set, sk)["error"])
 
     bar = tqdm(desc="supervised", total=steps, disable=not progress, leave=False)
     spent = 0.0  # the fraction of the budget spent before this step
@@ -170,7 +171,7 @@ def train_supervised(
             average.refresh_norm_stats(lambda: norm_batches(store, cfg.ema_norm_batches, cfg.batch_size, cfg.seed, step, dev, mf), step)
         phi, eta = average.networks()
     pts, single = _predict_test_set(lambda x: predict_points(phi, eta, x, memory_format=mf), es, sk, cfg.flip_test)
-    res = _metrics(G.norm_to_image_pixels(pts, size, es.hw), es, sk)
+    res = _metrics(P.norm_to_image_pixels(pts, size, es.hw), es, sk)
     if single is not None:
         res["single_pass"] = single
     res.update(steps=step, minutes=(time.perf_counter() - t0) / 60, averaged=average is not None)
@@ -255,7 +256,7 @@ def run_demo(
 
     t0 = time.perf_counter()
     pred_grid, single = _predict_test_set(lambda x: predict_state(state, loader, x, flip_test=False), es, layout.skeleton, cfg.flip_test)
-    results["keypointgan"] = _metrics(G.norm_to_image_pixels(pred_grid, cfg.model.size, es.hw), es, layout.skeleton)
+    results["keypointgan"] = _metrics(P.norm_to_image_pixels(pred_grid, cfg.model.size, es.hw), es, layout.skeleton)
     results["keypointgan"].update(steps=state.step, minutes=state.elapsed / 60)
     if single is not None:
         results["keypointgan"]["single_pass"] = single
@@ -294,8 +295,8 @@ def write_demo_report(out: Path, run_dir: Path, skeleton, es: EvalSet, results: 
 
     size = es.images.shape[-1]
     grid_hw = (size, size)  # drawn on the frames as the network sees them
-    pred = G.norm_to_image_pixels(pred_grid, size, grid_hw)
-    true = G.norm_to_image_pixels(G.image_pixels_to_norm(es.keypoints, size, es.hw), size, grid_hw)
+    pred = P.norm_to_image_pixels(pred_grid, size, grid_hw)
+    true = P.norm_to_image_pixels(P.image_pixels_to_norm(es.keypoints, size, es.hw), size, grid_hw)
     sheet = overlay_sheet(tensor_to_uint8(es.images), pred, true, skeleton, out / "test_predictions.png")
     return write_report(run_dir, out / "report.html", metrics=results, overlays=sheet)
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import InputError
-from .pixels import norm_to_image_pixels, prepare_images
+from .pixels import norm_to_image_pixels, prepare_images, uint8_to_signed
 from .skeleton import Skeleton
 
 __all__ = ["KeypointDetector"]
@@ -87,7 +87,7 @@ class KeypointDetector:
             if images.ndim != 4 or images.shape[1] != 3:
                 raise InputError(f"image tensors must be B×3×H×W in [-1, 1], got shape {tuple(images.shape)}")
             if images.dtype == torch.uint8:  # e.g. from torchvision: 0..255
-                x = images.float() / 127.5 - 1.0
+                x = uint8_to_signed(images)
             else:
                 x = images.float()
                 if not torch.isfinite(x).all():

@@ -1,7 +1,7 @@
 """Torch datasets over the generic layout.
 
 Images come out as ``3×S×S`` float tensors in [-1, 1]; points in the
-library's conventions (see :mod:`keypointgan.geometry`).  Random choices use a
+library's conventions (see :mod:`keypointgan.pixels`).  Random choices use a
 generator seeded from ``(seed, epoch, index)``, so an item is the same in any
 process or worker and the datasets can be sharded freely (e.g. with
 ``DistributedSampler``).
@@ -18,7 +18,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .. import geometry as G
+from .. import pixels as P
+from ..pixels import uint8_to_signed
 from ..io import read_image
 from ..pixels import resize_image
 from .layout import Layout, Video
@@ -39,7 +40,7 @@ def image_to_tensor(img: np.ndarray) -> torch.Tensor:
     img = np.ascontiguousarray(img)
     t = torch.from_numpy(img if img.flags.writeable else img.copy())
     t = t.permute(0, 3, 1, 2) if t.ndim == 4 else t.permute(2, 0, 1)
-    return t.float().div_(127.5).sub_(1.0)
+    return uint8_to_signed(t)
 
 
 class FrameStore:
@@ -238,12 +239,12 @@ class PriorPoseDataset(Dataset):
 
     Args:
         poses: ``(N, K, 2)`` array in [0, 1] as ``((x + 0.5) / width, (y + 0.5) / height)``
-            (:func:`keypointgan.geometry.unit_to_norm`).
+            (:func:`keypointgan.pixels.unit_to_norm`).
         size: the training resolution (the grid the network sees).
     """
 
     def __init__(self, poses: np.ndarray, size: int):
-        self.points = torch.from_numpy(G.unit_to_norm(np.asarray(poses, dtype=np.float32), size)).float()
+        self.points = torch.from_numpy(P.unit_to_norm(np.asarray(poses, dtype=np.float32), size)).float()
 
     def __len__(self) -> int:
         return self.points.shape[0]

@@ -54,6 +54,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from ..errors import InputError
+from ..pixels import pixel_to_unit
 from ..skeleton import PRESETS as SKELETONS
 from ..skeleton import Skeleton
 from ..video import VIDEO_SUFFIXES
@@ -436,7 +437,7 @@ class Human36M(_ProtocolSplits):
         arrs = []
         for v in self.prior_videos():
             h, w = _video_hw(v)
-            arrs.append((self.load_keypoints(v) + 0.5) / np.array([w, h], dtype=np.float32))
+            arrs.append(pixel_to_unit(self.load_keypoints(v), (h, w)))
         if not arrs:
             raise InputError("no prior poses (second halves of the training sequences) found", self.root)
         return np.concatenate(arrs).astype(np.float32)

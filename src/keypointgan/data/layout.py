@@ -13,7 +13,7 @@ video file's frames are decoded on demand (seek + decode forward, see
 :mod:`keypointgan.video`), never all at once.
 
 Pixel coordinates put the centre of pixel column ``j`` at ``x = j`` (see
-:mod:`keypointgan.geometry`).  Training never reads ``keypoints/``.
+:mod:`keypointgan.pixels`).  Training never reads ``keypoints/``.
 """
 
 from __future__ import annotations

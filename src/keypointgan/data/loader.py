@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
 
+from ..pixels import uint8_to_signed
 from .datasets import FramePairDataset, FrameStore, image_to_tensor
 
 __all__ = ["Batch", "PairBatchSampler", "PairLoader", "default_workers", "norm_batches"]
@@ -137,7 +138,7 @@ class PairLoader:
             yield Batch(self._to_device(x), self._to_device(xa), int(e[0]), int(b[0]))
 
     def _to_device(self, images: torch.Tensor) -> torch.Tensor:
-        x = images.to(self.device, non_blocking=True).float().div_(127.5).sub_(1.0)
+        x = uint8_to_signed(images.to(self.device, non_blocking=True))
         return x.contiguous(memory_format=self.memory_format)
 
     def norm_batches(self, step: int, n: int) -> Iterator[torch.Tensor]:

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
+from ..pixels import pixel_to_unit
 from ..skeleton import PRESETS as SKELETONS
 from ..skeleton import Skeleton
 from .protocol import Benchmark, frame_folder, register_format
@@ -92,7 +93,7 @@ class PennAction:
             info = self.labels[v.id]
             h, w = info["hw"]
             full = info["visible"].all(axis=1)
-            poses.append((info["xy"][full] + 0.5) / np.array([w, h], dtype=np.float32))  # the prior unit: pixel edges at 0, 1
+            poses.append(pixel_to_unit(info["xy"][full], (h, w)))
         arr = np.concatenate(poses) if poses else np.zeros((0, NUM_JOINTS, 2), np.float32)
         if not len(arr):
             raise InputError("no fully visible pose in the training videos to use as the prior", self.root / "labels")

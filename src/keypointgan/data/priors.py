@@ -32,6 +32,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..io import IMAGE_SUFFIXES, image_size
+from ..pixels import pixel_to_unit
 
 __all__ = ["read_prior_file", "read_csv_prior", "read_json_prior", "read_pts_prior", "save_prior"]
 
@@ -154,7 +155,8 @@ def read_json_prior(path: str | Path) -> np.ndarray:
                     dropped += 1
                     continue
                 with np.errstate(over="ignore", invalid="ignore"):  # inf is refused by check_poses
-                    poses.append((xy + 0.5) / np.array(sizes[ann["image_id"]]))
+                    w, h = sizes[ann["image_id"]]
+                    poses.append(pixel_to_unit(xy, (h, w)))
         elif isinstance(data, list) and data and isinstance(data[0], dict):  # [{"keypoints": [x, y, v, ...]}] in [0, 1]
             for j, item in enumerate(data):
                 if "keypoints" not in item:
@@ -245,7 +247,7 @@ def read_pts_prior(path: str | Path) -> np.ndarray:
     for f in files:
         pts = read_pts(f)
         w, h = image_size(_image_next_to(f))
-        poses.append((pts + 0.5) / np.array([w, h], dtype=np.float64))
+        poses.append(pixel_to_unit(pts, (h, w)))
     ks = {p.shape[0] for p in poses}
     if len(ks) > 1:
         raise InputError(f".pts files hold different numbers of points: {sorted(ks)}", path)

@@ -44,6 +44,7 @@ import numpy as np
 from ..errors import InputError
 from ..io import check_output_folder
 from ..log import logger
+from ..pixels import pixel_to_unit
 from ..skeleton import SYNTHETIC_KEYPOINTS, preset
 
 __all__ = ["SyntheticConfig", "make_synthetic", "render_video", "sample_poses"]
@@ -851,7 +852,7 @@ def make_synthetic(
                 report()
 
         prior = sample_poses(_prior_rng(config.seed), config.prior, config.size, frames=config.frames, variant=config.variant)
-        prior = np.clip((prior + np.float32(0.5)) / np.float32(config.size), 0.0, 1.0).astype(np.float32)
+        prior = np.clip(pixel_to_unit(prior, config.size), 0.0, 1.0).astype(np.float32)
         _write_file(tmp / "prior.npy", _npy_bytes(prior))
         if preview:
             _write_file(tmp / "preview.png", _png_bytes(_preview(tmp, config)))

@@ -23,6 +23,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
 
 from ..pixels import uint8_to_signed
+from ..seeds import EPOCH_ORDER, NORM_BATCHES, derive_seed
 from .datasets import FramePairDataset, FrameStore, image_to_tensor
 
 __all__ = ["Batch", "PairBatchSampler", "PairLoader", "default_workers", "norm_batches"]
@@ -58,7 +59,7 @@ class PairBatchSampler(Sampler):
 
     def epoch_order(self, epoch: int) -> torch.Tensor:
         """This rank's frames of ``epoch``, in order."""
-        perm = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed * 7919 + epoch))
+        perm = torch.randperm(self.n, generator=torch.Generator().manual_seed(derive_seed(self.seed, EPOCH_ORDER, epoch)))
         return perm[: (self.n // self.world_size) * self.world_size][self.rank :: self.world_size]
 
     def __iter__(self) -> Iterator[list[tuple[int, int, int]]]:
@@ -153,7 +154,7 @@ def norm_batches(store: FrameStore, n: int, batch_size: int, seed: int, step: in
     """``n`` batches (``B×3×S×S``, at most ``batch_size`` frames) of random frames of ``store`` on ``device``,
     for batch-norm statistics, drawn by a generator seeded by ``(seed, step)`` so that no training
     stream is touched and a resumed run draws what an uninterrupted one does."""
-    gen = torch.Generator().manual_seed(seed * 1_000_003 + step)
+    gen = torch.Generator().manual_seed(derive_seed(seed, NORM_BATCHES, step))
     bs = min(batch_size, len(store))
     for _ in range(n):
         idx = torch.randint(len(store), (bs,), generator=gen).tolist()

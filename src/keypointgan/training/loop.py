@@ -32,6 +32,7 @@ from ..data.loader import PairLoader
 from ..errors import InputError, ProcessLost, TrainingDiverged, TrainingInterrupted
 from ..log import configure as configure_logging
 from ..log import logger
+from ..seeds import RANK, derive_seed
 from ..viz import save_sample_grid
 from .evaluation import EvalSet, evaluate_points, predict_eval_points, save_eval_predictions
 from .objective import keypointgan_objective, term_parameters
@@ -189,7 +190,7 @@ def fit(state: TrainState, loader: PairLoader, prior: torch.Tensor, out: str | P
         for tmp in ckpt.parent.glob(f".{CHECKPOINT_NAME}.*.tmp"):
             tmp.unlink(missing_ok=True)
     if not state.resumed:
-        seed_everything(cfg.seed * 1009 + state.rank)
+        seed_everything(derive_seed(cfg.seed, RANK, state.rank))
     with RunLog(out, enabled=writer, tensorboard=cfg.tensorboard) as log, _StopSignals(announce=writer) as stop:
         log({"event": "start", "step": state.step, "seed": cfg.seed, "device": str(state.device), "rec_loss": state.rec_loss.name,
              "version": __version__, "environment": environment(state, loader.world_size), "config": cfg.to_dict(),

@@ -25,6 +25,7 @@ from ..config import TrainConfig
 from ..errors import InputError
 from ..losses import make_reconstruction_loss
 from ..nets import build_networks
+from ..seeds import RANK, derive_seed
 from ..skeleton import Skeleton
 from .averaging import WeightAverage
 from .distributed import SINGLE, Distributed, synchronise_batch_norm
@@ -79,7 +80,7 @@ class TrainState:
         if dist.enabled and hasattr(self.rec_loss, "reduce_batch_losses"):
             self.rec_loss.reduce_batch_losses = dist.mean_  # running means of the whole batch, the same on every rank
         self.pool = ImagePool(cfg.pool_size)
-        self.gen = torch.Generator().manual_seed(cfg.seed * 1009 + self.rank)  # every random draw of the loop
+        self.gen = torch.Generator().manual_seed(derive_seed(cfg.seed, RANK, self.rank))  # every random draw of the loop
         self.step = 0
         self.epoch = 0
         self.batch_in_epoch = 0
@@ -192,8 +193,8 @@ class TrainState:
             self.pool.load_state_dict(mine["pool"], self.device)
             set_rng_state(self.gen, mine["rng"], self.device)
         else:  # another number of processes: a new rank draws afresh (seeded by the step), with an empty pool
-            self.gen.manual_seed(self.cfg.seed * 1009 + self.rank + 7_919 * self.step)
-            seed_everything(self.cfg.seed * 1009 + self.rank + 7_919 * self.step)
+            self.gen.manual_seed(derive_seed(self.cfg.seed, RANK, self.rank, self.step))
+            seed_everything(derive_seed(self.cfg.seed, RANK, self.rank, self.step))
         if self.precision.scaler is not None and "scaler" in state:
             self.precision.scaler.load_state_dict(state["scaler"])
         self.resumed = True

@@ -139,3 +139,23 @@ def test_augment_poses_is_similarity_and_flip_swaps():
     assert 10 < int(changed.sum()) < 54
     i = int(changed.nonzero()[0])
     assert torch.allclose(flipped[i, 0, 0], -pts[i, 2, 0])
+
+
+def test_the_generic_layout_is_a_format_like_the_others(tmp_path):
+    """Trains on every video, tests on those with keypoints (each its own group), the prior from ROOT/prior.npy."""
+    from keypointgan.api import evaluate_predictions
+    from keypointgan.data import VideoDataset, open_dataset
+
+    make_layout(tmp_path, videos=3)
+    (tmp_path / "keypoints" / "vid1.npy").unlink()
+    ds = open_dataset(tmp_path)
+    assert isinstance(ds, VideoDataset) and ds.name == "generic" and ds.metric == "image" and ds.group_name == "video"
+    assert [v.id for v in ds.videos] == ["vid0", "vid1", "vid2"] and [v.id for v in ds.test_videos] == ["vid0", "vid2"]
+    assert [ds.group_of(v) for v in ds.test_videos] == ["vid0", "vid2"]
+    np.testing.assert_array_equal(ds.load_prior(), np.load(tmp_path / "prior.npy"))
+    assert ds.load_keypoints(ds.test_videos[1])[0, 0].tolist() == [3.0, 4.0]
+    # scored with the protocol: the stored truth itself has error 0 on the two videos with keypoints
+    preds = {v.id: ds.load_keypoints(v) for v in ds.test_videos}
+    np.savez(tmp_path / "p.npz", **preds)
+    res = evaluate_predictions(tmp_path / "p.npz", tmp_path)
+    assert res["format"] == "generic" and res["error"] == 0.0 and sorted(res["per_video"]) == ["vid0", "vid2"]

@@ -14,9 +14,9 @@ import torch
 from . import pixels as P
 from .checkpoint import CHECKPOINT_DIR, CHECKPOINT_NAME, load_checkpoint, load_networks, regressor_checkpoint, run_checkpoint, save_checkpoint
 from .config import TrainConfig, make_config, resume_config, with_overrides
-from .data import EvalFrameDataset, FrameStore, Layout, load_prior
-from .data.benchmark import Benchmark, open_dataset
-from .data.layout import Video, check_poses
+from .data import EvalFrameDataset, FrameStore, Layout, VideoDataset, load_prior
+from .data.formats import open_dataset
+from .data.layout import Video
 from .data.layout import check_training_start
 from .errors import InputError
 from .skeleton import Skeleton
@@ -31,8 +31,8 @@ from .training.precision import resolve_precision
 __all__ = ["train", "pretrain_regressor", "evaluate", "evaluate_predictions", "make_eval_set", "make_loader", "load_data", "open_data"]
 
 
-def open_data(data: str | Path, skeleton: str | Path | Skeleton | None = None, format: str = "auto") -> Layout | Benchmark:
-    """A dataset folder in the generic layout or in a dataset's own format (see :mod:`keypointgan.data.benchmark`)."""
+def open_data(data: str | Path, skeleton: str | Path | Skeleton | None = None, format: str = "auto") -> VideoDataset:
+    """A dataset folder in the generic layout or in a dataset's own format (see :mod:`keypointgan.data.formats`)."""
     if skeleton is not None and not isinstance(skeleton, Skeleton):
         skeleton = Skeleton.from_yaml(skeleton)
     return open_dataset(data, format, skeleton=skeleton)
@@ -47,12 +47,7 @@ def load_data(
     its protocol's prior (e.g. the second halves of Simplified Human3.6M's sequences).
     """
     layout = open_data(data, skeleton, format)
-    if prior is not None:
-        poses = load_prior(prior, layout.skeleton)
-    elif isinstance(layout, Benchmark):
-        poses = check_poses(layout.load_prior(), layout.skeleton, layout.root, what="prior", allow_nan=False)
-    else:
-        poses = load_prior(layout.prior_path, layout.skeleton)
+    poses = load_prior(prior, layout.skeleton) if prior is not None else layout.load_prior()
     return layout, poses
 
 
@@ -75,15 +70,12 @@ def _check_vgg_weights(path: str | Path | None) -> None:
         raise InputError("VGG-19 weights must be a torchvision state dict (.pth) or MatConvNet's .mat", path)
 
 
-def _eval_videos(data: Layout | Benchmark) -> tuple[list[Video], list[str]]:
+def _eval_videos(data: VideoDataset) -> tuple[list[Video], list[str]]:
     """The videos a dataset is evaluated on and the group of each (video id, or e.g. the activity)."""
-    if isinstance(data, Benchmark):
-        return list(data.test_videos), [data.group_of(v) for v in data.test_videos]
-    videos = [v for v in data.videos if v.keypoints_path is not None]
-    return videos, [v.id for v in videos]
+    return list(data.test_videos), [data.group_of(v) for v in data.test_videos]
 
 
-def make_eval_set(layout: Layout, videos: Sequence[Video], size: int, max_frames: int | None = None, groups: Sequence[str] | None = None) -> EvalSet | None:
+def make_eval_set(layout: VideoDataset | Layout, videos: Sequence[Video], size: int, max_frames: int | None = None, groups: Sequence[str] | None = None) -> EvalSet | None:
     """Frames with keypoints from ``videos`` (evenly subsampled to ``max_frames``), or None without keypoints."""
     videos = [v for v in videos if v.keypoints_path is not None]
     if not videos:
@@ -178,7 +170,7 @@ def train(
     eval_set = None
     if eval_data is not None:
         ev_layout = open_data(eval_data, _matching_skeleton(eval_data, layout.skeleton))
-        if isinstance(ev_layout, Benchmark) and ev_layout.skeleton != layout.skeleton:
+        if ev_layout.skeleton != layout.skeleton:
             raise InputError("the evaluation dataset's skeleton differs from the training data's", eval_data)
         ev_videos, ev_groups = _eval_videos(ev_layout)
         eval_set = make_eval_set(ev_layout, ev_videos, cfg.model.size, cfg.eval_frames, ev_groups) if ev_videos else None
@@ -299,7 +291,7 @@ def _summarize_dataset(data, preds, gts, hws, groups, skeleton, metric: str | No
     from .evaluate import METRICS, error_breakdown, summarize
 
     if metric is None:
-        metric = data.metric if isinstance(data, Benchmark) else "image"
+        metric = data.metric
     if metric not in METRICS:
         raise InputError(f"unknown metric {metric!r}; choose from {', '.join(METRICS)}")
     pred, gt, hw = np.concatenate(preds), np.concatenate(gts), np.concatenate(hws)
@@ -307,9 +299,9 @@ def _summarize_dataset(data, preds, gts, hws, groups, skeleton, metric: str | No
     if metric == "image":  # (over frames, not per group)
         res["breakdown"] = error_breakdown(pred, gt, hw, skeleton)
     res["per_video"] = res.pop("per_group")
-    res["group_name"] = data.group_name if isinstance(data, Benchmark) else "video"
-    res["format"] = data.name if isinstance(data, Benchmark) else "generic"
-    if isinstance(data, Benchmark) and data.notes:
+    res["group_name"] = data.group_name
+    res["format"] = data.name
+    if data.notes:
         res["notes"] = list(data.notes)
     return res
 
@@ -371,7 +363,7 @@ def evaluate(
 
     det = KeypointDetector.from_checkpoint(checkpoint, device=device, flip_test=flip_test)
     layout = open_data(data, _matching_skeleton(data, det.skeleton), format)
-    if isinstance(layout, Benchmark) and layout.skeleton != det.skeleton:
+    if layout.skeleton != det.skeleton:
         raise InputError(f"the checkpoint's skeleton differs from the {layout.name} skeleton", checkpoint)
     videos, vgroups = _eval_videos(layout)
     if not videos:

@@ -8,7 +8,8 @@ from .datasets import (
     augment_poses,
     image_to_tensor,
 )
-from .benchmark import Benchmark, detect_format, open_dataset
+from .formats import detect_format, open_dataset
+from .protocol import VideoDataset
 from .layout import Layout, Video, load_prior
 from .priors import save_prior
 
@@ -17,7 +18,7 @@ __all__ = [
     "Video",
     "load_prior",
     "save_prior",
-    "Benchmark",
+    "VideoDataset",
     "open_dataset",
     "detect_format",
     "FrameStore",

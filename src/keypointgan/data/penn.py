@@ -25,7 +25,7 @@ from ..errors import InputError
 from ..pixels import pixel_to_unit
 from ..skeleton import PRESETS as SKELETONS
 from ..skeleton import Skeleton
-from .protocol import Benchmark, frame_folder, register_format
+from .protocol import VideoDataset, frame_folder, register_format
 from .layout import Video
 from .matfile import load_mat, mat_field, mat_scalar, mat_string
 
@@ -99,8 +99,8 @@ class PennAction:
             raise InputError("no fully visible pose in the training videos to use as the prior", self.root / "labels")
         return arr.astype(np.float32)
 
-    def benchmark(self) -> Benchmark:
-        return Benchmark(
+    def dataset(self) -> VideoDataset:
+        return VideoDataset(
             name="penn-action",
             root=self.root,
             skeleton=self.skeleton,
@@ -117,4 +117,4 @@ def _is_penn(root: Path) -> bool:
     return (root / "frames").is_dir() and (root / "labels").is_dir()
 
 
-register_format("penn-action", _is_penn, lambda root, **kw: PennAction(root, **kw).benchmark())
+register_format("penn-action", _is_penn, lambda root, **kw: PennAction(root, **kw).dataset())

@@ -366,7 +366,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # (docs/experiments.md, run e8): narrow networks, a lighter discriminator, faster learning
     # rates decayed over the last half of the budget, a moving average of Φ and η for prediction that
     # becomes a plain mean over the last half, twice the paper's reconstruction weight (for the fallback
-    # loss) and the flip test (sessions 2–3).
+    # loss) and the flip test (docs/experiments.md, 2026-11-22: the flip test, SWA, w_rec 20).
     "cpu-64": dict(
         model=dict(
             size=64,
@@ -376,21 +376,21 @@ PRESETS: dict[str, dict[str, Any]] = {
             disc_ndf=16,
             disc_layers=2,
             disc_scales=3,
-            disc_batch_std=4,  # no collapse to one pose in 4 of 4 seeds (docs/experiments.md, session 6)
+            disc_batch_std=4,  # no collapse to one pose in 4 of 4 seeds (docs/experiments.md, D's minibatch standard deviation)
         ),
         batch_size=16,
         lr=5e-4,
         lr_disc=5e-4,
         lr_regressor=5e-4,
-        w_rec=20.0,  # tuned for the fallback reconstruction loss (docs/experiments.md, session 3)
+        w_rec=20.0,  # tuned for the fallback reconstruction loss (docs/experiments.md, reconstruction weight 20)
         lr_decay_fraction=0.5,
         ema_decay=0.99,
         swa_fraction=0.5,
         flip_test=True,
         gap=(1, 1000),
-        pool_size=0,  # the pool's past fakes hid a collapse from D's batch-std channel (session 7)
-        flip_augment=True,  # better on every variant of the generalisation suite, paired by seed (session 8)
-        prior_jitter=0.05,  # D's prior poses jittered: better in most runs of the suite, paired by seed (session 10)
+        pool_size=0,  # the pool's past fakes hid a collapse from D's batch-std channel (docs/experiments.md, the image pool)
+        flip_augment=True,  # better on most runs of the generalisation suite, paired by seed (docs/experiments.md, mirrored batches)
+        prior_jitter=0.05,  # D's prior poses jittered: better in most runs of the suite, paired by seed (docs/experiments.md, prior_jitter)
         pretrain_steps=1000,
         eval_every=100,
         sample_every=100,

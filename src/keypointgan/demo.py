@@ -95,7 +95,7 @@ def train_supervised(
     (``ema_decay``, ``swa_fraction``) with its batch-norm statistics re-measured on
     ``ema_norm_batches`` batches of training frames. (With constant rates and the raw weights, the
     bound's error at one seed and ~5.8k steps ranged from 1.84 to 4.92 depending on where the time
-    ran out: docs/experiments.md, session 10.)
+    ran out: docs/experiments.md, the supervised bound, 2026-12-02.)
 
     ``store`` reuses frames already loaded for ``videos`` (the demo passes KeypointGAN's). The clock
     for ``minutes`` covers loading, training and the final evaluation, which is expected to take

@@ -27,7 +27,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from ..errors import InputError
-from ..skeleton import PRESETS as SKELETONS
+from ..skeleton import SKELETONS
 from ..skeleton import Skeleton
 from ..video import is_video_file
 from .protocol import VideoDataset, frame_folder, register_format

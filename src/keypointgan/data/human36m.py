@@ -55,7 +55,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..pixels import pixel_to_unit
-from ..skeleton import PRESETS as SKELETONS
+from ..skeleton import SKELETONS
 from ..skeleton import Skeleton
 from ..video import VIDEO_SUFFIXES
 from .protocol import VideoDataset, frame_folder, register_format, stack_checked

@@ -23,7 +23,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..pixels import pixel_to_unit
-from ..skeleton import PRESETS as SKELETONS
+from ..skeleton import SKELETONS
 from ..skeleton import Skeleton
 from .protocol import VideoDataset, frame_folder, register_format
 from .layout import Video

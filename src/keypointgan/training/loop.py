@@ -96,7 +96,7 @@ def inference_networks(state: TrainState, loader: PairLoader | None) -> tuple[to
     n = state.cfg.ema_norm_batches
     if state.average is not None and n and loader is not None and len(loader.store):
         state.average.refresh_norm_stats(lambda: loader.norm_batches(state.step, n), state.step)
-    return state.inference_networks()
+    return state.averaged_or_raw()
 
 
 def save_state(state: TrainState, loader: PairLoader | None, path: Path) -> Path | None:

@@ -136,9 +136,10 @@ class TrainState:
         """Rank 0's weights and buffers copied to every rank (after loading, to be sure they start equal)."""
         self.dist.broadcast_(self.nets.values())
 
-    def inference_networks(self) -> tuple[nn.Module, nn.Module]:
-        """Φ and η as used for prediction: the averages when kept, else the raw networks.
-        (The averages' batch-norm statistics are refreshed by the caller, who has the frames.)"""
+    def averaged_or_raw(self) -> tuple[nn.Module, nn.Module]:
+        """The Φ and η prediction uses, as they stand: the averages when kept, else the raw networks.
+        Their batch-norm statistics are not refreshed here (the state has no frames): prediction goes
+        through :func:`~keypointgan.training.loop.inference_networks`, which does that first."""
         if self.average is not None:
             return self.average.networks()
         return self.nets["phi"], self.nets["eta"]

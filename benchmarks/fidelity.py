@@ -43,7 +43,8 @@ from keypointgan.data import Layout, load_prior
 from keypointgan.data.synthetic import SyntheticConfig, make_synthetic
 from keypointgan.detector import KeypointDetector
 from keypointgan.evaluate import error_breakdown
-from keypointgan.demo import _metrics, held_out, mean_pose_metrics, split_videos, train_supervised
+from keypointgan.demo import _metrics, held_out, mean_pose_metrics, split_videos
+from keypointgan.research.supervised import train_supervised
 from keypointgan.devices import select_device
 from keypointgan.skeleton import Skeleton
 from keypointgan.training import TrainState, fit, pretrain_regressor

@@ -9,7 +9,7 @@ from torch import nn
 
 from keypointgan import InputError, Skeleton
 from keypointgan import geometry
-from keypointgan.diagnose import format_preference, format_table, measure_leak, measure_pose_preference, probe_accuracy
+from keypointgan.research.diagnose import format_preference, format_table, measure_leak, measure_pose_preference, probe_accuracy
 from keypointgan.losses import FallbackReconstructionLoss
 
 SK = Skeleton(keypoints=["a", "b", "c"], limbs=[("a", "b"), ("b", "c")], name="tri")

@@ -320,7 +320,7 @@ def cmd_report(args) -> int:
 
 
 def cmd_diagnose(args) -> int:
-    from .diagnose import diagnose, format_preference, format_table
+    from .research.diagnose import diagnose, format_preference, format_table
 
     res = diagnose(args.run, args.data, out=args.out, videos=args.videos, frames_per_video=args.frames, device=args.device, format=args.format)
     print(format_table(res))

@@ -49,9 +49,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import geometry
-from .errors import InputError
-from .skeleton import Skeleton
+from .. import geometry
+from ..errors import InputError
+from ..skeleton import Skeleton
 
 __all__ = ["measure_leak", "measure_pose_preference", "diagnose", "probe_accuracy", "log_skeleton", "format_table", "format_preference"]
 
@@ -300,7 +300,7 @@ def format_table(numbers: dict) -> str:
 
 def _picture(pics: dict, n: int = 8) -> np.ndarray:
     """Columns: one pair each (the first frame of a video); rows: x, x′, Φ(x), log Φ(x), β(η(Φ(x))), Ψ(Φ(x), x′), Ψ(β(η(Φ(x))), x′)."""
-    from .viz import grid, tensor_to_uint8
+    from ..viz import grid, tensor_to_uint8
 
     logp = pics["log_phi"][:n]
     lo, hi = float(logp.min()), float(logp.max())
@@ -325,12 +325,12 @@ def diagnose(run: str | Path, data: str | Path, *, out: str | Path | None = None
         the chosen videos have keypoints, ``pose_preference`` (:func:`measure_pose_preference`; with the
         run's VGG-19 weights when it was trained with them and they are still at their path).
     """
-    from .api import open_data
-    from .checkpoint import load_networks
-    from .data import FrameStore, image_to_tensor
-    from .io import atomic_write_text, write_image
-    from .losses import make_reconstruction_loss
-    from .pixels import image_pixels_to_norm
+    from ..api import open_data
+    from ..checkpoint import load_networks
+    from ..data import FrameStore, image_to_tensor
+    from ..io import atomic_write_text, write_image
+    from ..losses import make_reconstruction_loss
+    from ..pixels import image_pixels_to_norm
 
     loaded = load_networks(run, averaged=False, names=("phi", "eta", "psi"))  # Ψ was trained with the raw Φ and η
     ck_path, state, cfg, skeleton, nets = loaded.path, loaded.state, loaded.config, loaded.skeleton, loaded.nets

@@ -55,14 +55,22 @@ def test_a_regressor_checkpoint_round_trips(tiny_data, tmp_path):
         load_networks(tmp_path / "eta.pt")
 
 
-def test_a_checkpoint_this_version_cannot_read_is_refused_in_one_line(averaged_run, tmp_path):
+def test_a_checkpoint_this_version_cannot_read_is_refused_in_one_line(averaged_run, tiny_data, tmp_path):
+    from keypointgan.api import train
+
     state = load_checkpoint(averaged_run)
-    state["config"] = {**state["config"], "old_switch": 0.0}  # a field of another version
+    # as written at cfa8865, whose config still had the switches gap_motion and w_consistency
+    state["config"] = {**state["config"], "gap_motion": 0.0, "w_consistency": 0.0}
     state["version"] = "0.0.9"
-    save_checkpoint(state, tmp_path / "old.pt")
+    save_checkpoint(state, tmp_path / "old" / "checkpoints" / "latest.pt")
+    want = (f"{tmp_path / 'old' / 'checkpoints' / 'latest.pt'}: cannot read this checkpoint's config (written by keypointgan 0.0.9): "
+            "unknown config field(s): gap_motion, w_consistency")
     with pytest.raises(InputError) as e:
-        load_networks(tmp_path / "old.pt")
-    assert str(e.value) == f"{tmp_path / 'old.pt'}: cannot read this checkpoint's config (written by keypointgan 0.0.9): unknown config field(s): old_switch"
+        load_networks(tmp_path / "old")
+    assert str(e.value) == want
+    with pytest.raises(InputError) as e:  # resuming it: the same line
+        train(tiny_data, tmp_path / "old", config=tiny_config(steps=3), resume=True, progress=False)
+    assert str(e.value) == want
     state = load_checkpoint(averaged_run)
     state["nets"]["eta"] = {k.replace("head", "top"): v for k, v in state["nets"]["eta"].items()}
     state["ema"] = {}

@@ -12,7 +12,8 @@ import numpy as np
 import torch
 
 from . import pixels as P
-from .checkpoint import CHECKPOINT_DIR, CHECKPOINT_NAME, load_checkpoint, load_networks, regressor_checkpoint, run_checkpoint, save_checkpoint
+from .checkpoint import (CHECKPOINT_DIR, CHECKPOINT_NAME, load_checkpoint, load_networks, read_config, regressor_checkpoint,
+                         run_checkpoint, save_checkpoint)
 from .config import TrainConfig, make_config, resume_config, with_overrides
 from .data import EvalFrameDataset, FrameStore, Layout, VideoDataset, load_prior
 from .data.formats import open_dataset
@@ -153,11 +154,7 @@ def train(
             raise InputError(f"nothing to resume: no {CHECKPOINT_DIR}/{CHECKPOINT_NAME}", out)
         state_dict = load_checkpoint(ckpt_path)
         check_training_checkpoint(state_dict, ckpt_path)
-        try:
-            saved = TrainConfig.from_dict(state_dict["config"])
-            saved_skeleton = Skeleton.from_dict(state_dict["skeleton"])
-        except (KeyError, TypeError, InputError) as exc:
-            raise InputError(f"cannot resume: the checkpoint's config or skeleton is damaged ({exc})", ckpt_path) from None
+        saved, saved_skeleton = read_config(state_dict, ckpt_path)
         requested = config if config is not None else (make_config(preset) if preset is not None else None)
         cfg = resume_config(saved, requested, ckpt_path, **overrides)
         if saved_skeleton != layout.skeleton:

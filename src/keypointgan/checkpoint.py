@@ -35,7 +35,7 @@ from .io import atomic_write_bytes
 
 __all__ = [
     "CHECKPOINT_FORMAT", "CHECKPOINT_NAME", "CHECKPOINT_DIR", "run_checkpoint", "save_checkpoint", "load_checkpoint",
-    "resolve_checkpoint", "regressor_checkpoint", "load_networks", "LoadedNetworks",
+    "resolve_checkpoint", "regressor_checkpoint", "read_config", "load_networks", "LoadedNetworks",
 ]
 
 CHECKPOINT_FORMAT = "keypointgan-checkpoint"
@@ -105,6 +105,26 @@ def regressor_checkpoint(eta: torch.nn.Module, config, skeleton, **summary) -> d
             "skeleton": skeleton.to_dict(), "nets": {"eta": eta.state_dict()}, **summary}
 
 
+def read_config(state: dict, path: str | Path) -> tuple["TrainConfig", "Skeleton"]:
+    """The run's config and skeleton from a loaded checkpoint ``state`` (read from ``path``).
+
+    Raises:
+        InputError: one line naming ``path``: a config this version cannot read (e.g. a field it does not
+            have: a checkpoint of another version), or a config or skeleton that is missing or damaged.
+    """
+    from .config import TrainConfig
+    from .skeleton import Skeleton
+
+    try:
+        return TrainConfig.from_dict(state["config"]), Skeleton.from_dict(state["skeleton"])
+    except InputError as exc:
+        raise InputError(f"cannot read this checkpoint's config (written by keypointgan {state.get('version', '?')}): {exc.problem}",
+                         path) from None
+    except (KeyError, TypeError, ValueError) as exc:
+        raise InputError(f"the checkpoint's config or skeleton is missing or damaged ({exc.__class__.__name__}: {str(exc)[:120]})",
+                         path) from None
+
+
 @dataclass
 class LoadedNetworks:
     """What :func:`load_networks` returns: the networks (eval mode, CPU), the run's config and
@@ -130,9 +150,7 @@ def load_networks(checkpoint: str | Path, averaged: bool = True, *, names=("phi"
             (e.g. a regressor-only one asked for Φ), a config this version cannot read (a checkpoint of
             another version), or weights that do not fit the networks.
     """
-    from .config import TrainConfig
     from .nets import build_networks
-    from .skeleton import Skeleton
 
     state = load_checkpoint(checkpoint, map_location=map_location)
     path = resolve_checkpoint(checkpoint)
@@ -142,14 +160,7 @@ def load_networks(checkpoint: str | Path, averaged: bool = True, *, names=("phi"
         if state.get("kind") == "regressor":
             raise InputError("a regressor-only checkpoint (from pretrain-regressor) cannot predict; give a training run's checkpoint", path)
         raise InputError(f"not a training checkpoint (no {', '.join(missing)} network)", path)
-    try:
-        cfg = TrainConfig.from_dict(state["config"])
-        skeleton = Skeleton.from_dict(state["skeleton"])
-    except InputError as exc:
-        raise InputError(f"cannot read this checkpoint's config (written by keypointgan {state.get('version', '?')}): {exc.problem}",
-                         path) from None
-    except (KeyError, TypeError) as exc:
-        raise InputError(f"checkpoint is incomplete ({exc.__class__.__name__}: {str(exc)[:120]})", path) from None
+    cfg, skeleton = read_config(state, path)
     try:
         with torch.random.fork_rng(devices=[]):  # the weights are overwritten: the caller's random state is left as it was
             built = build_networks(cfg.model, skeleton.num_keypoints, with_gan=bool({"psi", "disc"} & set(names)))

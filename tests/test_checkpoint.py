@@ -77,3 +77,12 @@ def test_a_checkpoint_this_version_cannot_read_is_refused_in_one_line(averaged_r
     save_checkpoint(state, tmp_path / "renamed.pt")
     with pytest.raises(InputError, match=r"renamed.pt: checkpoint's weights do not fit its networks \(RuntimeError"):
         load_networks(tmp_path / "renamed.pt")
+
+
+def test_a_run_folder_or_its_checkpoints_folder_names_the_checkpoint(averaged_run, tmp_path):
+    from keypointgan.checkpoint import resolve_checkpoint
+
+    ck = run_checkpoint(averaged_run)
+    assert resolve_checkpoint(averaged_run) == ck == resolve_checkpoint(ck.parent) == resolve_checkpoint(ck)
+    with pytest.raises(InputError, match="no checkpoint in this folder"):
+        resolve_checkpoint(tmp_path)

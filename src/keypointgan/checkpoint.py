@@ -58,11 +58,13 @@ def save_checkpoint(state: dict, path: str | Path) -> None:
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
-    """A checkpoint file, or a run folder → its checkpoint (:func:`run_checkpoint`)."""
+    """A checkpoint file, or a run folder → its checkpoint (:func:`run_checkpoint`; the run's
+    ``checkpoints`` folder itself names it too)."""
     path = Path(path)
     if path.is_dir():
-        if run_checkpoint(path).is_file():
-            return run_checkpoint(path)
+        for cand in (run_checkpoint(path), path / CHECKPOINT_NAME):
+            if cand.is_file():
+                return cand
         raise InputError(f"no checkpoint in this folder (looked for {CHECKPOINT_DIR}/{CHECKPOINT_NAME})", path)
     if not path.is_file():
         raise InputError("checkpoint not found", path)

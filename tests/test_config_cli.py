@@ -3,7 +3,6 @@
 import dataclasses
 
 import pytest
-import torch
 import yaml
 
 from conftest import tiny_config

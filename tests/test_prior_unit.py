@@ -3,9 +3,8 @@
 import json
 
 import numpy as np
-import pytest
 
-from keypointgan import InputError, Skeleton
+from keypointgan import Skeleton
 from keypointgan import pixels as P
 from keypointgan.data import PriorPoseDataset, load_prior
 from keypointgan.data.priors import save_prior

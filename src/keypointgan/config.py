@@ -279,7 +279,6 @@ class TrainConfig:
         model_data = data.pop("model", {}) or {}
         if not isinstance(model_data, dict):
             raise InputError("config field 'model' must be a mapping", source)
-        model_data = dict(model_data)
         model = ModelConfig(**_checked(ModelConfig, model_data, "model.", source))
         return cls(model=model, **_checked(cls, data, "", source))
 
@@ -389,7 +388,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         flip_test=True,
         gap=(1, 1000),
         pool_size=0,  # the pool's past fakes hid a collapse from D's batch-std channel (docs/experiments.md, the image pool)
-        flip_augment=True,  # better on most runs of the generalisation suite, paired by seed (docs/experiments.md, mirrored batches)
+        flip_augment=True,  # better on every variant of the generalisation suite, paired by seed (docs/experiments.md, mirrored batches)
         prior_jitter=0.05,  # D's prior poses jittered: better in most runs of the suite, paired by seed (docs/experiments.md, prior_jitter)
         pretrain_steps=1000,
         eval_every=100,

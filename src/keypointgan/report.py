@@ -24,7 +24,6 @@ from pathlib import Path
 
 from .errors import InputError
 from .io import atomic_write_text
-from .viz import overlay_sheet  # noqa: F401 - re-exported (the demo draws its sheet with it)
 
 __all__ = ["read_log", "plot_curves", "write_report", "report_run"]
 

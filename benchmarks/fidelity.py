@@ -36,14 +36,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from keypointgan import geometry as G
+from keypointgan import pixels as P
 from keypointgan.api import make_eval_set, make_loader
 from keypointgan.config import make_config
 from keypointgan.data import Layout, load_prior
 from keypointgan.data.synthetic import SyntheticConfig, make_synthetic
 from keypointgan.detector import KeypointDetector
 from keypointgan.evaluate import error_breakdown
-from keypointgan.demo import _metrics, held_out, mean_pose_metrics, split_videos, train_supervised
+from keypointgan.demo import _metrics, held_out, mean_pose_metrics, split_videos
+from keypointgan.research.supervised import train_supervised
 from keypointgan.devices import select_device
 from keypointgan.skeleton import Skeleton
 from keypointgan.training import TrainState, fit, pretrain_regressor
@@ -105,7 +106,7 @@ def analyse(out: Path, name: str, seed: int, videos: int = 100) -> dict:
     _, test_videos = split_videos(layout, n_test=held_out(videos))  # every variant: the default's test videos
     det = KeypointDetector.from_checkpoint(out / "runs" / f"{name}-seed{seed}")
     es = make_eval_set(layout, test_videos, det.size)
-    pix = G.norm_to_image_pixels(det.predict_grid_points(es.images), det.size, es.hw)
+    pix = P.norm_to_image_pixels(det.predict_grid_points(es.images), det.size, es.hw)
     return {"error": _metrics(pix, es, layout.skeleton)["error"], "breakdown": error_breakdown(pix, es.keypoints, es.hw, layout.skeleton)}
 
 

@@ -62,10 +62,10 @@ def _frames(data: Path | None, size: int, n: int, seed: int = 0):
 
 
 def _error(points_norm: torch.Tensor, es, size: int) -> float:
-    from keypointgan import geometry as G
+    from keypointgan import pixels as P
     from keypointgan.evaluate import keypoint_error
 
-    pix = G.norm_to_image_pixels(points_norm, size, es.hw)
+    pix = P.norm_to_image_pixels(points_norm, size, es.hw)
     return float(np.mean(keypoint_error(pix, es.keypoints, es.hw)))
 
 

@@ -28,6 +28,7 @@ from keypointgan.data import Layout, load_prior  # noqa: E402
 from keypointgan.losses import VGG19Features  # noqa: E402
 from keypointgan.training import TrainState, fit, train_step  # noqa: E402
 from keypointgan.training.distributed import from_environment, process_group  # noqa: E402
+from vgg_files import state_dict_torchvision  # noqa: E402
 
 torch.set_num_threads(1)
 PER_RANK = 4
@@ -38,7 +39,7 @@ def random_vgg(path: Path) -> str:
     if not path.exists():
         torch.manual_seed(0)
         tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        torch.save(VGG19Features().state_dict_torchvision(), tmp)
+        torch.save(state_dict_torchvision(VGG19Features()), tmp)
         os.replace(tmp, path)
     return str(path)
 

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from conftest import tiny_config
+from vgg_files import state_dict_torchvision
 from keypointgan.api import train
 from keypointgan.checkpoint import load_checkpoint
 from keypointgan.config import make_config
@@ -146,7 +147,7 @@ def test_perceptual_loss_divides_each_layer_by_its_running_mean(vgg):
 def vgg_file(vgg, tmp_path_factory):
     """Random VGG-19 weights as a torchvision state dict file (nothing is downloaded)."""
     path = tmp_path_factory.mktemp("vgg") / "vgg19-random.pth"
-    torch.save(vgg.state_dict_torchvision(), path)
+    torch.save(state_dict_torchvision(vgg), path)
     return path
 
 

@@ -3,7 +3,6 @@
 import dataclasses
 
 import pytest
-import torch
 import yaml
 
 from conftest import tiny_config
@@ -98,23 +97,12 @@ def test_api_train_takes_a_config_with_model_overrides(tiny_data, tmp_path):
         train(tiny_data, tmp_path / "run2", config=tiny_config(steps=1), model={"depth": 3}, progress=False)
 
 
-def test_removed_switches_read_from_old_files(tmp_path):
+def test_a_field_this_version_does_not_have_is_refused_naming_it(tmp_path):
     from keypointgan import InputError
 
-    old = {**tiny_config().to_dict(), "rec_motion_weight": 0.0, "prior_flip": False}
-    old["model"] = {**old["model"], "decoder_pose_skips": False}
-    assert TrainConfig.from_dict(old).lr == tiny_config().lr  # switched off: read as before
-    with pytest.raises(InputError, match="config field rec_motion_weight was removed .* sets it to 5.0"):
-        TrainConfig.from_dict({**old, "rec_motion_weight": 5.0})
-    assert TrainConfig.from_dict({**old, "rec_motion_weight": 5.0}, drop_removed=True).lr == tiny_config().lr
-
-
-def test_old_decoder_weights_load_under_the_new_name():
-    from keypointgan.nets import ConditionalDecoder
-
-    a, b = ConditionalDecoder(widths=(4, 8)), ConditionalDecoder(widths=(4, 8))
-    old = {k.replace("skeleton_encoder.", "pose_encoder."): v for k, v in a.state_dict().items()}
-    assert any(k.startswith("pose_encoder.") for k in old)
-    b.load_state_dict(old)
-    x, y = torch.zeros(1, 1, 8, 8), torch.zeros(1, 3, 8, 8)
-    assert torch.equal(a.eval()(x, y), b.eval()(x, y))
+    old = {**tiny_config().to_dict(), "rec_motion_weight": 0.0}
+    with pytest.raises(InputError, match=r"^unknown config field\(s\): rec_motion_weight$"):
+        TrainConfig.from_dict(old)
+    old = {**tiny_config().to_dict(), "model": {**tiny_config().to_dict()["model"], "decoder_pose_skips": False}}
+    with pytest.raises(InputError, match=r"^unknown config field\(s\): model.decoder_pose_skips$"):
+        TrainConfig.from_dict(old)

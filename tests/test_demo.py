@@ -49,7 +49,8 @@ def test_supervised_baseline_uses_the_learning_rate_decay_and_the_weight_average
 
     from keypointgan.api import make_eval_set
     from keypointgan.data import Layout
-    from keypointgan.demo import split_videos, train_supervised
+    from keypointgan.demo import split_videos
+    from keypointgan.research.supervised import train_supervised
     from conftest import tiny_config
 
     layout = Layout(tiny_data)

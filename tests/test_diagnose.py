@@ -9,7 +9,7 @@ from torch import nn
 
 from keypointgan import InputError, Skeleton
 from keypointgan import geometry
-from keypointgan.diagnose import format_preference, format_table, measure_leak, measure_pose_preference, probe_accuracy
+from keypointgan.research.diagnose import format_preference, format_table, measure_leak, measure_pose_preference, probe_accuracy
 from keypointgan.losses import FallbackReconstructionLoss
 
 SK = Skeleton(keypoints=["a", "b", "c"], limbs=[("a", "b"), ("b", "c")], name="tri")
@@ -173,6 +173,6 @@ def test_diagnose_a_run_writes_numbers_and_picture(one_step_run, tiny_data, tmp_
     from PIL import Image
 
     with Image.open(out / "diagnose.png") as im:
-        assert im.size == (4 * 34, 7 * 34)  # one column per video (4) × 7 rows of 32 px + 2 px gaps
+        assert im.size == (4 * 34 + 2, 7 * 34 + 2)  # one column per video (4) × 7 rows of 32 px, 2 px gaps and border
     # a missing run: one line, exit 2
     assert main(["diagnose", str(tmp_path / "nope"), "--data", str(tiny_data)]) == 2

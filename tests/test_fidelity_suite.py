@@ -42,7 +42,7 @@ def test_fewer_joints_keeps_the_named_joints(tmp_path):
 def test_analyse_reads_a_finished_run(tiny_data, one_step_run, tmp_path):
     """--analyse on a suite folder: the error equals evaluating the checkpoint on the held-out video,
     and the breakdown's per-keypoint errors average to it."""
-    from keypointgan import geometry as G
+    from keypointgan import pixels as P
     from keypointgan.api import make_eval_set
     from keypointgan.demo import split_videos
     from keypointgan.detector import KeypointDetector
@@ -56,7 +56,7 @@ def test_analyse_reads_a_finished_run(tiny_data, one_step_run, tmp_path):
     r = fidelity.analyse(tmp_path, "default", 0, videos=len(lay.videos))
     det = KeypointDetector.from_checkpoint(one_step_run)
     es = make_eval_set(lay, split_videos(lay)[1], det.size)
-    pix = G.norm_to_image_pixels(det.predict_grid_points(es.images), det.size, es.hw)
+    pix = P.norm_to_image_pixels(det.predict_grid_points(es.images), det.size, es.hw)
     assert r["error"] == pytest.approx(float(np.mean(keypoint_error(pix, es.keypoints, es.hw))))
     assert np.mean(list(r["breakdown"]["per_keypoint"].values())) == pytest.approx(r["error"])
     assert set(r["breakdown"]) == {"per_keypoint", "offset", "centroid", "aligned", "spread", "variety"}

@@ -8,6 +8,7 @@ from torch import nn
 from conftest import tiny_config
 from keypointgan import KeypointDetector
 from keypointgan import geometry as G
+from keypointgan import pixels as P
 from keypointgan.api import train
 from keypointgan.cli import build_parser
 from keypointgan.data import Layout
@@ -45,7 +46,7 @@ def _dot_image(x_pix: int, y_pix: int, size: int = 32) -> torch.Tensor:
 
 def test_flip_test_cancels_a_horizontal_bias():
     img = _dot_image(9, 20)
-    truth = torch.tensor(G.image_pixels_to_norm(np.array([[[9.0, 20.0]]]), 32, (32, 32)))
+    truth = torch.tensor(P.image_pixels_to_norm(np.array([[[9.0, 20.0]]]), 32, (32, 32)))
     phi, eta = nn.Identity(), _BiasedDotFinder([[0.2, 0.0]])
     phi.register_parameter("w", nn.Parameter(torch.zeros(1)))
     plain = predict_points(phi, eta, img)

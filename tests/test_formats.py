@@ -8,7 +8,7 @@ from PIL import Image
 
 from keypointgan.data import load_prior, open_dataset
 from keypointgan.errors import InputError
-from keypointgan.skeleton import PRESETS as SKELETONS
+from keypointgan.skeleton import SKELETONS
 
 scipy_io = pytest.importorskip("scipy.io")
 

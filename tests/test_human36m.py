@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from keypointgan.errors import InputError
-from keypointgan.skeleton import PRESETS as SKELETONS
+from keypointgan.skeleton import SKELETONS
 
 scipy_io = pytest.importorskip("scipy.io")
 

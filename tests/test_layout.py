@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from keypointgan import InputError, Skeleton
-from keypointgan.data.datasets import mirror_half, thumbnail
+from keypointgan.data.datasets import mirror_half
 from keypointgan.data import EvalFrameDataset, FramePairDataset, FrameStore, Layout, PriorPoseDataset, augment_poses, load_prior
 from keypointgan.io import write_image
 
@@ -50,35 +50,13 @@ def test_frame_pairs_respect_gap_and_video(tmp_path):
     assert ds.partner(3) == FramePairDataset(store, gap=(2, 3), seed=1).partner(3)  # deterministic
 
 
-def test_appearance_frames_drawn_by_content(tmp_path):
-    # frame t of video v is flat grey 10·t + 100·v: the thumbnails differ by 10·|t − j|, so with
-    # gap_motion p the partners of target 0 are drawn with probability ∝ (10·k)^p, k = 1..9
+def test_appearance_frames_drawn_uniformly_from_the_gap_range(tmp_path):
     make_layout(tmp_path, frames=10)
     store = FrameStore(Layout(tmp_path).videos, 16)
-    k = np.arange(1, 10)
-    for motion, expected in ((0.0, np.full(9, 1 / 9)), (1.0, k / k.sum()), (2.0, k**2 / (k**2).sum())):
-        ds = FramePairDataset(store, gap=(1, 1000), seed=2, motion=motion)
-        counts = np.bincount([ds.partner(0, epoch=e) for e in range(3000)], minlength=10)
-        assert counts[0] == 0 and counts[10:].sum() == 0  # never itself, never another video
-        np.testing.assert_allclose(counts[1:] / 3000, expected, atol=0.025)
-    ds = FramePairDataset(store, gap=(2, 3), seed=1, motion=2.0)
-    for i in range(len(ds)):  # the gap range and the video still hold
-        j = ds.partner(i)
-        assert store.locate(i)[0] == store.locate(j)[0] and 2 <= abs(i - j) <= 3
-    assert ds.partner(14) == FramePairDataset(store, gap=(2, 3), seed=1, motion=2.0).partner(14)  # deterministic
-    assert ds.thumbs.shape == (20, 256) and ds.thumbs[13, 0] == 130
-    with pytest.raises(ValueError, match="motion"):
-        FramePairDataset(store, motion=-1.0)
-
-
-def test_thumbnail_is_the_grey_block_mean():
-    img = np.zeros((32, 32, 3), np.uint8)
-    img[:16, :16] = (30, 60, 90)  # grey 60 in the top-left quarter
-    img[16:, 16:, 0] = 255  # grey 85 in the bottom-right one
-    assert thumbnail(img, 2).tolist() == [60, 0, 0, 85]
-    ragged = np.full((33, 33, 3), 200, np.uint8)
-    ragged[:32, :32] = img
-    assert thumbnail(ragged, 2).tolist() == [60, 0, 0, 85]  # the ragged edge is dropped
+    ds = FramePairDataset(store, gap=(1, 1000), seed=2)
+    counts = np.bincount([ds.partner(0, epoch=e) for e in range(3000)], minlength=10)
+    assert counts[0] == 0 and counts[10:].sum() == 0  # never itself, never another video
+    np.testing.assert_allclose(counts[1:] / 3000, np.full(9, 1 / 9), atol=0.025)
 
 
 def test_prior_and_eval(tmp_path):
@@ -161,3 +139,23 @@ def test_augment_poses_is_similarity_and_flip_swaps():
     assert 10 < int(changed.sum()) < 54
     i = int(changed.nonzero()[0])
     assert torch.allclose(flipped[i, 0, 0], -pts[i, 2, 0])
+
+
+def test_the_generic_layout_is_a_format_like_the_others(tmp_path):
+    """Trains on every video, tests on those with keypoints (each its own group), the prior from ROOT/prior.npy."""
+    from keypointgan.api import evaluate_predictions
+    from keypointgan.data import VideoDataset, open_dataset
+
+    make_layout(tmp_path, videos=3)
+    (tmp_path / "keypoints" / "vid1.npy").unlink()
+    ds = open_dataset(tmp_path)
+    assert isinstance(ds, VideoDataset) and ds.name == "generic" and ds.metric == "image" and ds.group_name == "video"
+    assert [v.id for v in ds.videos] == ["vid0", "vid1", "vid2"] and [v.id for v in ds.test_videos] == ["vid0", "vid2"]
+    assert [ds.group_of(v) for v in ds.test_videos] == ["vid0", "vid2"]
+    np.testing.assert_array_equal(ds.load_prior(), np.load(tmp_path / "prior.npy"))
+    assert ds.load_keypoints(ds.test_videos[1])[0, 0].tolist() == [3.0, 4.0]
+    # scored with the protocol: the stored truth itself has error 0 on the two videos with keypoints
+    preds = {v.id: ds.load_keypoints(v) for v in ds.test_videos}
+    np.savez(tmp_path / "p.npz", **preds)
+    res = evaluate_predictions(tmp_path / "p.npz", tmp_path)
+    assert res["format"] == "generic" and res["error"] == 0.0 and sorted(res["per_video"]) == ["vid0", "vid2"]

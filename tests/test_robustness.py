@@ -369,7 +369,7 @@ def test_image_modes_are_converted_to_rgb(tmp_path):
 def test_mixed_frame_sizes_are_resized_and_mapped_back(tmp_path):
     """Frames of three sizes in one dataset: resized for the networks, errors and points in each frame's pixels."""
     from keypointgan import Skeleton
-    from keypointgan import geometry as G
+    from keypointgan import pixels as P
     from keypointgan.data import EvalFrameDataset, FrameStore, Layout
     from keypointgan.evaluate import keypoint_error
     from keypointgan.io import write_image
@@ -393,7 +393,7 @@ def test_mixed_frame_sizes_are_resized_and_mapped_back(tmp_path):
     assert hw.tolist() == [list(s) for s in sizes]
     # the network's centre (0, 0) is each frame's own centre; its corner (-1, -1) each frame's corner
     pts = np.tile(np.array([[0.0, 0.0], [-1.0, -1.0]], np.float32), (3, 1, 1))
-    pix = G.norm_to_image_pixels(pts, 8, hw)
+    pix = P.norm_to_image_pixels(pts, 8, hw)
     for i, (h, w) in enumerate(sizes):
         assert np.allclose(pix[i, 0], [(w - 1) / 2, (h - 1) / 2])
         assert np.allclose(pix[i, 1], [w / 16 - 0.5, h / 16 - 0.5])

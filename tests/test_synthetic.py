@@ -9,7 +9,6 @@ from PIL import Image
 from keypointgan.errors import InputError
 from keypointgan.skeleton import SYNTHETIC_KEYPOINTS, Skeleton, preset
 from keypointgan.data import synthetic as syn
-from keypointgan.data.priors import prior_unit
 from keypointgan.data.synthetic import SyntheticConfig, make_synthetic, render_video, sample_poses
 
 K = len(SYNTHETIC_KEYPOINTS)
@@ -138,14 +137,13 @@ def test_layout(dataset):
     prior = np.load(dataset / "prior.npy")
     assert prior.shape == (cfg.prior, K, 2) and prior.dtype == np.float32
     assert prior.min() >= 0.0 and prior.max() <= 1.0
-    # in the prior unit (pixel edges at 0 and 1), said by the sidecar
+    # in the prior unit (pixel edges at 0 and 1)
     poses = syn.sample_poses(syn._prior_rng(cfg.seed), cfg.prior, cfg.size, frames=cfg.frames)
     np.testing.assert_allclose(prior, np.clip((poses + 0.5) / cfg.size, 0, 1), atol=1e-7)
-    assert prior_unit(dataset / "prior.npy") == "edges"
     with Image.open(dataset / "preview.png") as im:
         assert im.size[0] > cfg.size and im.size[1] > cfg.size
     # nothing else (no temporary files) was left behind
-    assert sorted(p.name for p in dataset.iterdir()) == ["keypoints", "preview.png", "prior.npy", "prior.npy.json", "skeleton.yaml", "videos"]
+    assert sorted(p.name for p in dataset.iterdir()) == ["keypoints", "preview.png", "prior.npy", "skeleton.yaml", "videos"]
     assert not [p for p in dataset.rglob(".*")]
     assert not [p for p in dataset.parent.iterdir() if p.name.startswith(".")]
 

@@ -7,6 +7,7 @@ import torch.nn.functional as F
 
 from keypointgan.errors import InputError
 from keypointgan.losses import VGG19Features
+from vgg_files import save_matconvnet, state_dict_torchvision
 
 scipy_io = pytest.importorskip("scipy.io")
 
@@ -36,7 +37,7 @@ def torchvision_pth(tmp_path_factory):
 def matconvnet_mat(torchvision_pth, tmp_path_factory):
     """The same weights written as MatConvNet's imagenet-vgg-verydeep-19.mat."""
     path = tmp_path_factory.mktemp("vggmat") / "imagenet-vgg-verydeep-19.mat"
-    VGG19Features.from_file(torchvision_pth[0]).save_matconvnet(path)
+    save_matconvnet(VGG19Features.from_file(torchvision_pth[0]), path)
     return path
 
 
@@ -79,7 +80,7 @@ def test_pth_to_mat_gives_the_same_features(torchvision_pth, matconvnet_mat):
 def test_mat_to_pth_round_trip(matconvnet_mat, tmp_path):
     from_mat = VGG19Features.from_file(matconvnet_mat)
     pth = tmp_path / "back.pth"
-    torch.save(from_mat.state_dict_torchvision(), pth)
+    torch.save(state_dict_torchvision(from_mat), pth)
     x = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(2)) * 2 - 1
     a, b = _features(from_mat, x), _features(VGG19Features.from_file(pth), x)
     torch.testing.assert_close(b["conv3_2"], a["conv3_2"], rtol=1e-4, atol=1e-4 * a["conv3_2"].abs().max().item())

@@ -193,8 +193,7 @@ def test_video_dataset_trains_with_memory_independent_of_length(tmp_path, tiny_d
         torch.manual_seed(0)
         if trace:
             tracemalloc.start()
-        # gap_motion 0: content sampling reads every frame once and keeps 256 bytes per frame (documented)
-        t = TinyRun(root, tmp_path / "run", steps=steps, data_workers=0, gap_motion=0.0)
+        t = TinyRun(root, tmp_path / "run", steps=steps, data_workers=0)
         batches = t.batches()
         losses = [t.step(*next(batches)).losses["loss_rec"] for _ in range(steps)]
         peak = tracemalloc.get_traced_memory()[1] if trace else 0

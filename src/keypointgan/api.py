@@ -11,29 +11,29 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from . import geometry as G
-from .checkpoint import load_checkpoint, save_checkpoint
+from . import pixels as P
+from .checkpoint import (CHECKPOINT_DIR, CHECKPOINT_NAME, load_checkpoint, load_networks, read_config, regressor_checkpoint,
+                         run_checkpoint, save_checkpoint)
 from .config import TrainConfig, make_config, resume_config, with_overrides
-from .data import EvalFrameDataset, FrameStore, Layout, load_prior
-from .data.benchmark import Benchmark, open_dataset
-from .data.layout import Video, check_poses
+from .data import EvalFrameDataset, FrameStore, Layout, VideoDataset, load_prior
+from .data.formats import open_dataset
+from .data.layout import Video
 from .data.layout import check_training_start
 from .errors import InputError
 from .skeleton import Skeleton
-from ._version import __version__
 from .data import PriorPoseDataset
 from .data.loader import PairBatchSampler, PairLoader
 from .devices import select_device
 from .nets import build_networks
-from .training import CHECKPOINT_NAME, EvalSet, TrainState, check_training_checkpoint, fit, pretrain_eta
+from .training import EvalSet, TrainState, check_training_checkpoint, fit, pretrain_eta
 from .training.distributed import from_environment, process_group
 from .training.precision import resolve_precision
 
 __all__ = ["train", "pretrain_regressor", "evaluate", "evaluate_predictions", "make_eval_set", "make_loader", "load_data", "open_data"]
 
 
-def open_data(data: str | Path, skeleton: str | Path | Skeleton | None = None, format: str = "auto") -> Layout | Benchmark:
-    """A dataset folder in the generic layout or in a dataset's own format (see :mod:`keypointgan.data.benchmark`)."""
+def open_data(data: str | Path, skeleton: str | Path | Skeleton | None = None, format: str = "auto") -> VideoDataset:
+    """A dataset folder in the generic layout or in a dataset's own format (see :mod:`keypointgan.data.formats`)."""
     if skeleton is not None and not isinstance(skeleton, Skeleton):
         skeleton = Skeleton.from_yaml(skeleton)
     return open_dataset(data, format, skeleton=skeleton)
@@ -46,19 +46,9 @@ def load_data(
 
     Without ``prior`` the generic layout reads ``DATA/prior.npy`` and a dataset format
     its protocol's prior (e.g. the second halves of Simplified Human3.6M's sequences).
-    A prior file in the old unit ``x / width`` (no sidecar, :mod:`keypointgan.data.priors`) is
-    taken as measured on frames of the dataset's size (those of its first video).
     """
-    from .data.layout import frame_hw
-
     layout = open_data(data, skeleton, format)
-    frames_hw = lambda: frame_hw(layout.videos[0])  # noqa: E731 - read only for an old-unit prior file
-    if prior is not None:
-        poses = load_prior(prior, layout.skeleton, legacy_size=frames_hw)
-    elif isinstance(layout, Benchmark):
-        poses = check_poses(layout.load_prior(), layout.skeleton, layout.root, what="prior", allow_nan=False)
-    else:
-        poses = load_prior(layout.prior_path, layout.skeleton, legacy_size=frames_hw)
+    poses = load_prior(prior, layout.skeleton) if prior is not None else layout.load_prior()
     return layout, poses
 
 
@@ -81,15 +71,12 @@ def _check_vgg_weights(path: str | Path | None) -> None:
         raise InputError("VGG-19 weights must be a torchvision state dict (.pth) or MatConvNet's .mat", path)
 
 
-def _eval_videos(data: Layout | Benchmark) -> tuple[list[Video], list[str]]:
+def _eval_videos(data: VideoDataset) -> tuple[list[Video], list[str]]:
     """The videos a dataset is evaluated on and the group of each (video id, or e.g. the activity)."""
-    if isinstance(data, Benchmark):
-        return list(data.test_videos), [data.group_of(v) for v in data.test_videos]
-    videos = [v for v in data.videos if v.keypoints_path is not None]
-    return videos, [v.id for v in videos]
+    return list(data.test_videos), [data.group_of(v) for v in data.test_videos]
 
 
-def make_eval_set(layout: Layout, videos: Sequence[Video], size: int, max_frames: int | None = None, groups: Sequence[str] | None = None) -> EvalSet | None:
+def make_eval_set(layout: VideoDataset | Layout, videos: Sequence[Video], size: int, max_frames: int | None = None, groups: Sequence[str] | None = None) -> EvalSet | None:
     """Frames with keypoints from ``videos`` (evenly subsampled to ``max_frames``), or None without keypoints."""
     videos = [v for v in videos if v.keypoints_path is not None]
     if not videos:
@@ -128,13 +115,13 @@ def train(
     Args:
         data: dataset folder (generic layout, or a dataset format: ``format``); its keypoints
             are never used for training.
-        out: run folder: ``checkpoints/latest.pt``, ``log.jsonl``, ``samples/``.
+        out: run folder: the checkpoint (:func:`~keypointgan.checkpoint.run_checkpoint`), ``log.jsonl``, ``samples/``.
         prior: prior poses file (default ``DATA/prior.npy``).
         skeleton: skeleton YAML or object (default ``DATA/skeleton.yaml``).
         config: a full config, or ``preset`` (default ``cpu-64``); either with ``overrides``
             on top (``steps=…``, ``max_minutes=…``, ``seed=…``, any :class:`TrainConfig` field;
             ``model`` a dict of :class:`~keypointgan.config.ModelConfig` fields).
-        resume: continue from ``OUT/checkpoints/latest.pt`` with its settings; only the budget and
+        resume: continue from the run's checkpoint with its settings; only the budget and
             how the run executes (:data:`~keypointgan.config.RUNTIME_FIELDS`) may change, and a
             ``config`` or ``preset`` that differs from the checkpoint's is refused.
         regressor: a pre-trained η (from :func:`pretrain_regressor`); skips pre-training.
@@ -160,18 +147,14 @@ def train(
     _check_vgg_weights(overrides.get("vgg_weights") or (config.vgg_weights if config is not None else None))
     layout, poses = load_data(data, prior, skeleton, format)
     out = Path(out)
-    ckpt_path = out / "checkpoints" / CHECKPOINT_NAME
+    ckpt_path = run_checkpoint(out)
     state_dict = None
     if resume:
         if not ckpt_path.is_file():
-            raise InputError("nothing to resume: no checkpoints/latest.pt", out)
+            raise InputError(f"nothing to resume: no {CHECKPOINT_DIR}/{CHECKPOINT_NAME}", out)
         state_dict = load_checkpoint(ckpt_path)
         check_training_checkpoint(state_dict, ckpt_path)
-        try:
-            saved = TrainConfig.from_dict(state_dict["config"])
-            saved_skeleton = Skeleton.from_dict(state_dict["skeleton"])
-        except (KeyError, TypeError, InputError) as exc:
-            raise InputError(f"cannot resume: the checkpoint's config or skeleton is damaged ({exc})", ckpt_path) from None
+        saved, saved_skeleton = read_config(state_dict, ckpt_path)
         requested = config if config is not None else (make_config(preset) if preset is not None else None)
         cfg = resume_config(saved, requested, ckpt_path, **overrides)
         if saved_skeleton != layout.skeleton:
@@ -184,7 +167,7 @@ def train(
     eval_set = None
     if eval_data is not None:
         ev_layout = open_data(eval_data, _matching_skeleton(eval_data, layout.skeleton))
-        if isinstance(ev_layout, Benchmark) and ev_layout.skeleton != layout.skeleton:
+        if ev_layout.skeleton != layout.skeleton:
             raise InputError("the evaluation dataset's skeleton differs from the training data's", eval_data)
         ev_videos, ev_groups = _eval_videos(ev_layout)
         eval_set = make_eval_set(ev_layout, ev_videos, cfg.model.size, cfg.eval_frames, ev_groups) if ev_videos else None
@@ -235,7 +218,7 @@ def make_loader(cfg: TrainConfig, skeleton: Skeleton, poses: np.ndarray, videos:
     if len(store) // world_size < cfg.batch_size:
         raise InputError(f"the training videos hold {len(store)} frames, fewer than the batch size {cfg.batch_size}"
                          + (f" × {world_size} processes" if world_size > 1 else ""))
-    loader = PairLoader(store, batch_size=cfg.batch_size, gap=cfg.gap, gap_motion=cfg.gap_motion, seed=cfg.seed,
+    loader = PairLoader(store, batch_size=cfg.batch_size, gap=cfg.gap, seed=cfg.seed,
                         workers=cfg.data_workers, rank=rank,
                         world_size=world_size, device=device, memory_format=torch.channels_last if cfg.channels_last else torch.contiguous_format)
     return loader, PriorPoseDataset(poses, cfg.model.size).points.to(device)
@@ -243,12 +226,10 @@ def make_loader(cfg: TrainConfig, skeleton: Skeleton, poses: np.ndarray, videos:
 
 def _read_regressor(path: str | Path, skeleton: Skeleton) -> dict:
     """η's weights from a :func:`pretrain_regressor` checkpoint, checked against ``skeleton``."""
-    reg = load_checkpoint(path)
-    if "eta" not in reg.get("nets", {}):
-        raise InputError("not a regressor checkpoint (no 'eta' network)", path)
-    if Skeleton.from_dict(reg["skeleton"]) != skeleton:
+    reg = load_networks(path, names=("eta",))
+    if reg.skeleton != skeleton:
         raise InputError("the regressor was trained for another skeleton", path)
-    return reg["nets"]["eta"]
+    return reg.nets["eta"].state_dict()
 
 
 def pretrain_regressor(
@@ -266,23 +247,12 @@ def pretrain_regressor(
         skeleton = Skeleton.from_yaml(skeleton)
     overrides.setdefault("steps", 0)
     cfg = (with_overrides(config, **overrides) if config is not None else make_config(preset, **overrides)).validate()
-    poses = load_prior(prior, skeleton, legacy_size=cfg.model.size)  # an old-unit file: as the old code read it
+    poses = load_prior(prior, skeleton)
     dev = select_device(cfg.device)
     eta = build_networks(cfg.model, skeleton.num_keypoints, with_gan=False)["eta"].to(dev)
     points = PriorPoseDataset(poses, cfg.model.size).points.to(dev)
     res = pretrain_eta(eta, skeleton, points, cfg, torch.Generator().manual_seed(cfg.seed), progress=progress)
-    save_checkpoint(
-        {
-            "format": "keypointgan-checkpoint",
-            "kind": "regressor",
-            "version": __version__,
-            "config": cfg.to_dict(),
-            "skeleton": skeleton.to_dict(),
-            "nets": {"eta": eta.state_dict()},
-            **res,
-        },
-        out,
-    )
+    save_checkpoint(regressor_checkpoint(eta, cfg, skeleton, **res), out)
     return res
 
 
@@ -318,7 +288,7 @@ def _summarize_dataset(data, preds, gts, hws, groups, skeleton, metric: str | No
     from .evaluate import METRICS, error_breakdown, summarize
 
     if metric is None:
-        metric = data.metric if isinstance(data, Benchmark) else "image"
+        metric = data.metric
     if metric not in METRICS:
         raise InputError(f"unknown metric {metric!r}; choose from {', '.join(METRICS)}")
     pred, gt, hw = np.concatenate(preds), np.concatenate(gts), np.concatenate(hws)
@@ -326,9 +296,9 @@ def _summarize_dataset(data, preds, gts, hws, groups, skeleton, metric: str | No
     if metric == "image":  # (over frames, not per group)
         res["breakdown"] = error_breakdown(pred, gt, hw, skeleton)
     res["per_video"] = res.pop("per_group")
-    res["group_name"] = data.group_name if isinstance(data, Benchmark) else "video"
-    res["format"] = data.name if isinstance(data, Benchmark) else "generic"
-    if isinstance(data, Benchmark) and data.notes:
+    res["group_name"] = data.group_name
+    res["format"] = data.name
+    if data.notes:
         res["notes"] = list(data.notes)
     return res
 
@@ -390,7 +360,7 @@ def evaluate(
 
     det = KeypointDetector.from_checkpoint(checkpoint, device=device, flip_test=flip_test)
     layout = open_data(data, _matching_skeleton(data, det.skeleton), format)
-    if isinstance(layout, Benchmark) and layout.skeleton != det.skeleton:
+    if layout.skeleton != det.skeleton:
         raise InputError(f"the checkpoint's skeleton differs from the {layout.name} skeleton", checkpoint)
     videos, vgroups = _eval_videos(layout)
     if not videos:
@@ -403,7 +373,7 @@ def evaluate(
         items = [ds[i] for i in range(len(ds))]
         x = torch.stack([it[0] for it in items])
         hw = np.stack([it[2].numpy() for it in items])
-        preds.append(G.norm_to_image_pixels(det.predict_grid_points(x, batch_size), det.size, hw))
+        preds.append(P.norm_to_image_pixels(det.predict_grid_points(x, batch_size), det.size, hw))
         gts.append(np.stack([it[1].numpy() for it in items]))
         hws.append(hw)
         groups += [g] * len(items)

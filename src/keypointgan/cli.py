@@ -165,7 +165,7 @@ def cmd_train(args) -> int:
         over["max_minutes"] = 10.0
     if args.print_config:
         if args.resume:
-            raise KeypointGANError("--print-config shows a new run's config; a run's own is in OUT/checkpoints/latest.pt and its log")
+            raise KeypointGANError("--print-config shows a new run's config; a run's own is in its checkpoint and its log")
         cfg = with_overrides(config, args.config, **over) if config is not None else make_config(args.preset or "cpu-64", **over)
         print(yaml.safe_dump(_plain(cfg.validate().to_dict()), sort_keys=False), end="")
         return 0
@@ -180,7 +180,9 @@ def cmd_train(args) -> int:
 
     if not from_environment().is_writer:  # torchrun's other ranks: rank 0 wrote and reports
         return 0
-    print(f"checkpoint: {Path(args.out) / 'checkpoints' / 'latest.pt'}")
+    from .checkpoint import run_checkpoint
+
+    print(f"checkpoint: {run_checkpoint(args.out)}")
     if not args.no_report:
         print(f"report: {Path(args.out) / 'report.html'}")
     if res:
@@ -318,7 +320,7 @@ def cmd_report(args) -> int:
 
 
 def cmd_diagnose(args) -> int:
-    from .diagnose import diagnose, format_preference, format_table
+    from .research.diagnose import diagnose, format_preference, format_table
 
     res = diagnose(args.run, args.data, out=args.out, videos=args.videos, frames_per_video=args.frames, device=args.device, format=args.format)
     print(format_table(res))

@@ -139,10 +139,6 @@ class TrainConfig:
     """Weight of the adversarial term in the G loss."""
     w_rec: float = 10.0
     """Weight of the reconstruction term in the G loss."""
-    w_consistency: float = 0.0
-    """Weight of the render-consistency term of the authors' release in the G loss,
-    ``MSE(Φ(x), β(η(Φ(x))).detach())``: a dense pixel target for Φ (0 = off, as in the paper;
-    kept to reproduce the release, where it is an option; not helpful in our measurements)."""
     w_reg_prior: float = 0.9
     """η fine-tune: weight of ``MSE(η(β(q)), q)``."""
     w_reg_self: float = 0.1
@@ -151,13 +147,6 @@ class TrainConfig:
     """Image pool of past fakes shown to D (0 disables)."""
     gap: tuple[int, int] = (1, 20)
     """Frame gap range between the target and the appearance frame."""
-    gap_motion: float = 0.0
-    """How the appearance frame is drawn from the gap range: 0 uniformly (the paper); ``p > 0`` with
-    probability ∝ ``d ** p``, ``d`` how different the frame is from the target (mean absolute difference
-    of 16×16 grey thumbnails), so that frames where the figure moved more are preferred — for slow
-    motion and short videos, where a uniform draw often gives Ψ a frame it can nearly copy.  Costs one
-    pass over every training frame before training (a full decode of video files) and 256 bytes per
-    frame in every data worker: for long video collections set it to 0."""
     flip_augment: bool = False
     """Mirror half of each batch left-right: the frame pairs (target and appearance frame together) and,
     drawn apart, the prior poses (mirrored with left/right keypoints swapped, in η's pre-training too),
@@ -255,8 +244,6 @@ class TrainConfig:
             raise InputError(f"lr_decay_fraction must be in [0, 1], got {self.lr_decay_fraction}")
         if self.gap[0] < 0 or self.gap[1] < self.gap[0]:
             raise InputError(f"gap must be (min, max) with 0 <= min <= max, got {self.gap}")
-        if not self.gap_motion >= 0:
-            raise InputError(f"gap_motion must be >= 0, got {self.gap_motion}")
         if self.steps is not None and self.steps < 0:
             raise InputError(f"steps must be >= 0, got {self.steps}")
         if self.max_minutes is not None and not self.max_minutes > 0:
@@ -264,7 +251,7 @@ class TrainConfig:
         for name in ("log_every", "sample_every", "eval_every", "ckpt_every", "eval_frames", "max_nonfinite_steps", "pretrain_batch"):
             if getattr(self, name) <= 0:
                 raise InputError(f"{name} must be positive, got {getattr(self, name)}")
-        for name in ("pool_size", "pretrain_steps", "grad_clip", "w_gan", "w_rec", "w_consistency", "w_reg_prior", "w_reg_self"):
+        for name in ("pool_size", "pretrain_steps", "grad_clip", "w_gan", "w_rec", "w_reg_prior", "w_reg_self"):
             if getattr(self, name) < 0:
                 raise InputError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.data_workers is not None and self.data_workers < 0:
@@ -283,50 +270,17 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], source=None, *, drop_removed: bool = False) -> "TrainConfig":
-        """A config from a plain dict (a checkpoint's, or a config file's); every field is type-checked.
-
-        Fields this version no longer has (:data:`REMOVED_FIELDS`) are dropped when they hold the
-        value that switched them off, which is what they did; otherwise they are refused, naming the
-        field, unless ``drop_removed`` (for prediction, which they never affected)."""
+    def from_dict(cls, data: dict[str, Any], source=None) -> "TrainConfig":
+        """A config from a plain dict (a checkpoint's, or a config file's); every field is type-checked
+        and a field this version does not have is refused, naming it."""
         if not isinstance(data, dict):
             raise InputError("a config must be a mapping of field names to values", source)
         data = dict(data)
         model_data = data.pop("model", {}) or {}
         if not isinstance(model_data, dict):
             raise InputError("config field 'model' must be a mapping", source)
-        model_data, data = dict(model_data), _drop_removed(data, "", source, drop_removed)
-        model_data = _drop_removed(model_data, "model.", source, drop_removed)
         model = ModelConfig(**_checked(ModelConfig, model_data, "model.", source))
         return cls(model=model, **_checked(cls, data, "", source))
-
-
-REMOVED_FIELDS: dict[str, Any] = {
-    "model.decoder_pose_skips": False,
-    "model.decoder_appearance_skips": False,
-    "rec_motion_weight": 0.0,
-    "prior_rotate": 0.0,
-    "prior_scale": (1.0, 1.0),
-    "prior_translate": 0.0,
-    "prior_flip": False,
-}
-"""Switches of earlier versions that were measured as not helping and removed (docs/design.md), with
-the value that turned each off."""
-
-
-def _drop_removed(data: dict, prefix: str, source, force: bool) -> dict:
-    out = {}
-    for k, v in data.items():
-        off = REMOVED_FIELDS.get(prefix + k, _MISSING)
-        if off is _MISSING:
-            out[k] = v
-        elif not force and (tuple(v) if isinstance(v, list) else v) != off:
-            raise InputError(f"config field {prefix}{k} was removed from keypointgan (it did not help; docs/design.md), "
-                             f"and this config sets it to {v!r}", source)
-    return out
-
-
-_MISSING = object()
 
 
 def _checked(cls, data: dict, prefix: str, source) -> dict:
@@ -411,7 +365,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # (docs/experiments.md, run e8): narrow networks, a lighter discriminator, faster learning
     # rates decayed over the last half of the budget, a moving average of Φ and η for prediction that
     # becomes a plain mean over the last half, twice the paper's reconstruction weight (for the fallback
-    # loss) and the flip test (sessions 2–3).
+    # loss) and the flip test (docs/experiments.md, 2026-11-22: the flip test, SWA, w_rec 20).
     "cpu-64": dict(
         model=dict(
             size=64,
@@ -421,21 +375,21 @@ PRESETS: dict[str, dict[str, Any]] = {
             disc_ndf=16,
             disc_layers=2,
             disc_scales=3,
-            disc_batch_std=4,  # no collapse to one pose in 4 of 4 seeds (docs/experiments.md, session 6)
+            disc_batch_std=4,  # no collapse to one pose in 4 of 4 seeds (docs/experiments.md, D's minibatch standard deviation)
         ),
         batch_size=16,
         lr=5e-4,
         lr_disc=5e-4,
         lr_regressor=5e-4,
-        w_rec=20.0,  # tuned for the fallback reconstruction loss (docs/experiments.md, session 3)
+        w_rec=20.0,  # tuned for the fallback reconstruction loss (docs/experiments.md, reconstruction weight 20)
         lr_decay_fraction=0.5,
         ema_decay=0.99,
         swa_fraction=0.5,
         flip_test=True,
         gap=(1, 1000),
-        pool_size=0,  # the pool's past fakes hid a collapse from D's batch-std channel (session 7)
-        flip_augment=True,  # better on every variant of the generalisation suite, paired by seed (session 8)
-        prior_jitter=0.05,  # D's prior poses jittered: better in most runs of the suite, paired by seed (session 10)
+        pool_size=0,  # the pool's past fakes hid a collapse from D's batch-std channel (docs/experiments.md, the image pool)
+        flip_augment=True,  # better on every variant of the generalisation suite, paired by seed (docs/experiments.md, mirrored batches)
+        prior_jitter=0.05,  # D's prior poses jittered: better in most runs of the suite, paired by seed (docs/experiments.md, prior_jitter)
         pretrain_steps=1000,
         eval_every=100,
         sample_every=100,

@@ -10,34 +10,24 @@ Baselines, computed in the same run on the same unseen test videos:
 from __future__ import annotations
 
 import json
-import math
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-import torch
-import torch.nn.functional as F
-from torch import nn
 
-from . import geometry as G
+from . import pixels as P
 from .api import make_eval_set, make_loader
-from .config import TrainConfig, make_config
-from .data import FrameStore, Layout, load_prior
-from .data.datasets import image_to_tensor
-from .data.loader import norm_batches
+from .config import make_config
+from .data import Layout, load_prior
 from .devices import select_device
-from .inference import predict_points, unmirror
 from .evaluate import summarize
 from .io import atomic_write_text
 from .log import configure as configure_logging
 from .log import logger
-from .nets import build_networks
+from .research.supervised import predict_test_set, train_supervised
 from .training import EvalSet, TrainState, fit, predict_state, pretrain_regressor
-from .training.averaging import WeightAverage
-from .training.loop import budget_fraction, lr_scale
 
-__all__ = ["run_demo", "mean_pose_metrics", "train_supervised", "DEFAULT_MINUTES"]
+__all__ = ["run_demo", "mean_pose_metrics", "DEFAULT_MINUTES"]
 
 DEFAULT_MINUTES = 13.0
 """The demo's whole budget: with a fresh install (≈ 1.5 min) it stays within 15 minutes."""
@@ -55,128 +45,11 @@ def _metrics(pix: np.ndarray, es: EvalSet, skeleton) -> dict:
     return r
 
 
-def _predict_test_set(predict, es: EvalSet, skeleton, flip_test: bool) -> tuple[torch.Tensor, dict | None]:
-    """Points on the test frames as configured, and with the flip test on, also the headline numbers of
-    one pass per image (for comparison; each pass runs once). ``predict``: images → one-pass points."""
-    single = predict(es.images)
-    if not flip_test:
-        return single, None
-    both = 0.5 * (single + unmirror(predict(es.images.flip(-1)), skeleton.flip_permutation))
-    r = _metrics(G.norm_to_image_pixels(single, es.images.shape[-1], es.hw), es, skeleton)
-    return both, {k: r[k] for k in ("error", "error_flip", "pck")}
-
-
 def mean_pose_metrics(prior: np.ndarray, es: EvalSet, skeleton) -> dict:
     """Predict the prior's mean pose (in [0, 1] units, pixel edges at 0 and 1) for every test image."""
     mean = prior.mean(axis=0)  # K×2 in [0, 1]
-    pix = np.stack([G.unit_to_pixel(mean, tuple(hw)) for hw in es.hw])
+    pix = np.stack([P.unit_to_pixel(mean, tuple(hw)) for hw in es.hw])
     return _metrics(pix, es, skeleton)
-
-
-def train_supervised(
-    cfg: TrainConfig,
-    layout: Layout,
-    videos,
-    es: EvalSet,
-    *,
-    minutes: float | None,
-    steps: int | None,
-    progress: bool = True,
-    store: FrameStore | None = None,
-    eval_s: float = 0.0,
-    log_every: int = 0,
-    log_set: EvalSet | None = None,
-) -> dict:
-    """The upper bound: Φ + η trained on true keypoints (``MSE`` on points plus ``MSE(Φ(x), β(p))``).
-
-    It is trained with KeypointGAN's recipe from ``cfg`` wherever one applies: the learning-rate decay
-    over the last ``lr_decay_fraction`` of the budget, and prediction by the weight average
-    (``ema_decay``, ``swa_fraction``) with its batch-norm statistics re-measured on
-    ``ema_norm_batches`` batches of training frames. (With constant rates and the raw weights, the
-    bound's error at one seed and ~5.8k steps ranged from 1.84 to 4.92 depending on where the time
-    ran out: docs/experiments.md, session 10.)
-
-    ``store`` reuses frames already loaded for ``videos`` (the demo passes KeypointGAN's). The clock
-    for ``minutes`` covers loading, training and the final evaluation, which is expected to take
-    ``eval_s`` seconds (training stops that much earlier). Every ``log_every`` steps (0: never) the raw
-    networks' error on ``log_set`` (default ``es``) is recorded in the result's ``history`` as
-    ``[step, error]`` rows.
-    """
-    from tqdm.auto import tqdm
-
-    dev = select_device(cfg.device)
-    sk = layout.skeleton
-    size = cfg.model.size
-    nets = build_networks(cfg.model, sk.num_keypoints, with_gan=False)
-    mf = torch.channels_last if cfg.channels_last else torch.contiguous_format
-    phi, eta = nets["phi"].to(dev, memory_format=mf), nets["eta"].to(dev, memory_format=mf)
-    t0 = time.perf_counter()
-    store = store if store is not None else FrameStore(videos, size)
-    kps = np.concatenate([layout.load_keypoints(v) for v in videos])
-    hw = np.array([store.original_size(i) for i in range(len(store))])
-    norm = torch.from_numpy(G.image_pixels_to_norm(kps, size, hw))  # true points on the network's grid
-    params = list(phi.parameters()) + list(eta.parameters())
-    base_lr = cfg.lr * 2
-    opt = torch.optim.Adam(params, lr=base_lr, betas=(0.9, 0.999))
-    average = (
-        WeightAverage({"phi": phi, "eta": eta}, decay=cfg.ema_decay, swa_fraction=cfg.swa_fraction)
-        if cfg.ema_decay > 0 or cfg.swa_fraction > 0
-        else None
-    )
-    gen = torch.Generator().manual_seed(cfg.seed + 1)
-    budget_s = math.inf if minutes is None else max(minutes * 60 - eval_s, 1e-9)
-    step = 0
-    history: list[list[float]] = []
-    log_set = es if log_set is None else log_set
-
-    def batch(idx: torch.Tensor) -> torch.Tensor:
-        return image_to_tensor(np.stack([store.get(int(i)) for i in idx])).to(dev, memory_format=mf)
-
-    def error_now(p: nn.Module, e: nn.Module) -> float:
-        pts = predict_points(p, e, log_set.images, memory_format=mf)
-        return float(_metrics(G.norm_to_image_pixels(pts, size, log_set.hw), log_set, sk)["error"])
-
-    bar = tqdm(desc="supervised", total=steps, disable=not progress, leave=False)
-    spent = 0.0  # the fraction of the budget spent before this step
-    while step == 0 or spent < 1.0:  # (at least one step, however short the budget)
-        for g in opt.param_groups:
-            g["lr"] = base_lr * lr_scale(spent, cfg.lr_decay_fraction)
-        idx = torch.randint(len(store), (cfg.batch_size,), generator=gen)
-        x = batch(idx)
-        q = norm[idx].to(dev)
-        ok = torch.isfinite(q).all(-1, keepdim=True)
-        q = torch.where(ok, q, torch.zeros_like(q))
-        y = phi(x)
-        p = eta(y)
-        target = G.render_signed(q, sk, size, cfg.model.sigma)
-        loss = F.mse_loss(p * ok, q * ok) + F.mse_loss(y, target)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        nn.utils.clip_grad_norm_(params, cfg.grad_clip or 1e9)
-        opt.step()
-        if average is not None:
-            average.update({"phi": phi, "eta": eta}, step=step, progress=spent)
-        step += 1
-        bar.update(1)
-        if log_every and step % log_every == 0:
-            phi.eval(), eta.eval()
-            history.append([step, error_now(phi, eta)])
-            phi.train(), eta.train()
-        spent = budget_fraction(step, time.perf_counter() - t0, steps, budget_s)
-    bar.close()
-    phi.eval(), eta.eval()
-    if average is not None:
-        if cfg.ema_norm_batches:
-            average.refresh_norm_stats(lambda: norm_batches(store, cfg.ema_norm_batches, cfg.batch_size, cfg.seed, step, dev, mf), step)
-        phi, eta = average.networks()
-    pts, single = _predict_test_set(lambda x: predict_points(phi, eta, x, memory_format=mf), es, sk, cfg.flip_test)
-    res = _metrics(G.norm_to_image_pixels(pts, size, es.hw), es, sk)
-    if single is not None:
-        res["single_pass"] = single
-    res.update(steps=step, minutes=(time.perf_counter() - t0) / 60, averaged=average is not None)
-    if history:
-        res["history"] = history
-    return res
 
 
 def held_out(n_videos: int, test_fraction: float = 0.1) -> int:
@@ -224,7 +97,7 @@ def run_demo(
     if not (data / "skeleton.yaml").is_file():
         make_synthetic(data, SyntheticConfig(videos=videos, frames=frames, size=64, seed=seed), preview=True, progress=progress)
     layout = Layout(data)
-    prior = load_prior(layout.prior_path, layout.skeleton, legacy_size=64)  # an old data folder: 64-px frames
+    prior = load_prior(layout.prior_path, layout.skeleton)
     train_videos, test_videos = split_videos(layout)
     cfg = make_config(preset, seed=seed, vgg_weights=vgg_weights, max_minutes=1.0, **overrides)
     es = make_eval_set(layout, test_videos, cfg.model.size)
@@ -254,8 +127,8 @@ def run_demo(
     fit(state, loader, prior_points, run_dir, eval_set=es_periodic, progress=progress)
 
     t0 = time.perf_counter()
-    pred_grid, single = _predict_test_set(lambda x: predict_state(state, loader, x, flip_test=False), es, layout.skeleton, cfg.flip_test)
-    results["keypointgan"] = _metrics(G.norm_to_image_pixels(pred_grid, cfg.model.size, es.hw), es, layout.skeleton)
+    pred_grid, single = predict_test_set(lambda x: predict_state(state, loader, x, flip_test=False), es, layout.skeleton, cfg.flip_test)
+    results["keypointgan"] = _metrics(P.norm_to_image_pixels(pred_grid, cfg.model.size, es.hw), es, layout.skeleton)
     results["keypointgan"].update(steps=state.step, minutes=state.elapsed / 60)
     if single is not None:
         results["keypointgan"]["single_pass"] = single
@@ -286,7 +159,7 @@ def run_demo(
     return results
 
 
-def write_demo_report(out: Path, run_dir: Path, skeleton, es: EvalSet, results: dict, pred_grid: torch.Tensor) -> Path:
+def write_demo_report(out: Path, run_dir: Path, skeleton, es: EvalSet, results: dict, pred_grid: "torch.Tensor") -> Path:
     """``OUT/report.html``: the run's report with the demo's table and the test predictions
     (``pred_grid``: ``N×K×2`` in [-1, 1] on ``es.images``) drawn beside the truth."""
     from .report import write_report
@@ -294,8 +167,8 @@ def write_demo_report(out: Path, run_dir: Path, skeleton, es: EvalSet, results: 
 
     size = es.images.shape[-1]
     grid_hw = (size, size)  # drawn on the frames as the network sees them
-    pred = G.norm_to_image_pixels(pred_grid, size, grid_hw)
-    true = G.norm_to_image_pixels(G.image_pixels_to_norm(es.keypoints, size, es.hw), size, grid_hw)
+    pred = P.norm_to_image_pixels(pred_grid, size, grid_hw)
+    true = P.norm_to_image_pixels(P.image_pixels_to_norm(es.keypoints, size, es.hw), size, grid_hw)
     sheet = overlay_sheet(tensor_to_uint8(es.images), pred, true, skeleton, out / "test_predictions.png")
     return write_report(run_dir, out / "report.html", metrics=results, overlays=sheet)
 

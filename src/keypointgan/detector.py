@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import InputError
-from .pixels import norm_to_image_pixels, prepare_images
+from .pixels import norm_to_image_pixels, prepare_images, uint8_to_signed
 from .skeleton import Skeleton
 
 __all__ = ["KeypointDetector"]
@@ -58,27 +58,13 @@ class KeypointDetector:
 
         ``flip_test`` overrides the run's setting (``TrainConfig.flip_test``) for this detector.
         """
-        from .checkpoint import load_checkpoint
-        from .config import TrainConfig
+        from .checkpoint import load_networks
         from .devices import select_device
-        from .nets import KeypointRegressor, PoseEncoder
 
         dev = select_device("auto") if device is None else select_device(str(device))
-        state = load_checkpoint(path, map_location="cpu")
-        if state.get("kind") == "regressor":
-            raise InputError("a regressor-only checkpoint (from pretrain-regressor) cannot predict; give a training run's checkpoint", path)
-        try:
-            cfg = TrainConfig.from_dict(state["config"], drop_removed=True)
-            skeleton = Skeleton.from_dict(state["skeleton"])
-            phi = PoseEncoder(widths=cfg.model.encoder_widths, norm=cfg.model.norm)
-            eta = KeypointRegressor(num_keypoints=skeleton.num_keypoints, widths=cfg.model.regressor_widths, norm=cfg.model.regressor_norm or cfg.model.norm)
-            # the moving averages when the run kept them, else the raw weights
-            weights = {**state["nets"], **(state.get("ema") or {})}
-            phi.load_state_dict(weights["phi"])
-            eta.load_state_dict(weights["eta"])
-        except (KeyError, RuntimeError, TypeError) as exc:
-            raise InputError(f"checkpoint is incomplete or inconsistent ({exc.__class__.__name__}: {str(exc)[:120]})", path) from None
-        return cls(phi=phi, eta=eta, skeleton=skeleton, size=cfg.model.size, device=dev, config=cfg, flip_test=flip_test)
+        run = load_networks(path, averaged=True)  # the moving averages when the run kept them, else the raw weights
+        cfg = run.config
+        return cls(phi=run.nets["phi"], eta=run.nets["eta"], skeleton=run.skeleton, size=cfg.model.size, device=dev, config=cfg, flip_test=flip_test)
 
     @staticmethod
     def from_onnx(path: str | Path, *, threads: int | None = None) -> "OnnxKeypointDetector":
@@ -101,7 +87,7 @@ class KeypointDetector:
             if images.ndim != 4 or images.shape[1] != 3:
                 raise InputError(f"image tensors must be B×3×H×W in [-1, 1], got shape {tuple(images.shape)}")
             if images.dtype == torch.uint8:  # e.g. from torchvision: 0..255
-                x = images.float() / 127.5 - 1.0
+                x = uint8_to_signed(images)
             else:
                 x = images.float()
                 if not torch.isfinite(x).all():

@@ -2,7 +2,7 @@
 
 Errors are in **% of image size**: keypoints are first normalised to [0, 1]
 as ``(x / width, y / height)`` (only differences are used, so the prior unit's
-``+ 0.5`` of :mod:`keypointgan.geometry` makes no difference) and the mean over keypoints of the L2 distance
+``+ 0.5`` of :mod:`keypointgan.pixels` makes no difference) and the mean over keypoints of the L2 distance
 is multiplied by 100 (the convention of the paper's Simplified Human3.6M
 protocol).  Missing true keypoints (NaN) are left out of the mean.
 

@@ -2,7 +2,7 @@
 
 The graph (:class:`~keypointgan.inference.DetectorGraph`) maps
 
-* input ``images``: ``N×3×S×S`` float32 RGB in [-1, 1] (``v / 127.5 − 1`` of uint8 values), resized
+* input ``images``: ``N×3×S×S`` float32 RGB in [-1, 1] (:func:`keypointgan.pixels.uint8_to_signed` of uint8 values), resized
   to the model's ``S×S`` beforehand (PIL bilinear, antialiased: :func:`keypointgan.pixels.prepare_images`);
   with ``preprocess=True`` instead ``N×H×W×3`` uint8 RGB of any size, resized inside the graph;
 * to ``points``: ``N×K×2`` float32 ``(x, y)`` in [-1, 1] on the ``S×S`` grid (x right, y down; -1 and 1
@@ -23,6 +23,7 @@ from pathlib import Path
 
 from .errors import InputError
 from .onnx_backend import FORMAT
+from .pixels import UINT8_SCALE
 
 __all__ = ["export_onnx", "model_metadata"]
 
@@ -39,7 +40,7 @@ def model_metadata(skeleton, size: int, *, flip_test: bool, preprocess: bool) ->
         "input": (
             f"images: N×H×W×3 uint8 RGB, any H×W (resized to {size}×{size} in the graph, bilinear without antialiasing)"
             if preprocess
-            else f"images: N×3×{size}×{size} float32 RGB in [-1, 1] (uint8 / 127.5 - 1), resized to {size}×{size} with bilinear antialiased filtering"
+            else f"images: N×3×{size}×{size} float32 RGB in [-1, 1] (uint8 / {UINT8_SCALE} - 1), resized to {size}×{size} with bilinear antialiased filtering"
         ),
         "points": f"N×K×2 float32 (x, y) in [-1, 1] on the {size}×{size} grid: x right, y down, -1 and 1 the centres of the first and last pixel",
         "pixel_conversion": f"pixel x of an original image of width W = ((x + 1) * ({size} - 1) / 2 + 0.5) * W / {size} - 0.5 (likewise y with height H); the centre of pixel column j is at x = j",

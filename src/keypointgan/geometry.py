@@ -1,138 +1,22 @@
-"""The dual representation: keypoints ↔ skeleton images, and coordinate units.
+"""The dual representation: keypoints ↔ skeleton images (β, the renderer, and soft-argmax).
 
-Coordinate conventions (used everywhere in the library):
-
-* Points are ``(x, y)``: x to the right, y down.  Point tensors are ``B×K×2``.
-* **norm** units, [-1, 1]: what networks see and emit.  The centres of the
-  pixel columns of a ``W``-wide grid are at ``linspace(-1, 1, W)`` (likewise
-  rows with ``H``), so -1 and 1 are the centres of the first and last pixel.
-* **pixel** units: the centre of pixel column ``j`` is at ``x = j`` (and of row
-  ``i`` at ``y = i``), as in numpy indexing, OpenCV and COCO annotations.
-  ``norm = 2 * pixel / (W - 1) - 1``.
-* **unit** units, [0, 1]: ``((x + 0.5) / width, (y + 0.5) / height)`` of pixel
-  coordinates, so 0 and 1 are the outer edges of the first and last pixel: the
-  form of prior files.  It does not depend on the resolution: a point keeps its
-  unit coordinates when the image is resized (pixel edges onto pixel edges, see
-  :func:`rescale_pixels`).  Prior files written before this convention used
-  ``x / width`` (read still: :mod:`keypointgan.data.priors`, :func:`legacy_unit_to_unit`).  Metrics
-  ("% of image size") divide *differences* by the image size, which is the same
-  in either convention.
-
-All conversions live here; sizes are ``(H, W)`` (or one int for square images).
+Points are ``B×K×2`` ``(x, y)`` in [-1, 1] on the image grid (x right, y down; -1 and 1 the centres of
+the first and last pixel); skeleton images are ``B×1×H×W``.  The unit conversions (pixels, [0, 1]
+prior units, the [-1, 1] grid, uint8 images) live in :mod:`keypointgan.pixels`, without torch.
 """
 
 from __future__ import annotations
 
 from typing import Sequence
 
-import numpy as np
 import torch
 
-from .pixels import image_pixels_to_norm, norm_to_image_pixels  # torch-free, re-exported here
+from .pixels import as_size
 from .skeleton import Skeleton
 
-__all__ = [
-    "soft_argmax",
-    "heatmap_agreement",
-    "render_skeleton",
-    "render_signed",
-    "to_signed",
-    "pixel_to_norm",
-    "norm_to_pixel",
-    "pixel_to_unit",
-    "unit_to_pixel",
-    "unit_to_norm",
-    "norm_to_unit",
-    "legacy_unit_to_unit",
-    "rescale_pixels",
-    "norm_to_image_pixels",
-    "image_pixels_to_norm",
-    "as_size",
-]
+__all__ = ["soft_argmax", "heatmap_agreement", "render_skeleton", "render_signed", "to_signed"]
 
 Size = int | Sequence[int]
-
-
-def as_size(size: Size) -> tuple[int, int]:
-    """``int`` or ``(H, W)`` → ``(H, W)``, validated."""
-    if isinstance(size, int):
-        h = w = size
-    else:
-        h, w = (int(s) for s in size)
-    if h < 2 or w < 2:
-        raise ValueError(f"image size must be at least 2×2, got {(h, w)}")
-    return h, w
-
-
-def _wh(size: Size):
-    h, w = as_size(size)
-    return w, h
-
-
-def _stack_like(points, x, y):
-    if isinstance(points, torch.Tensor):
-        return torch.stack([x, y], dim=-1)
-    return np.stack([x, y], axis=-1).astype(points.dtype, copy=False)
-
-
-def _scale(points, size: Size, fn):
-    """Apply ``fn(coord, extent)`` to x with W and to y with H; works for tensors and arrays."""
-    w, h = _wh(size)
-    return _stack_like(points, fn(points[..., 0], w), fn(points[..., 1], h))
-
-
-def pixel_to_norm(points, size: Size):
-    """Pixel ``(x, y)`` (centre of pixel ``j`` at ``j``) → [-1, 1]. Tensor or array ``...×2``."""
-    return _scale(points, size, lambda c, n: 2.0 * c / (n - 1) - 1.0)
-
-
-def norm_to_pixel(points, size: Size):
-    """[-1, 1] → pixel ``(x, y)``. Inverse of :func:`pixel_to_norm`."""
-    return _scale(points, size, lambda c, n: (c + 1.0) * (n - 1) / 2.0)
-
-
-def pixel_to_unit(points, size: Size):
-    """Pixel ``(x, y)`` → [0, 1] as ``((x + 0.5) / width, (y + 0.5) / height)`` (pixel edges at 0 and 1)."""
-    return _scale(points, size, lambda c, n: (c + 0.5) / n)
-
-
-def unit_to_pixel(points, size: Size):
-    """[0, 1] ``((x + 0.5) / width, (y + 0.5) / height)`` → pixel ``(x, y)``. Inverse of :func:`pixel_to_unit`."""
-    return _scale(points, size, lambda c, n: c * n - 0.5)
-
-
-def unit_to_norm(points, size: Size):
-    """[0, 1] → [-1, 1] for an image of ``size`` (the grid the network sees)."""
-    return _scale(points, size, lambda c, n: (2.0 * c * n - 1.0) / (n - 1) - 1.0)
-
-
-def norm_to_unit(points, size: Size):
-    """[-1, 1] → [0, 1] for an image of ``size``."""
-    return _scale(points, size, lambda c, n: ((c + 1.0) * (n - 1) / 2.0 + 0.5) / n)
-
-
-def legacy_unit_to_unit(points, size: Size):
-    """The old unit ``(x / width, y / height)`` of images of ``size`` → the unit of :func:`pixel_to_unit`.
-
-    ``size`` is that of the images the points were measured on: the old unit is not resolution
-    independent, so it cannot be converted without it (``u + 0.5 / width``).
-    """
-    return _scale(points, size, lambda c, n: c + 0.5 / n)
-
-
-def rescale_pixels(points, from_size: Size, to_size: Size):
-    """Pixel coordinates in an image of ``from_size`` → the same spot after resizing to ``to_size``.
-
-    Matches area/bilinear resizing with ``align_corners=False`` (PIL, OpenCV,
-    ``torch.nn.functional.interpolate``), where pixel edges map onto pixel edges.
-    """
-    fw, fh = _wh(from_size)
-    tw, th = _wh(to_size)
-
-    def f(c, n_from, n_to):
-        return (c + 0.5) * (n_to / n_from) - 0.5
-
-    return _stack_like(points, f(points[..., 0], fw, tw), f(points[..., 1], fh, th))
 
 
 def _grid(n: int, like: torch.Tensor) -> torch.Tensor:

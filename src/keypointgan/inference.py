@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .geometry import heatmap_agreement, soft_argmax
+from .pixels import uint8_to_signed
 
 __all__ = ["predict_points", "predict_points_confidence", "unmirror", "DetectorGraph"]
 
@@ -53,7 +54,7 @@ class DetectorGraph(nn.Module):
     ``forward(images)`` → ``(points, confidence)``:
 
     * ``images``: ``N×3×S×S`` float in [-1, 1] at the model's size ``S`` (RGB); with ``preprocess``,
-      ``N×H×W×3`` uint8 RGB of any ``H×W``, which the graph casts, scales (``v / 127.5 − 1``) and
+      ``N×H×W×3`` uint8 RGB of any ``H×W``, which the graph casts, scales (:func:`~keypointgan.pixels.uint8_to_signed`) and
       resizes to ``S×S`` (bilinear, ``align_corners=False``, *no* antialiasing: shrinking by more
       than 2× aliases where the library's own preparation, PIL's antialiased bilinear, does not).
     * ``points``: ``N×K×2`` float32 ``(x, y)`` in [-1, 1] on the ``S×S`` grid (x right, y down; -1 and
@@ -82,7 +83,7 @@ class DetectorGraph(nn.Module):
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = images
         if self.preprocess:
-            x = x.permute(0, 3, 1, 2).float() / 127.5 - 1.0
+            x = uint8_to_signed(x.permute(0, 3, 1, 2))
             x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False)
         n = x.shape[0]
         maps = self.eta.heatmaps(self.phi(torch.cat([x, x.flip(-1)]))).float()

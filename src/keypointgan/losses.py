@@ -137,17 +137,17 @@ class VGG19Features(nn.Module):
         standard deviation; this network's ``mean``/``std`` are set to reproduce
         exactly that, so its features equal MatConvNet's.
         """
-        from .data.matfile import load_mat, mat_field
+        from .data.matfile import load_mat, mat_field, mat_string, mat_struct
 
         path = Path(path)
         mat = load_mat(path, what="MatConvNet VGG-19 file")
         layers = np.asarray(mat_field(mat, "layers", path), dtype=object).reshape(-1)
         convs = []
         for i, el in enumerate(layers):
-            rec = _mat_struct(el)
+            rec = mat_struct(el)
             if rec is None or "name" not in rec.dtype.names:
                 raise InputError(f"layers{{{i + 1}}} is not a struct with a 'name' field", path)
-            name = _mat_str(rec["name"])
+            name = mat_string(rec["name"], f"layers{{{i + 1}}}.name", path)
             if name in _VGG19_CONV_NAMES:
                 if "weights" not in rec.dtype.names:
                     raise InputError(f"layer {name} has no 'weights' field", path)
@@ -177,100 +177,18 @@ class VGG19Features(nn.Module):
             net.std.fill_(1.0 / 255.0)
         return net
 
-    def state_dict_torchvision(self) -> dict[str, torch.Tensor]:
-        """This trunk as a torchvision ``vgg19`` ``features.*`` state dict (ImageNet mean/std input).
-
-        Exact when this network's ``mean`` is torchvision's (its ``std`` is folded into ``conv1_1``).
-        """
-        tv_mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
-        if not torch.allclose(self.mean, tv_mean, atol=1e-6):
-            raise ValueError("this network's input mean differs from torchvision's; the state dict would change its features")
-        tv_std = torch.tensor([0.229, 0.224, 0.225])
-        sd = {f"features.{k}": v.detach().clone() for k, v in self.features.state_dict().items()}
-        sd["features.0.weight"] = sd["features.0.weight"] * (tv_std / self.std.view(3)).view(1, 3, 1, 1)
-        return sd
-
-    def save_matconvnet(self, path: str | Path) -> None:
-        """Write this trunk as a MatConvNet ``imagenet-vgg-verydeep-19.mat`` (conv layers, ReLUs, pools, meta).
-
-        The input standard deviation is folded into ``conv1_1`` and the mean is
-        written as ``meta.normalization.averageImage`` in 0…255, so
-        :meth:`from_matconvnet` gives the same features.
-        """
-        import scipy.io
-
-        from .io import atomic_path
-
-        scale = (1.0 / 255.0) / self.std.view(3)  # MatConvNet input = (x01 - mean) * 255
-        cells = []
-        conv_i = 0
-        pool_i = 1
-        for m in self.features:
-            if isinstance(m, nn.Conv2d):
-                name = _VGG19_CONV_NAMES[conv_i]
-                w = m.weight.detach()
-                if conv_i == 0:
-                    w = w * scale.view(1, 3, 1, 1)
-                filt = w.permute(2, 3, 1, 0).contiguous().numpy().astype(np.float32)  # out×in×H×W -> H×W×in×out
-                weights = np.empty((1, 2), dtype=object)
-                weights[0, 0] = filt
-                weights[0, 1] = m.bias.detach().numpy().astype(np.float32).reshape(-1, 1)
-                cells.append({
-                    "name": name, "type": "conv", "weights": weights, "size": np.array(filt.shape, dtype=float).reshape(1, 4),
-                    "pad": np.ones((1, 4)), "stride": np.ones((1, 2)), "dilate": np.ones((1, 2)), "precious": False, "opts": np.empty((1, 0), dtype=object),
-                })
-                conv_i += 1
-            elif isinstance(m, nn.ReLU):
-                cells.append({"name": "relu" + _VGG19_CONV_NAMES[conv_i - 1][4:], "type": "relu", "leak": 0.0, "precious": False})
-            elif isinstance(m, nn.MaxPool2d):
-                cells.append({"name": f"pool{pool_i}", "type": "pool", "method": "max", "pool": np.full((1, 2), 2.0),
-                              "stride": np.full((1, 2), 2.0), "pad": np.zeros((1, 4)), "opts": np.empty((1, 0), dtype=object), "precious": False})
-                pool_i += 1
-        cells.append({"name": "pool5", "type": "pool", "method": "max", "pool": np.full((1, 2), 2.0),
-                      "stride": np.full((1, 2), 2.0), "pad": np.zeros((1, 4)), "opts": np.empty((1, 0), dtype=object), "precious": False})
-        layers = np.empty((1, len(cells)), dtype=object)
-        for i, c in enumerate(cells):
-            layers[0, i] = c
-        avg = (self.mean.view(3) * 255.0).numpy().astype(np.float32).reshape(1, 1, 3)
-        meta = {
-            "inputs": {"name": "data", "size": np.array([[224, 224, 3, 10]], dtype=float)},
-            "classes": {"name": np.array([["n%08d" % i for i in range(1000)]], dtype=object),
-                        "description": np.array([["class %d" % i for i in range(1000)]], dtype=object)},
-            "normalization": {"imageSize": np.array([[224, 224, 3]], dtype=float), "averageImage": avg, "keepAspect": True,
-                              "border": np.array([[32, 32]], dtype=float), "cropSize": 0.875, "interpolation": "bilinear"},
-        }
-        path = Path(path)
-        with atomic_path(path) as tmp:
-            with open(tmp, "wb") as f:
-                scipy.io.savemat(f, {"layers": layers, "meta": meta})
-
-
-def _mat_struct(el):
-    """A MATLAB struct read by scipy (a 1×1 record array, maybe inside a cell) → its record, or None."""
-    arr = np.asarray(el)
-    while arr.dtype == object and arr.size == 1:
-        arr = np.asarray(arr.reshape(-1)[0])
-    if arr.dtype.names is None or arr.size != 1:
-        return None
-    return arr.reshape(-1)[0]
-
-
-def _mat_str(v) -> str:
-    arr = np.asarray(v)
-    while arr.dtype == object and arr.size == 1:
-        arr = np.asarray(arr.reshape(-1)[0])
-    return str(arr.reshape(-1)[0]) if arr.size else ""
-
 
 def _mat_average_pixel(mat: dict, path: Path) -> np.ndarray:
     """The RGB mean pixel (0…255) from ``meta.normalization.averageImage`` (or the older top-level ``normalization``)."""
+    from .data.matfile import mat_struct
+
     norm = None
     if "meta" in mat:
-        meta = _mat_struct(mat["meta"])
+        meta = mat_struct(mat["meta"])
         if meta is not None and "normalization" in meta.dtype.names:
-            norm = _mat_struct(meta["normalization"])
+            norm = mat_struct(meta["normalization"])
     elif "normalization" in mat:
-        norm = _mat_struct(mat["normalization"])
+        norm = mat_struct(mat["normalization"])
     if norm is None or "averageImage" not in norm.dtype.names:
         raise InputError("no meta.normalization.averageImage (the mean pixel MatConvNet subtracts)", path)
     avg = np.asarray(norm["averageImage"], dtype=np.float64)

@@ -24,11 +24,10 @@ from pathlib import Path
 
 from .errors import InputError
 from .io import atomic_write_text
-from .viz import overlay_sheet  # noqa: F401 - re-exported (the demo draws its sheet with it)
 
 __all__ = ["read_log", "plot_curves", "write_report", "report_run"]
 
-LOSS_KEYS = ("loss_rec", "loss_g_adv", "loss_d_real", "loss_d_fake", "loss_eta_prior", "loss_eta_self", "loss_consistency")
+LOSS_KEYS = ("loss_rec", "loss_g_adv", "loss_d_real", "loss_d_fake", "loss_eta_prior", "loss_eta_self")
 
 
 def report_run(run: str | Path, out: str | Path | None = None) -> Path:

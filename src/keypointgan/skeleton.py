@@ -16,7 +16,7 @@ import yaml
 
 from .errors import InputError
 
-__all__ = ["Skeleton", "PRESETS", "preset"]
+__all__ = ["Skeleton", "SKELETONS", "preset"]
 
 
 def _pairs_to_indices(
@@ -249,7 +249,7 @@ _FACE_SYM = tuple(
     (FACE68_KEYPOINTS[a], FACE68_KEYPOINTS[b]) for a, b in _FACE_MIRROR.items() if a < b
 )
 
-PRESETS: dict[str, Skeleton] = {
+SKELETONS: dict[str, Skeleton] = {
     "face68": Skeleton(keypoints=FACE68_KEYPOINTS, limbs=_FACE_LIMBS, symmetric=_FACE_SYM, name="face68"),
     "human36m": Skeleton(keypoints=_H36M_JOINTS, limbs=_H36M_LIMBS, symmetric=_H36M_SYM, name="human36m"),
     "penn-action": Skeleton(keypoints=PENN_KEYPOINTS, limbs=_PENN_LIMBS, symmetric=_PENN_SYM, name="penn-action"),
@@ -260,6 +260,6 @@ PRESETS: dict[str, Skeleton] = {
 def preset(name: str) -> Skeleton:
     """Return a preset skeleton by name (``human36m``, ``penn-action``, ``face68``, ``synthetic``)."""
     try:
-        return PRESETS[name]
+        return SKELETONS[name]
     except KeyError:
-        raise InputError(f"unknown skeleton preset {name!r}; choose from {', '.join(sorted(PRESETS))}") from None
+        raise InputError(f"unknown skeleton preset {name!r}; choose from {', '.join(sorted(SKELETONS))}") from None

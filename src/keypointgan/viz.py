@@ -8,6 +8,7 @@ from typing import Sequence
 import numpy as np
 
 from .io import write_image
+from .pixels import signed_to_uint8
 from .skeleton import Skeleton
 
 LEFT, RIGHT, CENTRE = (255, 80, 40), (40, 140, 255), (60, 220, 60)
@@ -74,9 +75,7 @@ def draw_keypoints(
 
 def tensor_to_uint8(images: "torch.Tensor") -> np.ndarray:
     """``B×C×H×W`` in [-1, 1] → ``B×H×W×3`` uint8 (one channel is repeated)."""
-    import torch
-
-    x = images.detach().float().cpu().clamp(-1, 1).add(1).mul(127.5).round().to(torch.uint8)
+    x = signed_to_uint8(images.detach().float().cpu())
     if x.shape[1] == 1:
         x = x.repeat(1, 3, 1, 1)
     return x.permute(0, 2, 3, 1).numpy()
@@ -96,12 +95,13 @@ def grid(rows: Sequence[Sequence[np.ndarray]], pad: int = 2, fill: int = 255) ->
 def save_sample_grid(path: str | Path, x, y_hat, points, x_app, x_rec, skeleton: Skeleton, n: int = 8, scale: int = 2, sigma: float = 0.2) -> np.ndarray:
     """A PNG with one row per example: x, Φ(x), β(η(Φ(x))) with keypoints, x′, x̂. Returns the picture (``H×W×3`` uint8)."""
     from . import geometry as G
+    from . import pixels as P
 
     n = min(n, x.shape[0])
     size = x.shape[-1]
     rendered = G.render_signed(points[:n].float(), skeleton, size, sigma)
     cols = [tensor_to_uint8(t[:n]) for t in (x, y_hat, rendered, x_app, x_rec)]
-    pix = G.norm_to_pixel(points[:n].float().cpu(), size).numpy()
+    pix = P.norm_to_pixel(points[:n].float().cpu(), size).numpy()
     rows = []
     for i in range(n):
         row = [np.asarray(_up(c[i], scale)) for c in cols]

@@ -7,9 +7,9 @@ from .datasets import (
     PriorPoseDataset,
     augment_poses,
     image_to_tensor,
-    resize_image,
 )
-from .benchmark import Benchmark, detect_format, open_dataset
+from .formats import detect_format, open_dataset
+from .protocol import VideoDataset
 from .layout import Layout, Video, load_prior
 from .priors import save_prior
 
@@ -18,7 +18,7 @@ __all__ = [
     "Video",
     "load_prior",
     "save_prior",
-    "Benchmark",
+    "VideoDataset",
     "open_dataset",
     "detect_format",
     "FrameStore",
@@ -27,5 +27,4 @@ __all__ = [
     "EvalFrameDataset",
     "augment_poses",
     "image_to_tensor",
-    "resize_image",
 ]

@@ -1,7 +1,7 @@
 """Torch datasets over the generic layout.
 
 Images come out as ``3×S×S`` float tensors in [-1, 1]; points in the
-library's conventions (see :mod:`keypointgan.geometry`).  Random choices use a
+library's conventions (see :mod:`keypointgan.pixels`).  Random choices use a
 generator seeded from ``(seed, epoch, index)``, so an item is the same in any
 process or worker and the datasets can be sharded freely (e.g. with
 ``DistributedSampler``).
@@ -18,9 +18,10 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .. import geometry as G
+from .. import pixels as P
+from ..pixels import uint8_to_signed
 from ..io import read_image
-from ..pixels import resize_image  # noqa: F401  (re-exported: it lived here)
+from ..pixels import resize_image
 from .layout import Layout, Video
 
 __all__ = [
@@ -28,11 +29,9 @@ __all__ = [
     "FramePairDataset",
     "PriorPoseDataset",
     "EvalFrameDataset",
-    "resize_image",
     "image_to_tensor",
     "augment_poses",
     "mirror_half",
-    "thumbnail",
 ]
 
 
@@ -41,15 +40,7 @@ def image_to_tensor(img: np.ndarray) -> torch.Tensor:
     img = np.ascontiguousarray(img)
     t = torch.from_numpy(img if img.flags.writeable else img.copy())
     t = t.permute(0, 3, 1, 2) if t.ndim == 4 else t.permute(2, 0, 1)
-    return t.float().div_(127.5).sub_(1.0)
-
-
-def thumbnail(img: np.ndarray, side: int) -> np.ndarray:
-    """``H×W×3`` uint8 → ``side²`` uint8: the grey image averaged over ``side × side`` blocks (H and W
-    divisible by ``side``; otherwise the last rows and columns are dropped)."""
-    h, w = img.shape[0] // side, img.shape[1] // side
-    g = img[: h * side, : w * side].astype(np.float32).mean(axis=2)
-    return np.round(g.reshape(side, h, side, w).mean(axis=(1, 3))).astype(np.uint8).reshape(-1)
+    return uint8_to_signed(t)
 
 
 class FrameStore:
@@ -192,36 +183,17 @@ class FramePairDataset(Dataset):
     Item ``i`` uses frame ``i`` (over all videos) as the target; the
     appearance frame is drawn ``g`` frames before or after it with ``g``
     uniform in ``gap = (min, max)`` (clipped to the video; the nearest legal
-    gap is used when the video is shorter).  With ``motion > 0`` the legal
-    frames are drawn by content instead: with probability proportional to
-    ``d ** motion``, ``d`` the mean absolute difference between the two frames'
-    16×16 grey thumbnails, so that frames where the figure has moved more
-    (or the camera, or the light) are preferred.  Returns ``(x, x_app)``, each
+    gap is used when the video is shorter).  Returns ``(x, x_app)``, each
     ``3×S×S`` in [-1, 1].
     """
 
-    THUMB = 16
-    """Side of the grey thumbnails that measure how different two frames are."""
-
-    def __init__(self, store: FrameStore, *, gap: tuple[int, int] = (1, 20), seed: int = 0, motion: float = 0.0):
+    def __init__(self, store: FrameStore, *, gap: tuple[int, int] = (1, 20), seed: int = 0):
         if gap[0] < 0 or gap[1] < gap[0]:
             raise ValueError(f"gap must be (min, max) with 0 <= min <= max, got {gap}")
-        if not motion >= 0:
-            raise ValueError(f"motion must be >= 0, got {motion}")
         self.store = store
         self.gap = (int(gap[0]), int(gap[1]))
         self.seed = int(seed)
-        self.motion = float(motion)
         self.epoch = 0
-        # N×THUMB² uint8 (256 bytes a frame, copied to every worker); reading every frame once costs one
-        # pass over the data before training starts (a decode of every video file)
-        self.thumbs = None
-        if self.motion > 0:
-            if len(store) >= 20_000:
-                from ..log import logger
-
-                logger.info(f"gap_motion: reading all {len(store)} training frames once to compare them (gap_motion 0 skips this)")
-            self.thumbs = np.stack([thumbnail(store.get(i), self.THUMB) for i in range(len(store))])
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
@@ -244,14 +216,8 @@ class FramePairDataset(Dataset):
         before = max(0, (t - lo) - max(t - hi, 0) + 1)
         if after + before == 0:  # the gap range falls outside the video on both sides: farthest frame
             return int(self.store.offsets[v] + (0 if t >= n - 1 - t else n - 1))
-        if self.thumbs is None:
-            k = int(rng.integers(after + before))
-            j = t + lo + k if k < after else max(t - hi, 0) + (k - after)
-        else:  # the same legal frames, in the same order, each weighted by how much it differs from the target
-            cand = self.store.offsets[v] + np.concatenate([np.arange(t + lo, t + lo + after), np.arange(max(t - hi, 0), max(t - hi, 0) + before)])
-            d = np.abs(self.thumbs[cand].astype(np.int16) - self.thumbs[index]).mean(axis=1)
-            w = (d + 1e-3) ** self.motion  # + 1e-3: identical frames keep a chance (and all-identical → uniform)
-            return int(cand[rng.choice(len(cand), p=w / w.sum())])
+        k = int(rng.integers(after + before))
+        j = t + lo + k if k < after else max(t - hi, 0) + (k - after)
         return int(self.store.offsets[v] + j)
 
     def frames(self, index: int, epoch: int | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -273,12 +239,12 @@ class PriorPoseDataset(Dataset):
 
     Args:
         poses: ``(N, K, 2)`` array in [0, 1] as ``((x + 0.5) / width, (y + 0.5) / height)``
-            (:func:`keypointgan.geometry.unit_to_norm`).
+            (:func:`keypointgan.pixels.unit_to_norm`).
         size: the training resolution (the grid the network sees).
     """
 
     def __init__(self, poses: np.ndarray, size: int):
-        self.points = torch.from_numpy(G.unit_to_norm(np.asarray(poses, dtype=np.float32), size)).float()
+        self.points = torch.from_numpy(P.unit_to_norm(np.asarray(poses, dtype=np.float32), size)).float()
 
     def __len__(self) -> int:
         return self.points.shape[0]

@@ -27,10 +27,10 @@ from typing import Callable, Sequence
 import numpy as np
 
 from ..errors import InputError
-from ..skeleton import PRESETS as SKELETONS
+from ..skeleton import SKELETONS
 from ..skeleton import Skeleton
 from ..video import is_video_file
-from .protocol import Benchmark, frame_folder, register_format
+from .protocol import VideoDataset, frame_folder, register_format
 from .layout import Video, frame_sort_key
 from .priors import read_pts
 
@@ -106,8 +106,8 @@ class FaceVideos:
     def load_prior(self) -> np.ndarray:
         raise InputError("face videos carry no prior: give one with --prior (a folder of 300-W .pts files with their images)", self.root)
 
-    def benchmark(self) -> Benchmark:
-        return Benchmark(
+    def dataset(self) -> VideoDataset:
+        return VideoDataset(
             name="300vw",
             root=self.root,
             skeleton=self.skeleton,
@@ -125,4 +125,4 @@ def _is_300vw(root: Path) -> bool:
     return any((d / "annot").is_dir() for d in root.iterdir() if d.is_dir())
 
 
-register_format("300vw", _is_300vw, lambda root, **kw: FaceVideos(root, **kw).benchmark())
+register_format("300vw", _is_300vw, lambda root, **kw: FaceVideos(root, **kw).dataset())

@@ -41,7 +41,7 @@ needs extracting.  When a folder of extracted frames named like the video
 exists next to it and holds images, it is used instead (reading JPEGs is
 faster than seeking in the video); its frames are matched to the poses by
 their order.  Where the video and the pose file differ in length the shorter
-one wins (the benchmark's notes say so).
+one wins (the dataset's notes say so).
 """
 
 from __future__ import annotations
@@ -54,10 +54,11 @@ from typing import Callable, Sequence
 import numpy as np
 
 from ..errors import InputError
-from ..skeleton import PRESETS as SKELETONS
+from ..pixels import pixel_to_unit
+from ..skeleton import SKELETONS
 from ..skeleton import Skeleton
 from ..video import VIDEO_SUFFIXES
-from .protocol import Benchmark, frame_folder, register_format, stack_checked
+from .protocol import VideoDataset, frame_folder, register_format, stack_checked
 from .layout import Video
 from .matfile import load_mat, mat_field
 
@@ -150,12 +151,12 @@ class _ProtocolSplits:
         """The test subjects' sequences, whole (in the full dataset, every ``frame_step``-th frame)."""
         return self._split(self.test_subjects, "full")
 
-    def benchmark(self) -> Benchmark:
-        """The protocol as a :class:`Benchmark`: errors averaged per activity, then over activities."""
+    def dataset(self) -> VideoDataset:
+        """The protocol as a :class:`VideoDataset`: errors averaged per activity, then over activities."""
         train, test = self.train_videos(), self.test_videos()
         if not train and not test:
             raise InputError("no training or test sequences found", self.root)
-        return Benchmark(
+        return VideoDataset(
             name=self.benchmark_name,
             root=self.root,
             skeleton=self.skeleton,
@@ -436,7 +437,7 @@ class Human36M(_ProtocolSplits):
         arrs = []
         for v in self.prior_videos():
             h, w = _video_hw(v)
-            arrs.append((self.load_keypoints(v) + 0.5) / np.array([w, h], dtype=np.float32))
+            arrs.append(pixel_to_unit(self.load_keypoints(v), (h, w)))
         if not arrs:
             raise InputError("no prior poses (second halves of the training sequences) found", self.root)
         return np.concatenate(arrs).astype(np.float32)
@@ -459,5 +460,5 @@ def _is_h36m(root: Path) -> bool:
     return any((d / "MyPoseFeatures" / "D2_Positions").is_dir() for d in root.glob("S*"))
 
 
-register_format("simple-human36m", _is_simple_h36m, lambda root, **kw: SimpleHuman36M(root, **kw).benchmark())
-register_format("human36m", _is_h36m, lambda root, **kw: Human36M(root, **kw).benchmark())
+register_format("simple-human36m", _is_simple_h36m, lambda root, **kw: SimpleHuman36M(root, **kw).dataset())
+register_format("human36m", _is_h36m, lambda root, **kw: Human36M(root, **kw).dataset())

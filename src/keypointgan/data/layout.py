@@ -7,14 +7,13 @@
     ROOT/videos/<video_id>.mp4                a video file (.mp4 .avi .mov .mkv .webm; needs PyAV)
     ROOT/keypoints/<video_id>.npy             (T, K, 2) float32 pixel (x, y); optional, evaluation only
     ROOT/prior.npy                            (N, K, 2) float32 in [0, 1] as ((x + 0.5) / width, (y + 0.5) / height)
-    ROOT/prior.npy.json                       its unit sidecar (without it: the old unit x / width, see .priors)
 
 Frame folders and video files may be mixed in one ``videos/`` folder.  A
 video file's frames are decoded on demand (seek + decode forward, see
 :mod:`keypointgan.video`), never all at once.
 
 Pixel coordinates put the centre of pixel column ``j`` at ``x = j`` (see
-:mod:`keypointgan.geometry`).  Training never reads ``keypoints/``.
+:mod:`keypointgan.pixels`).  Training never reads ``keypoints/``.
 """
 
 from __future__ import annotations
@@ -30,7 +29,7 @@ from ..errors import InputError
 from ..io import IMAGE_SUFFIXES, check_output_folder, image_size
 from ..skeleton import Skeleton
 from ..video import VIDEO_SUFFIXES, is_video_file
-from .priors import LEGACY_UNIT, prior_unit, to_float32
+from .priors import to_float32
 
 __all__ = ["Video", "Layout", "load_prior", "check_poses", "frame_sort_key", "check_training_start", "frame_hw"]
 
@@ -121,26 +120,19 @@ def check_poses(arr: np.ndarray, skeleton: Skeleton | None, path: Path | str, *,
     return arr
 
 
-def load_prior(path: str | Path, skeleton: Skeleton | None = None, *, legacy_size=None) -> np.ndarray:
+def load_prior(path: str | Path, skeleton: Skeleton | None = None) -> np.ndarray:
     """Read a prior file: ``(N, K, 2)`` float32 poses in [0, 1] as ``((x + 0.5) / width, (y + 0.5) / height)``.
 
     Formats by suffix (see :mod:`keypointgan.data.priors`): ``.npy``, ``.csv``
     (one pose per row ``x1, y1, x2, y2, …``), ``.json`` (a list of poses, or
     COCO-style ``keypoints`` triples), ``.pts`` or a folder of ``.pts`` files
     (300-W landmarks, converted by the size of the image next to each file).
-
-    Args:
-        legacy_size: for a file in the old unit ``(x / width, y / height)`` (a file in [0, 1] without
-            the sidecar ``<file>.json``): the size (``int`` or ``(H, W)``) of the images its points
-            were measured on, or a function returning it (called only for such a file); the poses are
-            converted with :func:`keypointgan.geometry.legacy_unit_to_unit`.  Without it such a file
-            is returned as stored, with a warning (at most half a pixel of those images off).
     """
     path = Path(path)
     if path.is_dir() or path.suffix.lower() in (".csv", ".json", ".pts"):
-        from .priors import read_prior_file_unit
+        from .priors import read_prior_file
 
-        arr, unit = read_prior_file_unit(path)
+        arr = read_prior_file(path)
     else:
         if not path.is_file():
             raise InputError("prior file not found", path)
@@ -148,7 +140,6 @@ def load_prior(path: str | Path, skeleton: Skeleton | None = None, *, legacy_siz
             arr = np.load(path, allow_pickle=False)
         except Exception as exc:  # noqa: BLE001 - numpy's header parser raises SyntaxError, TokenError, …
             raise InputError(f"cannot read prior as .npy ({exc})", path) from None
-        unit = prior_unit(path)
     arr = check_poses(arr, skeleton, path, what="prior", allow_nan=False)
     lo, hi = float(arr.min()), float(arr.max())
     if lo < -0.5 or hi > 1.5:
@@ -157,16 +148,6 @@ def load_prior(path: str | Path, skeleton: Skeleton | None = None, *, legacy_siz
             + (" — these look like pixel coordinates" if hi > 2 else ""),
             path,
         )
-    if unit == LEGACY_UNIT:
-        size = legacy_size() if callable(legacy_size) else legacy_size
-        if size is None:
-            from ..log import logger
-
-            logger.warning(f"{path}: a prior without the unit sidecar {path.name}.json is in the old unit x / width; "
-                           "read as stored (give legacy_size to convert it)")
-        else:
-            h, w = (size, size) if isinstance(size, (int, np.integer)) else (int(size[0]), int(size[1]))
-            arr = (arr + np.array([0.5 / w, 0.5 / h], dtype=np.float64)).astype(np.float32)  # geometry.legacy_unit_to_unit
     return arr
 
 

@@ -22,6 +22,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
 
+from ..pixels import uint8_to_signed
+from ..seeds import EPOCH_ORDER, NORM_BATCHES, derive_seed
 from .datasets import FramePairDataset, FrameStore, image_to_tensor
 
 __all__ = ["Batch", "PairBatchSampler", "PairLoader", "default_workers", "norm_batches"]
@@ -57,7 +59,7 @@ class PairBatchSampler(Sampler):
 
     def epoch_order(self, epoch: int) -> torch.Tensor:
         """This rank's frames of ``epoch``, in order."""
-        perm = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed * 7919 + epoch))
+        perm = torch.randperm(self.n, generator=torch.Generator().manual_seed(derive_seed(self.seed, EPOCH_ORDER, epoch)))
         return perm[: (self.n // self.world_size) * self.world_size][self.rank :: self.world_size]
 
     def __iter__(self) -> Iterator[list[tuple[int, int, int]]]:
@@ -100,17 +102,16 @@ class PairLoader:
     Args:
         store: the training frames.
         batch_size, gap, seed: as in :class:`~keypointgan.config.TrainConfig`.
-        gap_motion: ``TrainConfig.gap_motion``: appearance frames drawn by content (0: uniform).
         workers: data worker processes (``None``: :func:`default_workers`; 0: none).
         rank, world_size: this process's shard.
         device, memory_format: where and how batches are delivered.
     """
 
-    def __init__(self, store: FrameStore, *, batch_size: int, gap: tuple[int, int], seed: int, workers: int | None = None, gap_motion: float = 0.0,
+    def __init__(self, store: FrameStore, *, batch_size: int, gap: tuple[int, int], seed: int, workers: int | None = None,
                  rank: int = 0, world_size: int = 1, device: torch.device | str = "cpu",
                  memory_format: torch.memory_format = torch.contiguous_format):
         self.store, self.batch_size, self.seed = store, batch_size, seed
-        self.pairs = FramePairDataset(store, gap=gap, seed=seed, motion=gap_motion)
+        self.pairs = FramePairDataset(store, gap=gap, seed=seed)
         self.workers = default_workers() if workers is None else int(workers)
         self.rank, self.world_size = rank, world_size
         self.device, self.memory_format = torch.device(device), memory_format
@@ -138,7 +139,7 @@ class PairLoader:
             yield Batch(self._to_device(x), self._to_device(xa), int(e[0]), int(b[0]))
 
     def _to_device(self, images: torch.Tensor) -> torch.Tensor:
-        x = images.to(self.device, non_blocking=True).float().div_(127.5).sub_(1.0)
+        x = uint8_to_signed(images.to(self.device, non_blocking=True))
         return x.contiguous(memory_format=self.memory_format)
 
     def norm_batches(self, step: int, n: int) -> Iterator[torch.Tensor]:
@@ -153,7 +154,7 @@ def norm_batches(store: FrameStore, n: int, batch_size: int, seed: int, step: in
     """``n`` batches (``B×3×S×S``, at most ``batch_size`` frames) of random frames of ``store`` on ``device``,
     for batch-norm statistics, drawn by a generator seeded by ``(seed, step)`` so that no training
     stream is touched and a resumed run draws what an uninterrupted one does."""
-    gen = torch.Generator().manual_seed(seed * 1_000_003 + step)
+    gen = torch.Generator().manual_seed(derive_seed(seed, NORM_BATCHES, step))
     bs = min(batch_size, len(store))
     for _ in range(n):
         idx = torch.randint(len(store), (bs,), generator=gen).tolist()

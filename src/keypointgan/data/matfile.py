@@ -9,7 +9,7 @@ import numpy as np
 
 from ..errors import InputError
 
-__all__ = ["load_mat", "mat_field", "mat_scalar", "mat_string"]
+__all__ = ["load_mat", "mat_field", "mat_scalar", "mat_string", "mat_struct"]
 
 
 def load_mat(path: str | Path, *, what: str = ".mat file") -> dict[str, Any]:
@@ -51,3 +51,13 @@ def mat_string(value: Any, name: str, path: str | Path) -> str:
     if arr.dtype == object and arr.size == 1:
         return mat_string(arr.reshape(-1)[0], name, path)
     raise InputError(f"'{name}' must be a string, got {arr.dtype}", path)
+
+
+def mat_struct(value: Any):
+    """A MATLAB struct read by SciPy (a 1×1 record array, maybe inside cells) → its record, or None if it is not one."""
+    arr = np.asarray(value)
+    while arr.dtype == object and arr.size == 1:
+        arr = np.asarray(arr.reshape(-1)[0])
+    if arr.dtype.names is None or arr.size != 1:
+        return None
+    return arr.reshape(-1)[0]

@@ -22,9 +22,10 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
-from ..skeleton import PRESETS as SKELETONS
+from ..pixels import pixel_to_unit
+from ..skeleton import SKELETONS
 from ..skeleton import Skeleton
-from .protocol import Benchmark, frame_folder, register_format
+from .protocol import VideoDataset, frame_folder, register_format
 from .layout import Video
 from .matfile import load_mat, mat_field, mat_scalar, mat_string
 
@@ -92,14 +93,14 @@ class PennAction:
             info = self.labels[v.id]
             h, w = info["hw"]
             full = info["visible"].all(axis=1)
-            poses.append((info["xy"][full] + 0.5) / np.array([w, h], dtype=np.float32))  # the prior unit: pixel edges at 0, 1
+            poses.append(pixel_to_unit(info["xy"][full], (h, w)))
         arr = np.concatenate(poses) if poses else np.zeros((0, NUM_JOINTS, 2), np.float32)
         if not len(arr):
             raise InputError("no fully visible pose in the training videos to use as the prior", self.root / "labels")
         return arr.astype(np.float32)
 
-    def benchmark(self) -> Benchmark:
-        return Benchmark(
+    def dataset(self) -> VideoDataset:
+        return VideoDataset(
             name="penn-action",
             root=self.root,
             skeleton=self.skeleton,
@@ -116,4 +117,4 @@ def _is_penn(root: Path) -> bool:
     return (root / "frames").is_dir() and (root / "labels").is_dir()
 
 
-register_format("penn-action", _is_penn, lambda root, **kw: PennAction(root, **kw).benchmark())
+register_format("penn-action", _is_penn, lambda root, **kw: PennAction(root, **kw).dataset())

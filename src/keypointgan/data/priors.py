@@ -1,21 +1,11 @@
-"""Prior pose files besides ``.npy``: ``.csv``, ``.json`` and 300-W ``.pts``; the prior's unit and its sidecar.
+"""Prior pose files besides ``.npy``: ``.csv``, ``.json`` and 300-W ``.pts``.
 
 **The unit.** A prior holds ``(N, K, 2)`` float32 poses in **[0, 1] as
 ``((x + 0.5) / width, (y + 0.5) / height)``** of pixel coordinates (the centre of
 pixel column ``j`` at ``x = j``): 0 and 1 are the outer edges of the image, so a
-pose keeps its values at any resolution (:func:`keypointgan.geometry.pixel_to_unit`).
-
-**Old files.** Until this convention, the unit was ``(x / width, y / height)``
-(:data:`LEGACY_UNIT`).  Files in [0, 1] (``.npy``, ``.csv``, JSON lists) cannot
-show which one they use, so new writers put a **sidecar** next to the file:
-``<file name>.json`` (e.g. ``prior.npy.json``) holding
-``{"format": "keypointgan-prior", "unit": "edges"}`` (:func:`write_prior_unit`,
-:func:`save_prior`).  A file in [0, 1] without a sidecar is read in the old
-convention: :func:`keypointgan.data.layout.load_prior` converts it with
-``legacy_size``, the size of the images its points were measured on
-(:func:`keypointgan.geometry.legacy_unit_to_unit`).  Priors read from pixel
-coordinates (COCO files, ``.pts``, the dataset formats) need no sidecar: they are
-converted here, in the new unit.
+pose keeps its values at any resolution (:func:`keypointgan.pixels.pixel_to_unit`).
+Every prior file is read in this unit; priors read from pixel coordinates (COCO
+files, ``.pts``, the dataset formats) are converted to it here.
 
 The readers (:func:`keypointgan.data.layout.load_prior` also checks K against the
 skeleton and the value range):
@@ -42,74 +32,15 @@ import numpy as np
 
 from ..errors import InputError
 from ..io import IMAGE_SUFFIXES, image_size
-from ..skeleton import Skeleton
+from ..pixels import pixel_to_unit
 
-__all__ = [
-    "read_prior_file",
-    "read_csv_prior",
-    "read_json_prior",
-    "read_pts_prior",
-    "UNIT",
-    "LEGACY_UNIT",
-    "prior_sidecar",
-    "prior_unit",
-    "write_prior_unit",
-    "save_prior",
-    "prior_sidecar_text",
-]
-
-UNIT = "edges"
-"""The prior unit ``((x + 0.5) / width, (y + 0.5) / height)``: pixel edges at 0 and 1 (the sidecar's ``unit``)."""
-LEGACY_UNIT = "centres"
-"""The old prior unit ``(x / width, y / height)`` (files without a sidecar, or a sidecar saying so)."""
-_SIDECAR_FORMAT = "keypointgan-prior"
-
-
-def prior_sidecar(path: str | Path) -> Path:
-    """The sidecar of a prior file: ``<file name>.json`` next to it (``prior.npy`` → ``prior.npy.json``)."""
-    path = Path(path)
-    return path.with_name(path.name + ".json")
-
-
-def prior_unit(path: str | Path) -> str:
-    """The unit of a prior file in [0, 1]: :data:`UNIT` or :data:`LEGACY_UNIT` (no sidecar).
-
-    Raises:
-        InputError: the sidecar exists but is not valid (names the sidecar).
-    """
-    side = prior_sidecar(path)
-    if not side.is_file():
-        return LEGACY_UNIT
-    try:
-        meta = json.loads(side.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
-        raise InputError(f"cannot read the prior's sidecar as JSON ({exc.__class__.__name__})", side) from None
-    if not isinstance(meta, dict) or meta.get("format") != _SIDECAR_FORMAT or meta.get("unit") not in (UNIT, LEGACY_UNIT):
-        raise InputError(
-            f'not a prior sidecar: expected {{"format": "{_SIDECAR_FORMAT}", "unit": "{UNIT}" or "{LEGACY_UNIT}"}}', side
-        )
-    return meta["unit"]
-
-
-def write_prior_unit(path: str | Path) -> Path:
-    """Write the sidecar saying that the prior file ``path`` is in :data:`UNIT`; returns the sidecar's path."""
-    side = prior_sidecar(path)
-    side.write_text(prior_sidecar_text(), encoding="utf-8")
-    return side
-
-
-def prior_sidecar_text() -> str:
-    """The sidecar's content for a prior in :data:`UNIT` (JSON text)."""
-    return json.dumps(
-        {"format": _SIDECAR_FORMAT, "unit": UNIT, "definition": "((x + 0.5) / width, (y + 0.5) / height), pixel centre j at x = j"}
-    ) + "\n"
+__all__ = ["read_prior_file", "read_csv_prior", "read_json_prior", "read_pts_prior", "save_prior"]
 
 
 def save_prior(path: str | Path, poses: np.ndarray) -> Path:
-    """Write ``(N, K, 2)`` poses in :data:`UNIT` as a ``.npy`` file with its sidecar; returns ``path``."""
+    """Write ``(N, K, 2)`` poses in [0, 1] (the unit above) as a ``.npy`` file; returns ``path``."""
     path = Path(path)
     np.save(path, np.asarray(poses, dtype=np.float32), allow_pickle=False)
-    write_prior_unit(path)
     return path
 
 
@@ -123,30 +54,20 @@ def to_float32(arr: np.ndarray, path: Path | str, what: str) -> np.ndarray:
     return arr.astype(np.float32, copy=False)
 
 
-def read_prior_file(path: str | Path, skeleton: Skeleton | None = None) -> np.ndarray:
-    """A ``.csv``, ``.json`` or ``.pts`` prior (or a folder of ``.pts``) → ``(N, K, 2)`` float32 as stored.
-
-    The values are in the unit :func:`read_prior_file_unit` reports.
-    """
-    return read_prior_file_unit(path)[0]
-
-
-def read_prior_file_unit(path: str | Path) -> tuple[np.ndarray, str]:
-    """Like :func:`read_prior_file`, and the unit of the values: :data:`UNIT` for priors read from pixel
-    coordinates (COCO files, ``.pts``), else the file's own (:func:`prior_unit`)."""
+def read_prior_file(path: str | Path) -> np.ndarray:
+    """A ``.csv``, ``.json`` or ``.pts`` prior (or a folder of ``.pts``) → ``(N, K, 2)`` float32 in [0, 1]."""
     path = Path(path)
     if path.is_dir():
-        return read_pts_prior(path), UNIT
+        return read_pts_prior(path)
     if not path.is_file():
         raise InputError("prior file not found", path)
     suffix = path.suffix.lower()
     if suffix == ".csv":
-        return read_csv_prior(path), prior_unit(path)
+        return read_csv_prior(path)
     if suffix == ".json":
-        arr, from_pixels = _read_json_prior(path)
-        return arr, (UNIT if from_pixels else prior_unit(path))
+        return read_json_prior(path)
     if suffix == ".pts":
-        return read_pts_prior(path), UNIT
+        return read_pts_prior(path)
     raise InputError("unknown prior file type (use .npy, .csv, .json or .pts)", path)
 
 
@@ -212,11 +133,6 @@ def _coco_sizes(images, path: Path) -> dict:
 
 def read_json_prior(path: str | Path) -> np.ndarray:
     """A JSON list of poses, or COCO-style keypoints (see the module docs) → ``(N, K, 2)``."""
-    return _read_json_prior(path)[0]
-
-
-def _read_json_prior(path: str | Path) -> tuple[np.ndarray, bool]:
-    """:func:`read_json_prior`, and whether the poses came from pixels (a COCO file, converted to :data:`UNIT`)."""
     path = Path(path)
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -239,7 +155,8 @@ def _read_json_prior(path: str | Path) -> tuple[np.ndarray, bool]:
                     dropped += 1
                     continue
                 with np.errstate(over="ignore", invalid="ignore"):  # inf is refused by check_poses
-                    poses.append((xy + 0.5) / np.array(sizes[ann["image_id"]]))
+                    w, h = sizes[ann["image_id"]]
+                    poses.append(pixel_to_unit(xy, (h, w)))
         elif isinstance(data, list) and data and isinstance(data[0], dict):  # [{"keypoints": [x, y, v, ...]}] in [0, 1]
             for j, item in enumerate(data):
                 if "keypoints" not in item:
@@ -253,7 +170,7 @@ def _read_json_prior(path: str | Path) -> tuple[np.ndarray, bool]:
             arr = np.asarray(data, dtype=np.float64)
             if arr.ndim != 3 or arr.shape[-1] != 2:
                 raise InputError(f"a JSON prior list must be poses × keypoints × [x, y], got shape {arr.shape}", path)
-            return to_float32(arr, path, "JSON prior"), False
+            return to_float32(arr, path, "JSON prior")
         else:
             raise InputError("a JSON prior must be a list of poses or a COCO file with 'annotations'", path)
     except OverflowError:
@@ -267,8 +184,7 @@ def _read_json_prior(path: str | Path) -> tuple[np.ndarray, bool]:
     ks = {p.shape[0] for p in poses}
     if len(ks) > 1:
         raise InputError(f"JSON prior poses have different numbers of keypoints: {sorted(ks)}", path)
-    coco = isinstance(data, dict)
-    return to_float32(np.stack(poses), path, "JSON prior"), coco
+    return to_float32(np.stack(poses), path, "JSON prior")
 
 
 def read_pts(path: str | Path) -> np.ndarray:
@@ -322,7 +238,7 @@ def _image_next_to(pts: Path) -> Path:
 
 
 def read_pts_prior(path: str | Path) -> np.ndarray:
-    """``.pts`` file(s) → ``(N, K, 2)`` in [0, 1] (:data:`UNIT`) by the size of the image next to each file."""
+    """``.pts`` file(s) → ``(N, K, 2)`` in [0, 1] by the size of the image next to each file."""
     path = Path(path)
     files = sorted(path.rglob("*.pts")) if path.is_dir() else [path]
     if not files:
@@ -331,7 +247,7 @@ def read_pts_prior(path: str | Path) -> np.ndarray:
     for f in files:
         pts = read_pts(f)
         w, h = image_size(_image_next_to(f))
-        poses.append((pts + 0.5) / np.array([w, h], dtype=np.float64))
+        poses.append(pixel_to_unit(pts, (h, w)))
     ks = {p.shape[0] for p in poses}
     if len(ks) > 1:
         raise InputError(f".pts files hold different numbers of points: {sorted(ks)}", path)

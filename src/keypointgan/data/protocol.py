@@ -1,8 +1,8 @@
-"""The protocol side of a dataset in its own format: :class:`Benchmark`, and the registry of formats.
+"""A dataset with its evaluation protocol (:class:`VideoDataset`), and the registry of formats.
 
-A format module (:mod:`.human36m`, :mod:`.penn`, :mod:`.faces`) builds a :class:`Benchmark` and
-registers itself with :func:`register_format`: a name, a recogniser (does this folder look like the
-format?) and an opener.  :mod:`.benchmark` imports the formats and picks one for a folder.
+Every format — the generic layout (:mod:`.layout`), :mod:`.human36m`, :mod:`.penn`, :mod:`.faces` —
+opens a folder as a :class:`VideoDataset` and registers itself with :func:`register_format`: a name, a
+recogniser (does this folder look like the format?) and an opener.  :mod:`.formats` picks one for a folder.
 """
 
 from __future__ import annotations
@@ -16,17 +16,17 @@ import numpy as np
 from ..errors import InputError
 from ..io import IMAGE_SUFFIXES
 from ..skeleton import Skeleton
-from .layout import Video, frame_sort_key
+from .layout import Layout, Video, check_poses, frame_sort_key, load_prior
 
-__all__ = ["Benchmark", "FORMATS", "register_format", "frame_folder", "stack_checked"]
+__all__ = ["VideoDataset", "FORMATS", "register_format", "frame_folder", "stack_checked"]
 
 
 @dataclass
-class Benchmark:
-    """A dataset with its protocol.
+class VideoDataset:
+    """A dataset with its protocol: what training and evaluation read, whatever the format.
 
     Attributes:
-        name: the format name (``simple-human36m``, …).
+        name: the format name (``generic``, ``simple-human36m``, …).
         root: the dataset folder.
         skeleton: the keypoint layout.
         videos: training videos (frames only; their keypoints are never used for training).
@@ -49,21 +49,23 @@ class Benchmark:
     metric: str = "image"
     notes: list[str] = field(default_factory=list)
 
-    # --- what Layout offers -------------------------------------------------
-    @property
-    def prior_path(self) -> Path:
-        return self.root
-
-    @property
-    def has_keypoints(self) -> bool:
-        return bool(self.test_videos)
+    @classmethod
+    def from_layout(cls, layout: Layout) -> "VideoDataset":
+        """The generic layout as a format: trains on every video, tests on those with keypoints (each
+        its own group), the prior ``ROOT/prior.npy``, the error in % of the image size."""
+        return cls(
+            name="generic", root=layout.root, skeleton=layout.skeleton, videos=list(layout.videos),
+            test_videos=[v for v in layout.videos if v.keypoints_path is not None], groups={},
+            prior_loader=lambda: load_prior(layout.prior_path, layout.skeleton), keypoint_loader=layout.load_keypoints,
+        )
 
     def num_frames(self) -> int:
         return sum(len(v) for v in self.videos)
 
     def load_prior(self) -> np.ndarray:
-        """The protocol's prior poses, ``(N, K, 2)`` float32 in [0, 1] as ``((x + 0.5) / width, (y + 0.5) / height)``."""
-        return self.prior_loader()
+        """The protocol's prior poses, ``(N, K, 2)`` float32 in [0, 1] as ``((x + 0.5) / width, (y + 0.5) / height)``
+        (checked: finite, K of the skeleton)."""
+        return check_poses(self.prior_loader(), self.skeleton, self.root, what="prior", allow_nan=False)
 
     def load_keypoints(self, video: Video) -> np.ndarray:
         """``(T, K, 2)`` float32 pixel ``(x, y)`` of ``video``'s frames (NaN: missing or invisible)."""
@@ -74,10 +76,10 @@ class Benchmark:
 
 
 # name -> (recogniser, opener), in the order auto-detection tries them
-FORMATS: dict[str, tuple[Callable[[Path], bool], Callable[..., Benchmark]]] = {}
+FORMATS: dict[str, tuple[Callable[[Path], bool], Callable[..., VideoDataset]]] = {}
 
 
-def register_format(name: str, recognise: Callable[[Path], bool], open: Callable[..., Benchmark]) -> None:
+def register_format(name: str, recognise: Callable[[Path], bool], open: Callable[..., VideoDataset]) -> None:
     """Make a dataset format known: ``recognise(root)`` tells whether a folder is in it, ``open(root, **kw)`` reads it."""
     FORMATS[name] = (recognise, open)
 

@@ -44,8 +44,8 @@ import numpy as np
 from ..errors import InputError
 from ..io import check_output_folder
 from ..log import logger
+from ..pixels import pixel_to_unit
 from ..skeleton import SYNTHETIC_KEYPOINTS, preset
-from .priors import prior_sidecar_text
 
 __all__ = ["SyntheticConfig", "make_synthetic", "render_video", "sample_poses"]
 
@@ -798,8 +798,7 @@ def make_synthetic(
     """Generate the synthetic dataset in the generic layout under ``out``.
 
     Writes ``skeleton.yaml``, ``videos/<id>/<frame>.png``, ``keypoints/<id>.npy``
-    (pixel ``(x, y)``), ``prior.npy`` (``((x + 0.5) / width, (y + 0.5) / height)`` in [0, 1])
-    with its unit sidecar ``prior.npy.json`` (:mod:`keypointgan.data.priors`) and, with
+    (pixel ``(x, y)``), ``prior.npy`` (``((x + 0.5) / width, (y + 0.5) / height)`` in [0, 1]) and, with
     ``preview``, ``preview.png``.  Everything is written to a temporary sibling
     folder that is renamed to ``out`` at the end.  The output depends only on
     ``config`` (not on ``workers``).
@@ -853,9 +852,8 @@ def make_synthetic(
                 report()
 
         prior = sample_poses(_prior_rng(config.seed), config.prior, config.size, frames=config.frames, variant=config.variant)
-        prior = np.clip((prior + np.float32(0.5)) / np.float32(config.size), 0.0, 1.0).astype(np.float32)
+        prior = np.clip(pixel_to_unit(prior, config.size), 0.0, 1.0).astype(np.float32)
         _write_file(tmp / "prior.npy", _npy_bytes(prior))
-        _write_file(tmp / "prior.npy.json", prior_sidecar_text().encode())
         if preview:
             _write_file(tmp / "preview.png", _png_bytes(_preview(tmp, config)))
         if out.exists():

@@ -68,10 +68,3 @@ class ConditionalDecoder(nn.Module):
             x = block(upsample2(x))
         x = self.head(x)
         return x if self.style == "release" else torch.tanh(x)
-
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        # checkpoints of earlier versions call the skeleton encoder "pose_encoder" (a name that suggested Φ)
-        old = prefix + "pose_encoder."
-        for k in [k for k in state_dict if k.startswith(old)]:
-            state_dict[prefix + "skeleton_encoder." + k[len(old):]] = state_dict.pop(k)
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)

@@ -16,10 +16,10 @@ from .loop import StepResult, evaluate_state, fit, inference_networks, predict_s
 from .objective import keypointgan_objective
 from .pool import ImagePool
 from .pretrain import pretrain_eta, sample_prior
-from .state import CHECKPOINT_NAME, TrainState, check_training_checkpoint
+from .state import TrainState, check_training_checkpoint
 
 __all__ = [
     "TrainState", "fit", "train_step", "StepResult", "pretrain_regressor", "pretrain_eta", "sample_prior", "inference_networks",
-    "predict_state", "evaluate_state", "save_state", "EvalSet", "ImagePool", "keypointgan_objective", "CHECKPOINT_NAME",
+    "predict_state", "evaluate_state", "save_state", "EvalSet", "ImagePool", "keypointgan_objective",
     "check_training_checkpoint",
 ]

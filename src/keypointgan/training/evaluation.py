@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .. import geometry
+from .. import pixels as P
 from ..inference import predict_points
 from ..skeleton import Skeleton
 
@@ -44,7 +44,7 @@ def evaluate_points(points: torch.Tensor, es: EvalSet, skeleton: Skeleton) -> di
     points in [-1, 1] predicted on ``es.images``."""
     from ..evaluate import summarize
 
-    pix = geometry.norm_to_image_pixels(points, es.images.shape[-1], es.hw)
+    pix = P.norm_to_image_pixels(points, es.images.shape[-1], es.hw)
     res = summarize(pix, es.keypoints, es.hw, skeleton, es.groups)
     res.pop("per_group")
     return res
@@ -58,6 +58,6 @@ def save_eval_predictions(points: torch.Tensor, es: EvalSet, skeleton: Skeleton,
     idx = np.linspace(0, len(es.images) - 1, min(n, len(es.images))).round().astype(int)
     size = es.images.shape[-1]
     grid_hw = (size, size)
-    pred = geometry.norm_to_image_pixels(points[idx], size, grid_hw)
-    true = geometry.norm_to_image_pixels(geometry.image_pixels_to_norm(es.keypoints[idx], size, es.hw[idx]), size, grid_hw)
+    pred = P.norm_to_image_pixels(points[idx], size, grid_hw)
+    true = P.norm_to_image_pixels(P.image_pixels_to_norm(es.keypoints[idx], size, es.hw[idx]), size, grid_hw)
     return overlay_sheet(tensor_to_uint8(es.images[idx]), pred, true, skeleton, path)

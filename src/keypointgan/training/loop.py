@@ -26,18 +26,19 @@ import numpy as np
 import torch
 
 from .._version import __version__
-from ..checkpoint import save_checkpoint
+from ..checkpoint import CHECKPOINT_NAME, run_checkpoint, save_checkpoint
 from ..data.datasets import mirror_half
 from ..data.loader import PairLoader
 from ..errors import InputError, ProcessLost, TrainingDiverged, TrainingInterrupted
 from ..log import configure as configure_logging
 from ..log import logger
+from ..seeds import RANK, derive_seed
 from ..viz import save_sample_grid
 from .evaluation import EvalSet, evaluate_points, predict_eval_points, save_eval_predictions
 from .objective import keypointgan_objective, term_parameters
 from .pretrain import pretrain_eta, sample_prior
 from .runlog import RunLog
-from .state import CHECKPOINT_NAME, TrainState, seed_everything
+from .state import TrainState, seed_everything
 from .update import Rollback, apply_all_or_nothing
 
 __all__ = ["StepResult", "train_step", "fit", "pretrain_regressor", "inference_networks", "save_state", "budget_fraction", "lr_scale", "predict_state", "evaluate_state"]
@@ -95,7 +96,7 @@ def inference_networks(state: TrainState, loader: PairLoader | None) -> tuple[to
     n = state.cfg.ema_norm_batches
     if state.average is not None and n and loader is not None and len(loader.store):
         state.average.refresh_norm_stats(lambda: loader.norm_batches(state.step, n), state.step)
-    return state.inference_networks()
+    return state.averaged_or_raw()
 
 
 def save_state(state: TrainState, loader: PairLoader | None, path: Path) -> Path | None:
@@ -171,7 +172,7 @@ def fit(state: TrainState, loader: PairLoader, prior: torch.Tensor, out: str | P
     """Pre-train η if needed, then train until the budget is spent; returns the final metrics ({} without ``eval_set``).
 
     The budget is ``state.cfg.steps`` and/or ``max_minutes`` (GAN training time, without η's
-    pre-training).  A checkpoint (``OUT/checkpoints/latest.pt``) is written after pre-training, every
+    pre-training).  A checkpoint (:func:`~keypointgan.checkpoint.run_checkpoint`) is written after pre-training, every
     ``ckpt_every`` steps and at the end, atomically, so a crash (even SIGKILL) loses at most one
     interval.  SIGINT/SIGTERM stop at the next step boundary, save and raise
     :class:`~keypointgan.errors.TrainingInterrupted`; a second signal stops at once (the previous
@@ -183,13 +184,13 @@ def fit(state: TrainState, loader: PairLoader, prior: torch.Tensor, out: str | P
         raise InputError("give a training budget: steps and/or max_minutes")
     configure_logging()
     writer = state.dist.is_writer
-    ckpt = out / "checkpoints" / CHECKPOINT_NAME
+    ckpt = run_checkpoint(out)
     out.mkdir(parents=True, exist_ok=True)
     if writer:  # temporary files of checkpoint writes a crash interrupted
         for tmp in ckpt.parent.glob(f".{CHECKPOINT_NAME}.*.tmp"):
             tmp.unlink(missing_ok=True)
     if not state.resumed:
-        seed_everything(cfg.seed * 1009 + state.rank)
+        seed_everything(derive_seed(cfg.seed, RANK, state.rank))
     with RunLog(out, enabled=writer, tensorboard=cfg.tensorboard) as log, _StopSignals(announce=writer) as stop:
         log({"event": "start", "step": state.step, "seed": cfg.seed, "device": str(state.device), "rec_loss": state.rec_loss.name,
              "version": __version__, "environment": environment(state, loader.world_size), "config": cfg.to_dict(),
@@ -253,7 +254,7 @@ def _train(state: TrainState, loader: PairLoader, prior: torch.Tensor, out: Path
     from tqdm.auto import tqdm
 
     cfg, writer = state.cfg, state.dist.is_writer
-    ckpt = out / "checkpoints" / CHECKPOINT_NAME
+    ckpt = run_checkpoint(out)
     budget_s = cfg.max_minutes * 60 if cfg.max_minutes else math.inf
     if budget_fraction(state.step, state.elapsed, cfg.steps, budget_s) >= 1.0:
         logger.warning(f"nothing to train: the run is at step {state.step} ({state.elapsed / 60:.1f} min of training), "

@@ -9,7 +9,7 @@ batch of prior poses, never paired with the frames::
                           and the appearance frame; ``bottleneck=False``: Ψ(ŷ, x′) (ablation)
 
     G (Φ, Ψ; η and D frozen but differentiable):
-        w_gan · LSGAN(D(ŷ), real)  +  w_rec · Rec(x̂, x)  [+ w_consistency · MSE(ŷ, β(p).detach())]
+        w_gan · LSGAN(D(ŷ), real)  +  w_rec · Rec(x̂, x)
     D (rendered prior poses real, Φ's outputs fake, through the image pool):
         ½ · [LSGAN(D(β(q)), real) + LSGAN(D(pool(ŷ)), fake)]
     η (fine-tuned alongside):
@@ -28,7 +28,6 @@ from dataclasses import dataclass
 from typing import Callable
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..geometry import render_signed as render  # β: B×K×2 points → B×1×S×S skeleton image in [-1, 1]
@@ -78,15 +77,10 @@ def keypointgan_objective(
     try:
         y_hat = _full(phi(x))
         p = eta(y_hat)
-        y_rend = render(p, skeleton, size, sigma) if (cfg.bottleneck or cfg.w_consistency) else None
-        x_rec = _full(psi(y_rend if cfg.bottleneck else y_hat, x_app))
+        x_rec = _full(psi(render(p, skeleton, size, sigma) if cfg.bottleneck else y_hat, x_app))
         loss_rec = rec_loss(x_rec, x)
         loss_g = cfg.w_rec * loss_rec
         parts = {"loss_rec": loss_rec}
-        if cfg.w_consistency:
-            loss_cons = F.mse_loss(y_hat, y_rend.detach())
-            loss_g = loss_g + cfg.w_consistency * loss_cons
-            parts["loss_consistency"] = loss_cons
         if cfg.discriminator:
             loss_adv = lsgan_loss(_float(disc(y_hat)), True)
             loss_g = loss_g + cfg.w_gan * loss_adv

@@ -20,20 +20,19 @@ import torch
 from torch import nn
 
 from .._version import __version__
+from ..checkpoint import CHECKPOINT_FORMAT
 from ..config import TrainConfig
 from ..errors import InputError
 from ..losses import make_reconstruction_loss
 from ..nets import build_networks
+from ..seeds import RANK, derive_seed
 from ..skeleton import Skeleton
 from .averaging import WeightAverage
 from .distributed import SINGLE, Distributed, synchronise_batch_norm
 from .pool import ImagePool
 from .precision import Precision
 
-__all__ = ["TrainState", "CHECKPOINT_NAME", "CHECKPOINT_FORMAT", "check_training_checkpoint", "seed_everything"]
-
-CHECKPOINT_NAME = "latest.pt"
-CHECKPOINT_FORMAT = "keypointgan-checkpoint"
+__all__ = ["TrainState", "check_training_checkpoint", "seed_everything"]
 
 
 class TrainState:
@@ -81,7 +80,7 @@ class TrainState:
         if dist.enabled and hasattr(self.rec_loss, "reduce_batch_losses"):
             self.rec_loss.reduce_batch_losses = dist.mean_  # running means of the whole batch, the same on every rank
         self.pool = ImagePool(cfg.pool_size)
-        self.gen = torch.Generator().manual_seed(cfg.seed * 1009 + self.rank)  # every random draw of the loop
+        self.gen = torch.Generator().manual_seed(derive_seed(cfg.seed, RANK, self.rank))  # every random draw of the loop
         self.step = 0
         self.epoch = 0
         self.batch_in_epoch = 0
@@ -137,9 +136,10 @@ class TrainState:
         """Rank 0's weights and buffers copied to every rank (after loading, to be sure they start equal)."""
         self.dist.broadcast_(self.nets.values())
 
-    def inference_networks(self) -> tuple[nn.Module, nn.Module]:
-        """Φ and η as used for prediction: the averages when kept, else the raw networks.
-        (The averages' batch-norm statistics are refreshed by the caller, who has the frames.)"""
+    def averaged_or_raw(self) -> tuple[nn.Module, nn.Module]:
+        """The Φ and η prediction uses, as they stand: the averages when kept, else the raw networks.
+        Their batch-norm statistics are not refreshed here (the state has no frames): prediction goes
+        through :func:`~keypointgan.training.loop.inference_networks`, which does that first."""
         if self.average is not None:
             return self.average.networks()
         return self.nets["phi"], self.nets["eta"]
@@ -194,8 +194,8 @@ class TrainState:
             self.pool.load_state_dict(mine["pool"], self.device)
             set_rng_state(self.gen, mine["rng"], self.device)
         else:  # another number of processes: a new rank draws afresh (seeded by the step), with an empty pool
-            self.gen.manual_seed(self.cfg.seed * 1009 + self.rank + 7_919 * self.step)
-            seed_everything(self.cfg.seed * 1009 + self.rank + 7_919 * self.step)
+            self.gen.manual_seed(derive_seed(self.cfg.seed, RANK, self.rank, self.step))
+            seed_everything(derive_seed(self.cfg.seed, RANK, self.rank, self.step))
         if self.precision.scaler is not None and "scaler" in state:
             self.precision.scaler.load_state_dict(state["scaler"])
         self.resumed = True

@@ -49,9 +49,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import geometry
-from .errors import InputError
-from .skeleton import Skeleton
+from .. import geometry
+from ..errors import InputError
+from ..skeleton import Skeleton
 
 __all__ = ["measure_leak", "measure_pose_preference", "diagnose", "probe_accuracy", "log_skeleton", "format_table", "format_preference"]
 
@@ -298,25 +298,15 @@ def format_table(numbers: dict) -> str:
     return "\n".join(lines)
 
 
-def _picture(pics: dict, skeleton: Skeleton, n: int = 8) -> np.ndarray:
+def _picture(pics: dict, n: int = 8) -> np.ndarray:
     """Columns: one pair each (the first frame of a video); rows: x, x′, Φ(x), log Φ(x), β(η(Φ(x))), Ψ(Φ(x), x′), Ψ(β(η(Φ(x))), x′)."""
-    def img(t):  # B×C×H×W in [-1, 1] → B×H×W×3 uint8
-        t = t[:n].float().clamp(-1, 1)
-        t = t.expand(-1, 3, -1, -1) if t.shape[1] == 1 else t
-        return ((t + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+    from ..viz import grid, tensor_to_uint8
 
     logp = pics["log_phi"][:n]
     lo, hi = float(logp.min()), float(logp.max())
     log_img = (logp - lo) / max(hi - lo, 1e-12) * 2 - 1  # stretched to the shown range
-    rows = [img(pics[k]) for k in ("target", "appearance", "phi")] + [img(log_img)] + [img(pics[k]) for k in ("rendered", "rec_raw", "rec_bottleneck")]
-    s = rows[0].shape[1]
-    gap = 2
-    cols = rows[0].shape[0]
-    out = np.full((len(rows) * (s + gap), cols * (s + gap), 3), 255, np.uint8)
-    for i, row in enumerate(rows):
-        for j in range(cols):
-            out[i * (s + gap) : i * (s + gap) + s, j * (s + gap) : j * (s + gap) + s] = row[j]
-    return out
+    shown = [pics["target"], pics["appearance"], pics["phi"], log_img, pics["rendered"], pics["rec_raw"], pics["rec_bottleneck"]]
+    return grid([list(tensor_to_uint8(t[:n])) for t in shown])
 
 
 def diagnose(run: str | Path, data: str | Path, *, out: str | Path | None = None, videos: int = 20, frames_per_video: int = 10,
@@ -335,27 +325,15 @@ def diagnose(run: str | Path, data: str | Path, *, out: str | Path | None = None
         the chosen videos have keypoints, ``pose_preference`` (:func:`measure_pose_preference`; with the
         run's VGG-19 weights when it was trained with them and they are still at their path).
     """
-    from .api import open_data
-    from .checkpoint import load_checkpoint, resolve_checkpoint
-    from .config import TrainConfig
-    from .data import FrameStore, image_to_tensor
-    from .io import write_image
-    from .losses import make_reconstruction_loss
-    from .nets import build_networks
-    from .pixels import image_pixels_to_norm
+    from ..api import open_data
+    from ..checkpoint import load_networks
+    from ..data import FrameStore, image_to_tensor
+    from ..io import atomic_write_text, write_image
+    from ..losses import make_reconstruction_loss
+    from ..pixels import image_pixels_to_norm
 
-    ck_path = resolve_checkpoint(run)
-    state = load_checkpoint(ck_path)
-    if "nets" not in state or "psi" not in state.get("nets", {}):
-        raise InputError("not a training checkpoint with Ψ (a regressor-only or exported file cannot be diagnosed)", ck_path)
-    try:
-        cfg = TrainConfig.from_dict(state["config"], drop_removed=True)
-        skeleton = Skeleton.from_dict(state["skeleton"])
-        nets = build_networks(cfg.model, skeleton.num_keypoints)
-        for k in ("phi", "eta", "psi"):
-            nets[k].load_state_dict(state["nets"][k])
-    except (KeyError, RuntimeError, TypeError) as exc:
-        raise InputError(f"checkpoint is incomplete or inconsistent ({exc.__class__.__name__}: {str(exc)[:120]})", ck_path) from None
+    loaded = load_networks(run, averaged=False, names=("phi", "eta", "psi"))  # Ψ was trained with the raw Φ and η
+    ck_path, state, cfg, skeleton, nets = loaded.path, loaded.state, loaded.config, loaded.skeleton, loaded.nets
     layout = open_data(data, skeleton, format)
     if layout.skeleton != skeleton:
         raise InputError("this dataset's skeleton differs from the run's", data)
@@ -387,8 +365,6 @@ def diagnose(run: str | Path, data: str | Path, *, out: str | Path | None = None
     numbers.update({"run": str(ck_path), "data": str(data), "bottleneck_trained": bool(cfg.bottleneck), "step": int(state.get("step", 0))})
     out = Path(out) if out is not None else (ck_path.parent.parent if ck_path.parent.name == "checkpoints" else ck_path.parent)
     out.mkdir(parents=True, exist_ok=True)
-    tmp = out / ".diagnose.json.tmp"
-    tmp.write_text(json.dumps(numbers, indent=2) + "\n", encoding="utf-8")
-    tmp.replace(out / "diagnose.json")
-    write_image(out / "diagnose.png", _picture(pics, skeleton))
+    atomic_write_text(out / "diagnose.json", json.dumps(numbers, indent=2) + "\n")
+    write_image(out / "diagnose.png", _picture(pics))
     return numbers

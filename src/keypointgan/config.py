@@ -20,6 +20,10 @@ DISC_DOWNSAMPLE = ("avgpool", "bilinear")
 DECODER_STYLES = ("upsample-tanh", "release")
 """Ψ's layout after the joined encoders (:class:`keypointgan.nets.decoder.ConditionalDecoder`)."""
 
+ARCHS = ("ours", "release")
+"""Layouts of Φ, η, Ψ and D (``ModelConfig.phi_arch`` …): ``ours`` (this library's, docs/design.md) or
+``release`` (the authors' release layer for layer: :mod:`keypointgan.release` loads its weights)."""
+
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 """The arithmetic a run's networks may use (:func:`keypointgan.training.precision.resolve_precision`)."""
 
@@ -66,6 +70,18 @@ class ModelConfig:
     """Ψ after the joined encoders: upsample-tanh (×2 bilinear then two 3×3 convs per stage, tanh output
     in [-1, 1]) or release (two 3×3 convs mixing the joined features at the lowest resolution, then per
     stage ×2 bilinear and two 3×3 convs, one in the last; no output activation)."""
+    phi_arch: str = "ours"
+    """Φ's layout: ours (per level two 3×3 convs down, skip joined by concatenation into two 3×3 convs up,
+    1×1 output conv) or release (the authors' SkipNipsGenerator: a 7×7 start, a linear 1×1 bottleneck, two
+    3×3 convs at the lowest level before upsampling, each skip joined by a 1×1 conv, a 3×3 output conv)."""
+    eta_arch: str = "ours"
+    """η's layout: ours (a 7×7 stem, then two 3×3 convs per stride-2 stage) or release (a 3×3 conv after the
+    7×7 one at full resolution, and biases before instance norms: the release's NipsEncoder)."""
+    psi_arch: str = "ours"
+    """Ψ's two encoders: ours (two 3×3 convs per level) or release (the release's NipsEncoder: a 7×7 start
+    and a linear 1×1 end); release needs ``decoder_style`` release (the rest of the release's Ψ)."""
+    disc_arch: str = "ours"
+    """D's PatchGANs: ours (no bias before a norm) or release (biases before instance norms)."""
 
     def validate(self) -> None:
         if self.size < 16 or self.size % 8:
@@ -95,6 +111,11 @@ class ModelConfig:
             raise InputError(f"disc_downsample must be one of {DISC_DOWNSAMPLE}, got {self.disc_downsample!r}")
         if self.decoder_style not in DECODER_STYLES:
             raise InputError(f"decoder_style must be one of {DECODER_STYLES}, got {self.decoder_style!r}")
+        for name in ("phi_arch", "eta_arch", "psi_arch", "disc_arch"):
+            if getattr(self, name) not in ARCHS:
+                raise InputError(f"{name} must be one of {ARCHS}, got {getattr(self, name)!r}")
+        if self.psi_arch == "release" and self.decoder_style != "release":
+            raise InputError("psi_arch release needs decoder_style release (the release's Ψ is both)")
         if not self.sigma > 0:
             raise InputError(f"sigma must be positive, got {self.sigma}")
 
@@ -452,6 +473,10 @@ PRESETS: dict[str, dict[str, Any]] = {
             disc_norm="instance-noaffine",
             disc_downsample="bilinear",
             decoder_style="release",
+            phi_arch="release",
+            eta_arch="release",
+            psi_arch="release",
+            disc_arch="release",
         ),
         batch_size=16,
         gap=(1, 1000),

@@ -61,7 +61,7 @@ class KeypointDetector:
         from .checkpoint import load_checkpoint
         from .config import TrainConfig
         from .devices import select_device
-        from .nets import KeypointRegressor, PoseEncoder
+        from .nets import build_networks
 
         dev = select_device("auto") if device is None else select_device(str(device))
         state = load_checkpoint(path, map_location="cpu")
@@ -70,8 +70,8 @@ class KeypointDetector:
         try:
             cfg = TrainConfig.from_dict(state["config"], drop_removed=True)
             skeleton = Skeleton.from_dict(state["skeleton"])
-            phi = PoseEncoder(widths=cfg.model.encoder_widths, norm=cfg.model.norm)
-            eta = KeypointRegressor(num_keypoints=skeleton.num_keypoints, widths=cfg.model.regressor_widths, norm=cfg.model.regressor_norm or cfg.model.norm)
+            nets = build_networks(cfg.model, skeleton.num_keypoints, with_gan=False)  # the layouts the run trained
+            phi, eta = nets["phi"], nets["eta"]
             # the moving averages when the run kept them, else the raw weights
             weights = {**state["nets"], **(state.get("ema") or {})}
             phi.load_state_dict(weights["phi"])

@@ -1,5 +1,6 @@
 """The `release` preset's networks are the authors' layer for layer, and their saved weights load into them."""
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -138,3 +139,78 @@ def test_psi_release_arch_needs_the_release_decoder_style():
         make_config("paper-128", model={"psi_arch": "release"}).validate()
     with pytest.raises(InputError, match="phi_arch"):
         make_config("paper-128", model={"phi_arch": "authors"}).validate()
+
+
+def test_import_release_writes_a_checkpoint_whose_detector_matches_the_release(reference, tmp_path, capsys):
+    from keypointgan import KeypointDetector
+    from keypointgan.cli import main
+    from keypointgan.geometry import norm_to_image_pixels
+
+    folder = tmp_path / "ck"
+    _save_release_way(reference, folder)
+    out = tmp_path / "release.pt"
+    assert main(["import-release", str(folder), "--iteration", "580000", "--out", str(out)]) == 0
+    assert "disc, eta, phi, psi" in capsys.readouterr().out
+    det = KeypointDetector.from_checkpoint(out, device="cpu")
+    assert det.size == 128 and det.skeleton.num_keypoints == 32 and not det.flip_test
+    rng = np.random.default_rng(0)
+    imgs = [rng.integers(0, 256, (128, 128, 3), dtype=np.uint8) for _ in range(3)]
+    got = det.predict(imgs)  # pixels of each 128-px image
+    x = torch.stack([torch.from_numpy(i).permute(2, 0, 1).float() / 127.5 - 1 for i in imgs])
+    with torch.no_grad():
+        want = soft_argmax(reference["eta"](reference["phi"](x)))
+    want_px = norm_to_image_pixels(want, 128, np.array([[128, 128]] * 3))
+    assert np.abs(np.asarray(got) - want_px).max() < 0.01
+    # Ψ and D came along, under our names
+    ck = torch.load(out, weights_only=True)
+    assert ck["config"]["preset"] == "release" and ck["pretrained"] and ck["skeleton"]["name"] == "human36m"
+    assert torch.equal(ck["nets"]["disc"]["scales.1.net.2.bias"], reference["disc"].state_dict()["net_1.model.2.bias"])
+    # an existing --out is left alone
+    assert main(["import-release", str(folder), "--iteration", "580000", "--out", str(out)]) == 2
+    assert "already exists" in capsys.readouterr().err
+
+
+def test_import_release_refuses_a_mismatched_file_in_one_line(reference, tmp_path, capsys):
+    from keypointgan.cli import main
+
+    folder = tmp_path / "bad"
+    _save_release_way({"phi": reference["phi"]}, folder, 10)
+    sd = reference["eta"].state_dict()
+    sd["model.24.weight"] = sd["model.24.weight"][:, :128]  # a 1×1 conv from 128 channels
+    torch.save(sd, folder / "10_net_regressor.pth")
+    out = tmp_path / "x.pt"
+    assert main(["import-release", str(folder), "--iteration", "10", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "10_net_regressor.pth" in err and "model.24.weight" in err
+    assert not out.exists()
+    (folder / "10_net_regressor.pth").unlink()
+    assert main(["import-release", str(folder), "--iteration", "10", "--out", str(out)]) == 2
+    assert "regressor" in capsys.readouterr().err and not out.exists()
+
+
+def test_train_starts_from_the_release_regressor_file(tiny_data, tmp_path, capsys):
+    """``train --regressor <N>_net_regressor.pth`` with the release preset: η starts from the file, no pre-training."""
+    from keypointgan.cli import main
+    from keypointgan.skeleton import Skeleton
+
+    k = Skeleton.from_yaml(tiny_data / "skeleton.yaml").num_keypoints
+    ref = randomise(ReleaseRegressor(k), 5)
+    path = tmp_path / "580000_net_regressor.pth"
+    torch.save(ref.state_dict(), path)
+    run = tmp_path / "run"
+    args = ["train", "--data", str(tiny_data), "--out", str(run), "--preset", "release", "--regressor", str(path), "--steps", "2",
+            "--model.size", "32", "--model.encoder-widths", "4", "8", "16", "--model.decoder-widths", "4", "8", "16",
+            "--model.disc-ndf", "4", "--model.disc-layers", "2", "--model.disc-scales", "2", "--batch-size", "4",
+            "--device", "cpu", "--eval-every", "100", "--sample-every", "100", "--quiet", "--no-report"]
+    assert main(args) == 0
+    ck = torch.load(run / "checkpoints" / "latest.pt", weights_only=True)
+    assert ck["step"] == 2 and ck["pretrained"]
+    eta = ck["nets"]["eta"]
+    # η was fine-tuned for 2 steps from the file's weights: close to them, not equal, nowhere near a fresh init
+    start = ref.state_dict()["model.3.weight"]
+    assert not torch.equal(eta["stem.3.weight"], start)
+    assert (eta["stem.3.weight"] - start).abs().max() < 0.1 * start.abs().max()
+    # the library's own η layout cannot take it: one line naming the fix
+    capsys.readouterr()
+    assert main(args[:4] + [str(tmp_path / "run2")] + ["--preset", "paper-128"] + args[7:]) == 2
+    assert "model.eta_arch release" in capsys.readouterr().err and not (tmp_path / "run2").exists()

@@ -191,7 +191,7 @@ def train(
         if eval_set is None:
             raise InputError("evaluation data has no keypoints to evaluate against", eval_data)
     check_training_start(videos or layout.videos, out)
-    eta_state = _read_regressor(regressor, layout.skeleton) if regressor is not None and state_dict is None else None
+    eta_state = _read_regressor(regressor, layout.skeleton, cfg.model) if regressor is not None and state_dict is None else None
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
     device = dist.device(cfg.device)
@@ -241,8 +241,13 @@ def make_loader(cfg: TrainConfig, skeleton: Skeleton, poses: np.ndarray, videos:
     return loader, PriorPoseDataset(poses, cfg.model.size).points.to(device)
 
 
-def _read_regressor(path: str | Path, skeleton: Skeleton) -> dict:
-    """η's weights from a :func:`pretrain_regressor` checkpoint, checked against ``skeleton``."""
+def _read_regressor(path: str | Path, skeleton: Skeleton, model=None) -> dict:
+    """η's weights from a :func:`pretrain_regressor` checkpoint, checked against ``skeleton``, or from the
+    authors' ``<iteration>_net_regressor.pth`` (:mod:`keypointgan.release`) for a run of config ``model``."""
+    from .release import is_release_file, read_release_regressor
+
+    if model is not None and is_release_file(path):
+        return read_release_regressor(path, model, skeleton.num_keypoints)
     reg = load_checkpoint(path)
     if "eta" not in reg.get("nets", {}):
         raise InputError("not a regressor checkpoint (no 'eta' network)", path)

@@ -199,6 +199,16 @@ def cmd_pretrain(args) -> int:
     return 0
 
 
+def cmd_import_release(args) -> int:
+    from .release import import_release
+
+    if args.out.exists():
+        raise KeypointGANError(f"{args.out}: already exists; give another --out (nothing was written)")
+    res = import_release(args.folder, args.iteration, args.out, skeleton=args.skeleton)
+    print(f"wrote {args.out}: the release's {', '.join(res['networks'])} at iteration {args.iteration} ({res['num_keypoints']} keypoints, preset release)")
+    return 0
+
+
 def cmd_evaluate(args) -> int:
     from .api import evaluate, evaluate_predictions
     from .io import atomic_write_text, check_writable
@@ -382,7 +392,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--resume", action="store_true",
                    help="continue from OUT/checkpoints/latest.pt with its config; only the budget, device, threads, data workers "
                         "and tensorboard may change")
-    s.add_argument("--regressor", type=Path, help="a pre-trained regressor (from pretrain-regressor)")
+    s.add_argument("--regressor", type=Path, help="a pre-trained regressor (from pretrain-regressor, or the authors' "
+                   "<iteration>_net_regressor.pth with --preset release)")
     s.add_argument("--eval-data", type=Path, help="dataset with keypoints for periodic evaluation")
     s.add_argument("--no-report", action="store_true", help="do not write OUT/report.html at the end")
     s.add_argument("--quiet", action="store_true", help="no progress bars or messages, only warnings and errors")
@@ -399,6 +410,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--device")
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=cmd_pretrain)
+
+    s = sub.add_parser("import-release", help="turn the authors' released networks (<N>_net_<G_A|G_B|D_A|regressor>.pth) into a checkpoint")
+    s.add_argument("folder", type=Path, help="folder of the release's .pth files (G_A and regressor needed)")
+    s.add_argument("--iteration", required=True, help="the N of the file names (e.g. 580000)")
+    s.add_argument("--out", type=Path, required=True, help="checkpoint file to write (refused if it exists)")
+    s.add_argument("--skeleton", default="human36m", help="skeleton preset name or YAML (default: the 32-joint Simplified Human3.6M one)")
+    s.set_defaults(func=cmd_import_release)
 
     s = sub.add_parser("evaluate", help="evaluate a checkpoint (or stored predictions) on a dataset with keypoints")
     s.add_argument("--checkpoint", type=Path, help="checkpoint file or run folder")

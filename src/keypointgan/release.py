@@ -30,7 +30,8 @@ from torch import nn
 from .config import ModelConfig, TrainConfig, make_config
 from .errors import InputError
 
-__all__ = ["RELEASE_NAMES", "release_file", "release_key", "read_release_state", "load_networks", "import_release"]
+__all__ = ["RELEASE_NAMES", "release_file", "release_key", "read_release_state", "is_release_file", "read_release_regressor",
+           "load_networks", "import_release"]
 
 RELEASE_NAMES = {"phi": "G_A", "eta": "regressor", "psi": "G_B", "disc": "D_A"}
 """Our network name → the release's (its files are ``<iteration>_net_<release name>.pth``)."""
@@ -138,6 +139,27 @@ def read_release_state(path: str | Path, net: str, module: nn.Module, levels: in
             want = next((k for k in raw if release_key(net, k, levels) == name), None)
             raise InputError(f"missing key {want or name} (the release's {RELEASE_NAMES[net]} has it)", path)
     return out
+
+
+def is_release_file(path: str | Path) -> bool:
+    """Whether ``path`` holds a plain state dict, as the release's network files do (a keypointgan
+    checkpoint holds a marked dict of configs and several networks)."""
+    try:
+        _read_state_dict(Path(path))
+    except InputError:
+        return False
+    return True
+
+
+def read_release_regressor(path: str | Path, model: ModelConfig, num_keypoints: int) -> dict:
+    """η's weights (our names) from the release's ``<iteration>_net_regressor.pth``, for a run whose
+    config is ``model`` (it must build the release's η: ``eta_arch`` release, as the ``release`` preset)."""
+    from .nets import KeypointRegressor
+
+    if model.eta_arch != "release":
+        raise InputError("the release's regressor needs the release's η (model.eta_arch release, e.g. --preset release)", path)
+    eta = KeypointRegressor(num_keypoints=num_keypoints, widths=model.regressor_widths, norm=model.regressor_norm or model.norm, arch="release")
+    return read_release_state(path, "eta", eta, len(model.regressor_widths))
 
 
 def load_networks(folder: str | Path, iteration: int | str, *, device: str | torch.device = "cpu") -> dict[str, nn.Module]:

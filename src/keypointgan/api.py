@@ -244,10 +244,10 @@ def make_loader(cfg: TrainConfig, skeleton: Skeleton, poses: np.ndarray, videos:
 def _read_regressor(path: str | Path, skeleton: Skeleton, model=None) -> dict:
     """η's weights from a :func:`pretrain_regressor` checkpoint, checked against ``skeleton``, or from the
     authors' ``<iteration>_net_regressor.pth`` (:mod:`keypointgan.release`) for a run of config ``model``."""
-    from .release import is_release_file, read_release_regressor
+    from .release import is_release_file, load_release_regressor
 
     if model is not None and is_release_file(path):
-        return read_release_regressor(path, model, skeleton.num_keypoints)
+        return load_release_regressor(path, skeleton.num_keypoints, model).state_dict()
     reg = load_checkpoint(path)
     if "eta" not in reg.get("nets", {}):
         raise InputError("not a regressor checkpoint (no 'eta' network)", path)
@@ -319,7 +319,7 @@ def _load_predictions(path: str | Path, videos: Sequence[Video], num_keypoints: 
     return out
 
 
-def _summarize_dataset(data, preds, gts, hws, groups, skeleton, metric: str | None = None) -> dict:
+def _summarize_dataset(data, preds, gts, hws, groups, skeleton, metric: str | None = None, refs=None) -> dict:
     from .evaluate import METRICS, error_breakdown, summarize
 
     if metric is None:
@@ -327,7 +327,9 @@ def _summarize_dataset(data, preds, gts, hws, groups, skeleton, metric: str | No
     if metric not in METRICS:
         raise InputError(f"unknown metric {metric!r}; choose from {', '.join(METRICS)}")
     pred, gt, hw = np.concatenate(preds), np.concatenate(gts), np.concatenate(hws)
-    res = summarize(pred, gt, hw, skeleton, groups, metric=metric)
+    if refs is not None and metric != "image":
+        raise InputError("the regressor-flip error (--offline-regressor) needs the image metric")
+    res = summarize(pred, gt, hw, skeleton, groups, metric=metric, reference=None if refs is None else np.concatenate(refs))
     if metric == "image":  # (over frames, not per group)
         res["breakdown"] = error_breakdown(pred, gt, hw, skeleton)
     res["per_video"] = res.pop("per_group")
@@ -379,11 +381,15 @@ def evaluate(
     format: str = "auto",
     metric: str | None = None,
     flip_test: bool | None = None,
+    offline_regressor: str | Path | None = None,
 ) -> dict:
     """Evaluate a checkpoint on a dataset: every frame with keypoints (generic layout) or the protocol's test set.
 
     ``metric``: ``image`` or ``interocular`` (default: the dataset format's; ``image`` for the generic layout).
     ``flip_test``: average with mirrored-image predictions (default: the run's ``flip_test`` setting).
+    ``offline_regressor``: a pre-trained η (the release's ``<N>_net_regressor.pth``, or a
+    ``pretrain-regressor`` checkpoint): also ``error_regressor_flip``, the first number of the release's
+    ``test_pose.py`` (:func:`keypointgan.evaluate.regressor_flip_error`; it reads each rendered prediction).
 
     Returns ``error``, ``error_flip`` (% of image size — or of the inter-ocular
     distance for faces — averaged per group then over groups), ``pck``,
@@ -394,22 +400,46 @@ def evaluate(
     from .detector import KeypointDetector
 
     det = KeypointDetector.from_checkpoint(checkpoint, device=device, flip_test=flip_test)
+    offline = _offline_regressor(offline_regressor, det.skeleton) if offline_regressor is not None else None
     layout = open_data(data, _matching_skeleton(data, det.skeleton), format)
     if isinstance(layout, Benchmark) and layout.skeleton != det.skeleton:
         raise InputError(f"the checkpoint's skeleton differs from the {layout.name} skeleton", checkpoint)
     videos, vgroups = _eval_videos(layout)
     if not videos:
         raise InputError("no keypoints/<video_id>.npy files to evaluate against", Path(data) / "keypoints")
-    preds, gts, hws, groups = [], [], [], []
+    preds, gts, hws, groups, refs = [], [], [], [], []
     from tqdm.auto import tqdm
+
+    from .inference import read_rendered
 
     for v, g in tqdm(list(zip(videos, vgroups)), desc="evaluate", disable=not progress, leave=False):
         ds = EvalFrameDataset(layout, det.size, [v], preload=True)
         items = [ds[i] for i in range(len(ds))]
         x = torch.stack([it[0] for it in items])
         hw = np.stack([it[2].numpy() for it in items])
-        preds.append(G.norm_to_image_pixels(det.predict_grid_points(x, batch_size), det.size, hw))
+        pts = det.predict_grid_points(x, batch_size)
+        preds.append(G.norm_to_image_pixels(pts, det.size, hw))
+        if offline is not None:
+            read = read_rendered(offline.to(det.device), pts, det.skeleton, det.size, det.config.model.sigma, batch_size)
+            refs.append(G.norm_to_image_pixels(read, det.size, hw))
         gts.append(np.stack([it[1].numpy() for it in items]))
         hws.append(hw)
         groups += [g] * len(items)
-    return _summarize_dataset(layout, preds, gts, hws, groups, det.skeleton, metric)
+    return _summarize_dataset(layout, preds, gts, hws, groups, det.skeleton, metric, refs or None)
+
+
+def _offline_regressor(path: str | Path, skeleton: Skeleton) -> torch.nn.Module:
+    """A pre-trained η (eval mode) from the release's regressor file or a keypointgan checkpoint holding ``eta``."""
+    from .release import is_release_file, load_release_regressor
+
+    if is_release_file(path):
+        return load_release_regressor(path, skeleton.num_keypoints)
+    state = load_checkpoint(path)
+    if "eta" not in state.get("nets", {}) or "skeleton" not in state or Skeleton.from_dict(state["skeleton"]) != skeleton:
+        raise InputError("not a pre-trained regressor for this checkpoint's skeleton", path)
+    eta = build_networks(TrainConfig.from_dict(state["config"], drop_removed=True).model, skeleton.num_keypoints, with_gan=False)["eta"]
+    try:
+        eta.load_state_dict(state["nets"]["eta"])
+    except RuntimeError:
+        raise InputError("the regressor's weights do not match its config", path) from None
+    return eta.eval()

@@ -217,19 +217,23 @@ def cmd_evaluate(args) -> int:
         raise KeypointGANError("give exactly one of --checkpoint and --predictions")
     if args.json is not None:
         check_writable(args.json)  # before the evaluation, not after it
+    if args.predictions is not None and args.offline_regressor is not None:
+        raise KeypointGANError("--offline-regressor needs --checkpoint (it reads the rendered predictions)")
     if args.predictions is not None:
         res = evaluate_predictions(args.predictions, args.data, format=args.format, metric=args.metric)
     else:
         res = evaluate(
-            args.checkpoint, args.data, device=args.device, progress=not args.quiet, format=args.format, metric=args.metric, flip_test=args.flip_test
+            args.checkpoint, args.data, device=args.device, progress=not args.quiet, format=args.format, metric=args.metric, flip_test=args.flip_test,
+            offline_regressor=args.offline_regressor,
         )
     for note in res.get("notes", []):
         print(f"note: {note}")
     group = res.get("group_name", "video")
-    print(f"{group:<24} {'error':>8} {'flip-corr.':>10}")
+    reg = "error_regressor_flip" in res  # the release's first number beside its second (flip-corrected)
+    print(f"{group:<24} {'error':>8} {'flip-corr.':>10}" + (f" {'regr.-flip':>10}" if reg else ""))
     for vid, r in res["per_video"].items():
-        print(f"{vid:<24} {r['error']:>8.2f} {r['error_flip']:>10.2f}")
-    print(f"{'overall':<24} {res['error']:>8.2f} {res['error_flip']:>10.2f}")
+        print(f"{vid:<24} {r['error']:>8.2f} {r['error_flip']:>10.2f}" + (f" {r['error_regressor_flip']:>10.2f}" if reg else ""))
+    print(f"{'overall':<24} {res['error']:>8.2f} {res['error_flip']:>10.2f}" + (f" {res['error_regressor_flip']:>10.2f}" if reg else ""))
     unit = "% of the inter-ocular distance" if res.get("metric") == "interocular" else "% of image size"
     print(f"PCK@{res['pck_threshold']}: {res['pck']:.3f} over {res['n_frames']} frames (errors in {unit})")
     if "breakdown" in res:
@@ -425,6 +429,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--format", default="auto", choices=_FORMATS, help="dataset format (default: recognised from the folder)")
     s.add_argument("--metric", choices=["image", "interocular"], help="error in %% of image size or of the inter-ocular distance (default: the format's)")
     s.add_argument("--json", type=Path, help="also write the metrics as JSON")
+    s.add_argument("--offline-regressor", type=Path,
+                   help="a pre-trained regressor (the release's <N>_net_regressor.pth or a pretrain-regressor checkpoint): also report "
+                        "the release's first number, the error after each prediction's left/right is set by that regressor's reading")
     _add_flip_test(s)
     s.add_argument("--device")
     s.add_argument("--quiet", action="store_true")

@@ -30,7 +30,7 @@ from torch import nn
 from .config import ModelConfig, TrainConfig, make_config
 from .errors import InputError
 
-__all__ = ["RELEASE_NAMES", "release_file", "release_key", "read_release_state", "is_release_file", "read_release_regressor",
+__all__ = ["RELEASE_NAMES", "release_file", "release_key", "read_release_state", "is_release_file", "load_release_regressor",
            "load_networks", "import_release"]
 
 RELEASE_NAMES = {"phi": "G_A", "eta": "regressor", "psi": "G_B", "disc": "D_A"}
@@ -151,15 +151,17 @@ def is_release_file(path: str | Path) -> bool:
     return True
 
 
-def read_release_regressor(path: str | Path, model: ModelConfig, num_keypoints: int) -> dict:
-    """η's weights (our names) from the release's ``<iteration>_net_regressor.pth``, for a run whose
-    config is ``model`` (it must build the release's η: ``eta_arch`` release, as the ``release`` preset)."""
+def load_release_regressor(path: str | Path, num_keypoints: int, model: ModelConfig | None = None) -> nn.Module:
+    """η loaded from the release's ``<iteration>_net_regressor.pth`` (eval mode), built as ``model``
+    builds it (default: the ``release`` preset's; it must be the release's η, ``eta_arch`` release)."""
     from .nets import KeypointRegressor
 
+    model = model or make_config("release").model
     if model.eta_arch != "release":
         raise InputError("the release's regressor needs the release's η (model.eta_arch release, e.g. --preset release)", path)
     eta = KeypointRegressor(num_keypoints=num_keypoints, widths=model.regressor_widths, norm=model.regressor_norm or model.norm, arch="release")
-    return read_release_state(path, "eta", eta, len(model.regressor_widths))
+    eta.load_state_dict(read_release_state(path, "eta", eta, len(model.regressor_widths)))
+    return eta.eval()
 
 
 def load_networks(folder: str | Path, iteration: int | str, *, device: str | torch.device = "cpu") -> dict[str, nn.Module]:

@@ -235,7 +235,7 @@ def make_loader(cfg: TrainConfig, skeleton: Skeleton, poses: np.ndarray, videos:
     if len(store) // world_size < cfg.batch_size:
         raise InputError(f"the training videos hold {len(store)} frames, fewer than the batch size {cfg.batch_size}"
                          + (f" × {world_size} processes" if world_size > 1 else ""))
-    loader = PairLoader(store, batch_size=cfg.batch_size, gap=cfg.gap, gap_motion=cfg.gap_motion, seed=cfg.seed,
+    loader = PairLoader(store, batch_size=cfg.batch_size, gap=cfg.gap, gap_motion=cfg.gap_motion, seed=cfg.seed, sampling=cfg.pair_sampling,
                         workers=cfg.data_workers, rank=rank,
                         world_size=world_size, device=device, memory_format=torch.channels_last if cfg.channels_last else torch.contiguous_format)
     return loader, PriorPoseDataset(poses, cfg.model.size).points.to(device)

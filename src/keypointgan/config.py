@@ -24,6 +24,9 @@ ARCHS = ("ours", "release")
 """Layouts of Φ, η, Ψ and D (``ModelConfig.phi_arch`` …): ``ours`` (this library's, docs/design.md) or
 ``release`` (the authors' release layer for layer: :mod:`keypointgan.release` loads its weights)."""
 
+PAIR_SAMPLING = ("frames", "release")
+"""How training frame pairs are drawn (``TrainConfig.pair_sampling``, :class:`keypointgan.data.loader.PairLoader`)."""
+
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 """The arithmetic a run's networks may use (:func:`keypointgan.training.precision.resolve_precision`)."""
 
@@ -179,6 +182,10 @@ class TrainConfig:
     motion and short videos, where a uniform draw often gives Ψ a frame it can nearly copy.  Costs one
     pass over every training frame before training (a full decode of video files) and 256 bytes per
     frame in every data worker: for long video collections set it to 0."""
+    pair_sampling: str = "frames"
+    """How training pairs are drawn: frames (every frame the target once per epoch, the appearance frame
+    ``gap`` frames before or after it, at least 1) or release (the authors' release: a video uniformly,
+    a target frame uniformly in it, the appearance frame the same or a later one, ``gap`` from 0)."""
     flip_augment: bool = False
     """Mirror half of each batch left-right: the frame pairs (target and appearance frame together) and,
     drawn apart, the prior poses (mirrored with left/right keypoints swapped, in η's pre-training too),
@@ -276,6 +283,8 @@ class TrainConfig:
             raise InputError(f"lr_decay_fraction must be in [0, 1], got {self.lr_decay_fraction}")
         if self.gap[0] < 0 or self.gap[1] < self.gap[0]:
             raise InputError(f"gap must be (min, max) with 0 <= min <= max, got {self.gap}")
+        if self.pair_sampling not in PAIR_SAMPLING:
+            raise InputError(f"pair_sampling must be one of {PAIR_SAMPLING}, got {self.pair_sampling!r}")
         if not self.gap_motion >= 0:
             raise InputError(f"gap_motion must be >= 0, got {self.gap_motion}")
         if self.steps is not None and self.steps < 0:
@@ -463,9 +472,11 @@ PRESETS: dict[str, dict[str, Any]] = {
         ckpt_every=100,
     ),
     # The authors' release wherever this library can follow it (docs/design.md, "Fidelity to the paper
-    # and the release"): paper-128 plus η's instance norm without affine parameters, D's likewise and
-    # its scales resized bilinearly, Ψ mixing the joined features at H/8 with no output activation,
-    # VGG-19 without ReLU, and η pre-trained with the release's Adam settings and no pose augmentation.
+    # and the release"; docs/reproducing.md): its four networks layer for layer (the *_arch fields; η's and
+    # D's instance norm without affine parameters, D's scales resized bilinearly, Ψ mixing the joined
+    # features at H/8 with no output activation), its pair sampling (video-uniform targets, the appearance
+    # frame the same or up to 1000 later), VGG-19 without ReLU, and η pre-trained with the release's
+    # Adam settings and no pose augmentation.
     "release": dict(
         model=dict(
             size=128,
@@ -479,7 +490,8 @@ PRESETS: dict[str, dict[str, Any]] = {
             disc_arch="release",
         ),
         batch_size=16,
-        gap=(1, 1000),
+        gap=(0, 1000),
+        pair_sampling="release",
         vgg_relu=False,
         pretrain_lr=2e-4,
         pretrain_rotate=0.0,

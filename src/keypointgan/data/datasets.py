@@ -196,14 +196,16 @@ class FramePairDataset(Dataset):
     frames are drawn by content instead: with probability proportional to
     ``d ** motion``, ``d`` the mean absolute difference between the two frames'
     16×16 grey thumbnails, so that frames where the figure has moved more
-    (or the camera, or the light) are preferred.  Returns ``(x, x_app)``, each
-    ``3×S×S`` in [-1, 1].
+    (or the camera, or the light) are preferred.  With ``later`` (the authors'
+    release) the appearance frame is the target itself or one after it, ``g``
+    uniform in ``gap`` with 0 allowed, clipped at the video's end.  Returns
+    ``(x, x_app)``, each ``3×S×S`` in [-1, 1].
     """
 
     THUMB = 16
     """Side of the grey thumbnails that measure how different two frames are."""
 
-    def __init__(self, store: FrameStore, *, gap: tuple[int, int] = (1, 20), seed: int = 0, motion: float = 0.0):
+    def __init__(self, store: FrameStore, *, gap: tuple[int, int] = (1, 20), seed: int = 0, motion: float = 0.0, later: bool = False):
         if gap[0] < 0 or gap[1] < gap[0]:
             raise ValueError(f"gap must be (min, max) with 0 <= min <= max, got {gap}")
         if not motion >= 0:
@@ -212,6 +214,7 @@ class FramePairDataset(Dataset):
         self.gap = (int(gap[0]), int(gap[1]))
         self.seed = int(seed)
         self.motion = float(motion)
+        self.later = bool(later)
         self.epoch = 0
         # N×THUMB² uint8 (256 bytes a frame, copied to every worker); reading every frame once costs one
         # pass over the data before training starts (a decode of every video file)
@@ -238,12 +241,12 @@ class FramePairDataset(Dataset):
             return index
         rng = np.random.default_rng((self.seed, epoch, index))
         lo, hi = self.gap[0], min(self.gap[1], n - 1)
-        lo = min(max(lo, 1), hi)
-        # legal partners: t + lo .. t + hi after t, and t - hi .. t - lo before it (inside the video)
+        lo = min(lo if self.later else max(lo, 1), hi)
+        # legal partners: t + lo .. t + hi after t, and (unless later) t - hi .. t - lo before it (inside the video)
         after = max(0, min(t + hi, n - 1) - (t + lo) + 1)
-        before = max(0, (t - lo) - max(t - hi, 0) + 1)
-        if after + before == 0:  # the gap range falls outside the video on both sides: farthest frame
-            return int(self.store.offsets[v] + (0 if t >= n - 1 - t else n - 1))
+        before = 0 if self.later else max(0, (t - lo) - max(t - hi, 0) + 1)
+        if after + before == 0:  # the gap range falls outside the video on both sides: farthest frame (later: the last)
+            return int(self.store.offsets[v] + (0 if t >= n - 1 - t and not self.later else n - 1))
         if self.thumbs is None:
             k = int(rng.integers(after + before))
             j = t + lo + k if k < after else max(t - hi, 0) + (k - after)

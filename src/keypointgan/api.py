@@ -22,6 +22,7 @@ from .errors import InputError
 from .skeleton import Skeleton
 from ._version import __version__
 from .data import PriorPoseDataset
+from .data.datasets import group_poses
 from .data.loader import PairBatchSampler, PairLoader
 from .devices import select_device
 from .nets import build_networks
@@ -196,8 +197,9 @@ def train(
         torch.set_num_threads(cfg.num_threads)
     device = dist.device(cfg.device)
     resolve_precision(cfg.precision, device)
+    lengths = layout.prior_lengths() if prior is None and getattr(layout, "prior_lengths", None) is not None else None
     loader, prior_points = make_loader(cfg, layout.skeleton, poses, videos or layout.videos, device, rank=dist.rank,
-                                       world_size=dist.world_size)
+                                       world_size=dist.world_size, prior_lengths=lengths)
     # Every check above runs before the processes meet (a rank that fails exits, and torchrun ends the
     # others); rank 0 writes nothing before they have all met.
     with process_group(dist, device, timeout_s=cfg.dist_timeout_minutes * 60):
@@ -226,9 +228,11 @@ def train(
 
 
 def make_loader(cfg: TrainConfig, skeleton: Skeleton, poses: np.ndarray, videos: Sequence[Video], device: torch.device, *,
-                rank: int = 0, world_size: int = 1) -> tuple[PairLoader, torch.Tensor]:
+                rank: int = 0, world_size: int = 1, prior_lengths: Sequence[int] | None = None) -> tuple[PairLoader, torch.Tensor]:
     """The training frames of ``videos`` as a :class:`~keypointgan.data.loader.PairLoader`, and the
-    prior ``poses`` (``N×K×2`` in [0, 1]) as ``N×K×2`` points in [-1, 1] on ``device``."""
+    prior ``poses`` (``N×K×2`` in [0, 1]) as ``N×K×2`` points in [-1, 1] on ``device`` — with
+    ``cfg.prior_sampling`` release and ``prior_lengths`` (poses per prior sequence), grouped by sequence
+    (:func:`~keypointgan.data.datasets.group_poses`)."""
     if poses.shape[1] != skeleton.num_keypoints:
         raise InputError(f"the prior has K={poses.shape[1]} but the skeleton has {skeleton.num_keypoints} keypoints")
     store = FrameStore(videos, cfg.model.size)
@@ -238,7 +242,10 @@ def make_loader(cfg: TrainConfig, skeleton: Skeleton, poses: np.ndarray, videos:
     loader = PairLoader(store, batch_size=cfg.batch_size, gap=cfg.gap, gap_motion=cfg.gap_motion, seed=cfg.seed, sampling=cfg.pair_sampling,
                         workers=cfg.data_workers, rank=rank,
                         world_size=world_size, device=device, memory_format=torch.channels_last if cfg.channels_last else torch.contiguous_format)
-    return loader, PriorPoseDataset(poses, cfg.model.size).points.to(device)
+    points = PriorPoseDataset(poses, cfg.model.size).points
+    if cfg.prior_sampling == "release" and prior_lengths is not None:
+        points = group_poses(points, prior_lengths)
+    return loader, points.to(device)
 
 
 def _read_regressor(path: str | Path, skeleton: Skeleton, model=None) -> dict:

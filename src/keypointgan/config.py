@@ -27,6 +27,9 @@ ARCHS = ("ours", "release")
 PAIR_SAMPLING = ("frames", "release")
 """How training frame pairs are drawn (``TrainConfig.pair_sampling``, :class:`keypointgan.data.loader.PairLoader`)."""
 
+PRIOR_SAMPLING = ("poses", "release")
+"""How prior poses are drawn (``TrainConfig.prior_sampling``, :func:`keypointgan.training.pretrain.sample_prior`)."""
+
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 """The arithmetic a run's networks may use (:func:`keypointgan.training.precision.resolve_precision`)."""
 
@@ -186,6 +189,10 @@ class TrainConfig:
     """How training pairs are drawn: frames (every frame the target once per epoch, the appearance frame
     ``gap`` frames before or after it, at least 1) or release (the authors' release: a video uniformly,
     a target frame uniformly in it, the appearance frame the same or a later one, ``gap`` from 0)."""
+    prior_sampling: str = "poses"
+    """How prior poses are drawn (for D and η): poses (every pose equally likely) or release (the authors'
+    release: a prior sequence uniformly, then a pose in it; a prior without sequences, e.g. a prior file,
+    is one sequence)."""
     flip_augment: bool = False
     """Mirror half of each batch left-right: the frame pairs (target and appearance frame together) and,
     drawn apart, the prior poses (mirrored with left/right keypoints swapped, in η's pre-training too),
@@ -283,6 +290,8 @@ class TrainConfig:
             raise InputError(f"lr_decay_fraction must be in [0, 1], got {self.lr_decay_fraction}")
         if self.gap[0] < 0 or self.gap[1] < self.gap[0]:
             raise InputError(f"gap must be (min, max) with 0 <= min <= max, got {self.gap}")
+        if self.prior_sampling not in PRIOR_SAMPLING:
+            raise InputError(f"prior_sampling must be one of {PRIOR_SAMPLING}, got {self.prior_sampling!r}")
         if self.pair_sampling not in PAIR_SAMPLING:
             raise InputError(f"pair_sampling must be one of {PAIR_SAMPLING}, got {self.pair_sampling!r}")
         if not self.gap_motion >= 0:
@@ -492,6 +501,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         batch_size=16,
         gap=(0, 1000),
         pair_sampling="release",
+        prior_sampling="release",
         vgg_relu=False,
         pretrain_lr=2e-4,
         pretrain_rotate=0.0,

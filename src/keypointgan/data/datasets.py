@@ -271,6 +271,19 @@ class FramePairDataset(Dataset):
         return image_to_tensor(x), image_to_tensor(xa)
 
 
+def group_poses(points: torch.Tensor, lengths) -> torch.Tensor:
+    """``N×K×2`` poses of consecutive sequences of ``lengths`` (summing to N) → ``S×L×K×2``, L the
+    longest, NaN after each sequence's end (what :func:`keypointgan.training.pretrain.sample_prior`
+    draws sequence-uniformly from)."""
+    lengths = [int(n) for n in lengths]
+    if sum(lengths) != points.shape[0] or min(lengths, default=0) < 1:
+        raise ValueError(f"sequence lengths {lengths[:5]}… must be positive and sum to the {points.shape[0]} poses")
+    out = points.new_full((len(lengths), max(lengths), *points.shape[1:]), float("nan"))
+    for s, (a, n) in enumerate(zip(np.cumsum([0] + lengths[:-1]), lengths)):
+        out[s, :n] = points[a : a + n]
+    return out
+
+
 class PriorPoseDataset(Dataset):
     """Prior poses as ``K×2`` float tensors in [-1, 1] for a ``size``-pixel training grid.
 

@@ -61,3 +61,26 @@ def test_evaluate_prints_and_writes_both_numbers(one_step_run, tiny_data, tmp_pa
     assert main(["evaluate", "--checkpoint", str(ck), "--data", str(tiny_data), "--quiet"]) == 0
     assert "regr.-flip" not in capsys.readouterr().out
     assert main(["evaluate", "--predictions", str(out), "--data", str(tiny_data), "--offline-regressor", str(ck)]) == 2
+
+
+def test_a_run_keeps_its_pretrained_regressor_and_evaluate_uses_it(tiny_data, tmp_path, capsys):
+    """η as pre-trained is kept in the checkpoint (the GAN game fine-tunes η itself) and is evaluate's default offline regressor."""
+    import torch
+
+    from conftest import tiny_config
+    from keypointgan.api import train
+    from keypointgan.cli import main
+
+    run = tmp_path / "run"
+    cfg = tiny_config(steps=2, pretrain_steps=3, eval_every=100, sample_every=100, ema_decay=0.0, swa_fraction=0.0, ema_norm_batches=0)
+    train(tiny_data, run, config=cfg, progress=False)
+    ck = torch.load(run / "checkpoints" / "latest.pt", weights_only=True)
+    kept, tuned = ck["eta_pretrained"], ck["nets"]["eta"]
+    assert set(kept) == set(tuned) and any(not torch.equal(kept[k], tuned[k]) for k in kept)  # fine-tuned since
+    out = tmp_path / "m.json"
+    assert main(["evaluate", "--checkpoint", str(run), "--data", str(tiny_data), "--json", str(out), "--quiet"]) == 0
+    assert "regr.-flip" in capsys.readouterr().out
+    own = json.loads(out.read_text())["error_regressor_flip"]
+    # the same as naming the checkpoint as the offline regressor (its kept η is taken, not the fine-tuned one)
+    assert main(["evaluate", "--checkpoint", str(run), "--data", str(tiny_data), "--offline-regressor", str(run), "--json", str(out), "--quiet"]) == 0
+    assert json.loads(out.read_text())["error_regressor_flip"] == pytest.approx(own, abs=1e-12)

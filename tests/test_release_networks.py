@@ -171,6 +171,7 @@ def test_import_release_writes_a_checkpoint_whose_detector_matches_the_release(r
     # Ψ and D came along, under our names
     ck = torch.load(out, weights_only=True)
     assert ck["config"]["preset"] == "release" and ck["pretrained"] and ck["skeleton"]["name"] == "human36m"
+    assert "eta_pretrained" not in ck  # the release's fine-tuned η is not its offline regressor
     assert torch.equal(ck["nets"]["disc"]["scales.1.net.2.bias"], reference["disc"].state_dict()["net_1.model.2.bias"])
     # an existing --out is left alone
     assert main(["import-release", str(folder), "--iteration", "580000", "--out", str(out)]) == 2

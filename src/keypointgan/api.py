@@ -395,8 +395,9 @@ def evaluate(
     ``metric``: ``image`` or ``interocular`` (default: the dataset format's; ``image`` for the generic layout).
     ``flip_test``: average with mirrored-image predictions (default: the run's ``flip_test`` setting).
     ``offline_regressor``: a pre-trained η (the release's ``<N>_net_regressor.pth``, or a
-    ``pretrain-regressor`` checkpoint): also ``error_regressor_flip``, the first number of the release's
-    ``test_pose.py`` (:func:`keypointgan.evaluate.regressor_flip_error`; it reads each rendered prediction).
+    keypointgan checkpoint: its pre-trained η if it kept one, else its η): also ``error_regressor_flip``, the
+    first number of the release's ``test_pose.py`` (:func:`keypointgan.evaluate.regressor_flip_error`; it
+    reads each rendered prediction).  Default: the checkpoint's own pre-trained η when it kept one.
 
     Returns ``error``, ``error_flip`` (% of image size — or of the inter-ocular
     distance for faces — averaged per group then over groups), ``pck``,
@@ -407,7 +408,8 @@ def evaluate(
     from .detector import KeypointDetector
 
     det = KeypointDetector.from_checkpoint(checkpoint, device=device, flip_test=flip_test)
-    offline = _offline_regressor(offline_regressor, det.skeleton) if offline_regressor is not None else None
+    offline = _offline_regressor(offline_regressor if offline_regressor is not None else checkpoint, det.skeleton,
+                                 own=offline_regressor is None)
     layout = open_data(data, _matching_skeleton(data, det.skeleton), format)
     if isinstance(layout, Benchmark) and layout.skeleton != det.skeleton:
         raise InputError(f"the checkpoint's skeleton differs from the {layout.name} skeleton", checkpoint)
@@ -435,18 +437,22 @@ def evaluate(
     return _summarize_dataset(layout, preds, gts, hws, groups, det.skeleton, metric, refs or None)
 
 
-def _offline_regressor(path: str | Path, skeleton: Skeleton) -> torch.nn.Module:
-    """A pre-trained η (eval mode) from the release's regressor file or a keypointgan checkpoint holding ``eta``."""
+def _offline_regressor(path: str | Path, skeleton: Skeleton, *, own: bool = False) -> torch.nn.Module | None:
+    """A pre-trained η (eval mode) from the release's regressor file or a keypointgan checkpoint: the η it
+    kept as pre-trained, else its ``eta``.  ``own``: ``path`` is the evaluated checkpoint itself, whose
+    pre-trained η is used only if it kept one (None otherwise)."""
     from .release import is_release_file, load_release_regressor
 
-    if is_release_file(path):
+    if not own and is_release_file(path):
         return load_release_regressor(path, skeleton.num_keypoints)
     state = load_checkpoint(path)
+    if own and "eta_pretrained" not in state:
+        return None
     if "eta" not in state.get("nets", {}) or "skeleton" not in state or Skeleton.from_dict(state["skeleton"]) != skeleton:
         raise InputError("not a pre-trained regressor for this checkpoint's skeleton", path)
     eta = build_networks(TrainConfig.from_dict(state["config"], drop_removed=True).model, skeleton.num_keypoints, with_gan=False)["eta"]
     try:
-        eta.load_state_dict(state["nets"]["eta"])
+        eta.load_state_dict(state.get("eta_pretrained") or state["nets"]["eta"])
     except RuntimeError:
         raise InputError("the regressor's weights do not match its config", path) from None
     return eta.eval()

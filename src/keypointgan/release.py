@@ -223,7 +223,7 @@ def import_release(folder: str | Path, iteration: int | str, out: str | Path, *,
     for name, sd in loaded.items():
         if name != "eta":
             state.nets[name].load_state_dict(sd)
-    state.set_pretrained_regressor(loaded["eta"])
+    state.set_pretrained_regressor(loaded["eta"], keep=False)  # the G run's fine-tuned η, not its offline regressor
     if state.average is not None:
         state.average.copy_from("phi", state.nets["phi"])
     save_checkpoint(state.state_dict(), out)

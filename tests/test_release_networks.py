@@ -122,6 +122,12 @@ def test_a_mismatched_file_names_the_first_differing_key(reference, tmp_path):
     sd = dict(reference["eta"].state_dict(), **{"model.1.running_mean": torch.zeros(32), "model.1.running_var": torch.ones(32)})
     torch.save(sd, tmp_path / "3_net_regressor.pth")
     assert set(read_release_state(tmp_path / "3_net_regressor.pth", "eta", net)) == set(net.state_dict())
+    # batch norms saved by torch 0.4.0 have no num_batches_tracked: taken from the module, the statistics from the file
+    phi = build_networks(make_config("release").model, 32, with_gan=False)["phi"]
+    sd = {k: v for k, v in reference["phi"].state_dict().items() if not k.endswith("num_batches_tracked")}
+    torch.save(sd, tmp_path / "4_net_G_A.pth")
+    got = read_release_state(tmp_path / "4_net_G_A.pth", "phi", phi)
+    assert set(got) == set(phi.state_dict()) and torch.equal(got["mid.1.running_var"], sd["decoder.blocks.0.1.running_var"])
 
 
 def test_receptive_field_of_phi_in_both_layouts():

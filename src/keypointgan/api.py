@@ -22,6 +22,7 @@ from .data.layout import check_training_start
 from .errors import InputError
 from .skeleton import Skeleton
 from .data import PriorPoseDataset
+from .data.datasets import group_poses
 from .data.loader import PairBatchSampler, PairLoader
 from .devices import select_device
 from .nets import build_networks
@@ -174,13 +175,14 @@ def train(
         if eval_set is None:
             raise InputError("evaluation data has no keypoints to evaluate against", eval_data)
     check_training_start(videos or layout.videos, out)
-    eta_state = _read_regressor(regressor, layout.skeleton) if regressor is not None and state_dict is None else None
+    eta_state = _read_regressor(regressor, layout.skeleton, cfg.model) if regressor is not None and state_dict is None else None
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
     device = dist.device(cfg.device)
     resolve_precision(cfg.precision, device)
+    lengths = layout.prior_lengths() if prior is None and getattr(layout, "prior_lengths", None) is not None else None
     loader, prior_points = make_loader(cfg, layout.skeleton, poses, videos or layout.videos, device, rank=dist.rank,
-                                       world_size=dist.world_size)
+                                       world_size=dist.world_size, prior_lengths=lengths)
     # Every check above runs before the processes meet (a rank that fails exits, and torchrun ends the
     # others); rank 0 writes nothing before they have all met.
     with process_group(dist, device, timeout_s=cfg.dist_timeout_minutes * 60):
@@ -209,23 +211,33 @@ def train(
 
 
 def make_loader(cfg: TrainConfig, skeleton: Skeleton, poses: np.ndarray, videos: Sequence[Video], device: torch.device, *,
-                rank: int = 0, world_size: int = 1) -> tuple[PairLoader, torch.Tensor]:
+                rank: int = 0, world_size: int = 1, prior_lengths: Sequence[int] | None = None) -> tuple[PairLoader, torch.Tensor]:
     """The training frames of ``videos`` as a :class:`~keypointgan.data.loader.PairLoader`, and the
-    prior ``poses`` (``N×K×2`` in [0, 1]) as ``N×K×2`` points in [-1, 1] on ``device``."""
+    prior ``poses`` (``N×K×2`` in [0, 1]) as ``N×K×2`` points in [-1, 1] on ``device`` — with
+    ``cfg.prior_sampling`` release and ``prior_lengths`` (poses per prior sequence), grouped by sequence
+    (:func:`~keypointgan.data.datasets.group_poses`)."""
     if poses.shape[1] != skeleton.num_keypoints:
         raise InputError(f"the prior has K={poses.shape[1]} but the skeleton has {skeleton.num_keypoints} keypoints")
     store = FrameStore(videos, cfg.model.size)
     if len(store) // world_size < cfg.batch_size:
         raise InputError(f"the training videos hold {len(store)} frames, fewer than the batch size {cfg.batch_size}"
                          + (f" × {world_size} processes" if world_size > 1 else ""))
-    loader = PairLoader(store, batch_size=cfg.batch_size, gap=cfg.gap, seed=cfg.seed,
+    loader = PairLoader(store, batch_size=cfg.batch_size, gap=cfg.gap, seed=cfg.seed, sampling=cfg.pair_sampling,
                         workers=cfg.data_workers, rank=rank,
                         world_size=world_size, device=device, memory_format=torch.channels_last if cfg.channels_last else torch.contiguous_format)
-    return loader, PriorPoseDataset(poses, cfg.model.size).points.to(device)
+    points = PriorPoseDataset(poses, cfg.model.size).points
+    if cfg.prior_sampling == "release" and prior_lengths is not None:
+        points = group_poses(points, prior_lengths)
+    return loader, points.to(device)
 
 
-def _read_regressor(path: str | Path, skeleton: Skeleton) -> dict:
-    """η's weights from a :func:`pretrain_regressor` checkpoint, checked against ``skeleton``."""
+def _read_regressor(path: str | Path, skeleton: Skeleton, model=None) -> dict:
+    """η's weights from a :func:`pretrain_regressor` checkpoint, checked against ``skeleton``, or from the
+    authors' ``<iteration>_net_regressor.pth`` (:mod:`keypointgan.release`) for a run of config ``model``."""
+    from .release import is_release_file, load_release_regressor
+
+    if model is not None and is_release_file(path):
+        return load_release_regressor(path, skeleton.num_keypoints, model).state_dict()
     reg = load_networks(path, names=("eta",))
     if reg.skeleton != skeleton:
         raise InputError("the regressor was trained for another skeleton", path)
@@ -284,7 +296,7 @@ def _load_predictions(path: str | Path, videos: Sequence[Video], num_keypoints: 
     return out
 
 
-def _summarize_dataset(data, preds, gts, hws, groups, skeleton, metric: str | None = None) -> dict:
+def _summarize_dataset(data, preds, gts, hws, groups, skeleton, metric: str | None = None, refs=None) -> dict:
     from .evaluate import METRICS, error_breakdown, summarize
 
     if metric is None:
@@ -292,7 +304,9 @@ def _summarize_dataset(data, preds, gts, hws, groups, skeleton, metric: str | No
     if metric not in METRICS:
         raise InputError(f"unknown metric {metric!r}; choose from {', '.join(METRICS)}")
     pred, gt, hw = np.concatenate(preds), np.concatenate(gts), np.concatenate(hws)
-    res = summarize(pred, gt, hw, skeleton, groups, metric=metric)
+    if refs is not None and metric != "image":
+        raise InputError("the regressor-flip error (--offline-regressor) needs the image metric")
+    res = summarize(pred, gt, hw, skeleton, groups, metric=metric, reference=None if refs is None else np.concatenate(refs))
     if metric == "image":  # (over frames, not per group)
         res["breakdown"] = error_breakdown(pred, gt, hw, skeleton)
     res["per_video"] = res.pop("per_group")
@@ -344,11 +358,16 @@ def evaluate(
     format: str = "auto",
     metric: str | None = None,
     flip_test: bool | None = None,
+    offline_regressor: str | Path | None = None,
 ) -> dict:
     """Evaluate a checkpoint on a dataset: every frame with keypoints (generic layout) or the protocol's test set.
 
     ``metric``: ``image`` or ``interocular`` (default: the dataset format's; ``image`` for the generic layout).
     ``flip_test``: average with mirrored-image predictions (default: the run's ``flip_test`` setting).
+    ``offline_regressor``: a pre-trained η (the release's ``<N>_net_regressor.pth``, or a
+    keypointgan checkpoint: its pre-trained η if it kept one, else its η): also ``error_regressor_flip``, the
+    first number of the release's ``test_pose.py`` (:func:`keypointgan.evaluate.regressor_flip_error`; it
+    reads each rendered prediction).  Default: the checkpoint's own pre-trained η when it kept one.
 
     Returns ``error``, ``error_flip`` (% of image size — or of the inter-ocular
     distance for faces — averaged per group then over groups), ``pck``,
@@ -359,22 +378,52 @@ def evaluate(
     from .detector import KeypointDetector
 
     det = KeypointDetector.from_checkpoint(checkpoint, device=device, flip_test=flip_test)
+    offline = _offline_regressor(offline_regressor if offline_regressor is not None else checkpoint, det.skeleton,
+                                 own=offline_regressor is None)
     layout = open_data(data, _matching_skeleton(data, det.skeleton), format)
     if layout.skeleton != det.skeleton:
         raise InputError(f"the checkpoint's skeleton differs from the {layout.name} skeleton", checkpoint)
     videos, vgroups = _eval_videos(layout)
     if not videos:
         raise InputError("no keypoints/<video_id>.npy files to evaluate against", Path(data) / "keypoints")
-    preds, gts, hws, groups = [], [], [], []
+    preds, gts, hws, groups, refs = [], [], [], [], []
     from tqdm.auto import tqdm
+
+    from .inference import read_rendered
 
     for v, g in tqdm(list(zip(videos, vgroups)), desc="evaluate", disable=not progress, leave=False):
         ds = EvalFrameDataset(layout, det.size, [v], preload=True)
         items = [ds[i] for i in range(len(ds))]
         x = torch.stack([it[0] for it in items])
         hw = np.stack([it[2].numpy() for it in items])
-        preds.append(P.norm_to_image_pixels(det.predict_grid_points(x, batch_size), det.size, hw))
+        pts = det.predict_grid_points(x, batch_size)
+        preds.append(P.norm_to_image_pixels(pts, det.size, hw))
+        if offline is not None:
+            read = read_rendered(offline.to(det.device), pts, det.skeleton, det.size, det.config.model.sigma, batch_size)
+            refs.append(P.norm_to_image_pixels(read, det.size, hw))
         gts.append(np.stack([it[1].numpy() for it in items]))
         hws.append(hw)
         groups += [g] * len(items)
-    return _summarize_dataset(layout, preds, gts, hws, groups, det.skeleton, metric)
+    return _summarize_dataset(layout, preds, gts, hws, groups, det.skeleton, metric, refs or None)
+
+
+def _offline_regressor(path: str | Path, skeleton: Skeleton, *, own: bool = False) -> torch.nn.Module | None:
+    """A pre-trained η (eval mode) from the release's regressor file or a keypointgan checkpoint: the η it
+    kept as pre-trained, else its ``eta``.  ``own``: ``path`` is the evaluated checkpoint itself, whose
+    pre-trained η is used only if it kept one (None otherwise)."""
+    from .release import is_release_file, load_release_regressor
+
+    if not own and is_release_file(path):
+        return load_release_regressor(path, skeleton.num_keypoints)
+    reg = load_networks(path, averaged=False, names=("eta",))
+    if own and "eta_pretrained" not in reg.state:
+        return None
+    if reg.skeleton != skeleton:
+        raise InputError("not a pre-trained regressor for this checkpoint's skeleton", path)
+    eta = reg.nets["eta"]
+    if "eta_pretrained" in reg.state:
+        try:
+            eta.load_state_dict(reg.state["eta_pretrained"])
+        except RuntimeError:
+            raise InputError("the checkpoint's pre-trained regressor does not fit its config", path) from None
+    return eta.eval()

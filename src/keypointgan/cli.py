@@ -201,6 +201,16 @@ def cmd_pretrain(args) -> int:
     return 0
 
 
+def cmd_import_release(args) -> int:
+    from .release import import_release
+
+    if args.out.exists():
+        raise KeypointGANError(f"{args.out}: already exists; give another --out (nothing was written)")
+    res = import_release(args.folder, args.iteration, args.out, skeleton=args.skeleton)
+    print(f"wrote {args.out}: the release's {', '.join(res['networks'])} at iteration {args.iteration} ({res['num_keypoints']} keypoints, preset release)")
+    return 0
+
+
 def cmd_evaluate(args) -> int:
     from .api import evaluate, evaluate_predictions
     from .io import atomic_write_text, check_writable
@@ -209,19 +219,23 @@ def cmd_evaluate(args) -> int:
         raise KeypointGANError("give exactly one of --checkpoint and --predictions")
     if args.json is not None:
         check_writable(args.json)  # before the evaluation, not after it
+    if args.predictions is not None and args.offline_regressor is not None:
+        raise KeypointGANError("--offline-regressor needs --checkpoint (it reads the rendered predictions)")
     if args.predictions is not None:
         res = evaluate_predictions(args.predictions, args.data, format=args.format, metric=args.metric)
     else:
         res = evaluate(
-            args.checkpoint, args.data, device=args.device, progress=not args.quiet, format=args.format, metric=args.metric, flip_test=args.flip_test
+            args.checkpoint, args.data, device=args.device, progress=not args.quiet, format=args.format, metric=args.metric, flip_test=args.flip_test,
+            offline_regressor=args.offline_regressor,
         )
     for note in res.get("notes", []):
         print(f"note: {note}")
     group = res.get("group_name", "video")
-    print(f"{group:<24} {'error':>8} {'flip-corr.':>10}")
+    reg = "error_regressor_flip" in res  # the release's first number beside its second (flip-corrected)
+    print(f"{group:<24} {'error':>8} {'flip-corr.':>10}" + (f" {'regr.-flip':>10}" if reg else ""))
     for vid, r in res["per_video"].items():
-        print(f"{vid:<24} {r['error']:>8.2f} {r['error_flip']:>10.2f}")
-    print(f"{'overall':<24} {res['error']:>8.2f} {res['error_flip']:>10.2f}")
+        print(f"{vid:<24} {r['error']:>8.2f} {r['error_flip']:>10.2f}" + (f" {r['error_regressor_flip']:>10.2f}" if reg else ""))
+    print(f"{'overall':<24} {res['error']:>8.2f} {res['error_flip']:>10.2f}" + (f" {res['error_regressor_flip']:>10.2f}" if reg else ""))
     unit = "% of the inter-ocular distance" if res.get("metric") == "interocular" else "% of image size"
     print(f"PCK@{res['pck_threshold']}: {res['pck']:.3f} over {res['n_frames']} frames (errors in {unit})")
     if "breakdown" in res:
@@ -384,7 +398,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--resume", action="store_true",
                    help="continue from OUT/checkpoints/latest.pt with its config; only the budget, device, threads, data workers "
                         "and tensorboard may change")
-    s.add_argument("--regressor", type=Path, help="a pre-trained regressor (from pretrain-regressor)")
+    s.add_argument("--regressor", type=Path, help="a pre-trained regressor (from pretrain-regressor, or the authors' "
+                   "<iteration>_net_regressor.pth with --preset release)")
     s.add_argument("--eval-data", type=Path, help="dataset with keypoints for periodic evaluation")
     s.add_argument("--no-report", action="store_true", help="do not write OUT/report.html at the end")
     s.add_argument("--quiet", action="store_true", help="no progress bars or messages, only warnings and errors")
@@ -402,6 +417,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=cmd_pretrain)
 
+    s = sub.add_parser("import-release", help="turn the authors' released networks (<N>_net_<G_A|G_B|D_A|regressor>.pth) into a checkpoint")
+    s.add_argument("folder", type=Path, help="folder of the release's .pth files (G_A and regressor needed)")
+    s.add_argument("--iteration", required=True, help="the N of the file names (e.g. 580000)")
+    s.add_argument("--out", type=Path, required=True, help="checkpoint file to write (refused if it exists)")
+    s.add_argument("--skeleton", default="human36m", help="skeleton preset name or YAML (default: the 32-joint Simplified Human3.6M one)")
+    s.set_defaults(func=cmd_import_release)
+
     s = sub.add_parser("evaluate", help="evaluate a checkpoint (or stored predictions) on a dataset with keypoints")
     s.add_argument("--checkpoint", type=Path, help="checkpoint file or run folder")
     s.add_argument("--predictions", type=Path, help="instead of a checkpoint: .npz/.json of video id -> T×K×2 pixel (x, y)")
@@ -409,6 +431,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--format", default="auto", choices=_FORMATS, help="dataset format (default: recognised from the folder)")
     s.add_argument("--metric", choices=["image", "interocular"], help="error in %% of image size or of the inter-ocular distance (default: the format's)")
     s.add_argument("--json", type=Path, help="also write the metrics as JSON")
+    s.add_argument("--offline-regressor", type=Path,
+                   help="a pre-trained regressor (the release's <N>_net_regressor.pth or a pretrain-regressor checkpoint): also report "
+                        "the release's first number, the error after each prediction's left/right is set by that regressor's reading")
     _add_flip_test(s)
     s.add_argument("--device")
     s.add_argument("--quiet", action="store_true")

@@ -20,6 +20,16 @@ DISC_DOWNSAMPLE = ("avgpool", "bilinear")
 DECODER_STYLES = ("upsample-tanh", "release")
 """Ψ's layout after the joined encoders (:class:`keypointgan.nets.decoder.ConditionalDecoder`)."""
 
+ARCHS = ("ours", "release")
+"""Layouts of Φ, η, Ψ and D (``ModelConfig.phi_arch`` …): ``ours`` (this library's, docs/design.md) or
+``release`` (the authors' release layer for layer: :mod:`keypointgan.release` loads its weights)."""
+
+PAIR_SAMPLING = ("frames", "release")
+"""How training frame pairs are drawn (``TrainConfig.pair_sampling``, :class:`keypointgan.data.loader.PairLoader`)."""
+
+PRIOR_SAMPLING = ("poses", "release")
+"""How prior poses are drawn (``TrainConfig.prior_sampling``, :func:`keypointgan.training.pretrain.sample_prior`)."""
+
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 """The arithmetic a run's networks may use (:func:`keypointgan.training.precision.resolve_precision`)."""
 
@@ -66,6 +76,18 @@ class ModelConfig:
     """Ψ after the joined encoders: upsample-tanh (×2 bilinear then two 3×3 convs per stage, tanh output
     in [-1, 1]) or release (two 3×3 convs mixing the joined features at the lowest resolution, then per
     stage ×2 bilinear and two 3×3 convs, one in the last; no output activation)."""
+    phi_arch: str = "ours"
+    """Φ's layout: ours (per level two 3×3 convs down, skip joined by concatenation into two 3×3 convs up,
+    1×1 output conv) or release (the authors' SkipNipsGenerator: a 7×7 start, a linear 1×1 bottleneck, two
+    3×3 convs at the lowest level before upsampling, each skip joined by a 1×1 conv, a 3×3 output conv)."""
+    eta_arch: str = "ours"
+    """η's layout: ours (a 7×7 stem, then two 3×3 convs per stride-2 stage) or release (a 3×3 conv after the
+    7×7 one at full resolution, and biases before instance norms: the release's NipsEncoder)."""
+    psi_arch: str = "ours"
+    """Ψ's two encoders: ours (two 3×3 convs per level) or release (the release's NipsEncoder: a 7×7 start
+    and a linear 1×1 end); release needs ``decoder_style`` release (the rest of the release's Ψ)."""
+    disc_arch: str = "ours"
+    """D's PatchGANs: ours (no bias before a norm) or release (biases before instance norms)."""
 
     def validate(self) -> None:
         if self.size < 16 or self.size % 8:
@@ -95,6 +117,11 @@ class ModelConfig:
             raise InputError(f"disc_downsample must be one of {DISC_DOWNSAMPLE}, got {self.disc_downsample!r}")
         if self.decoder_style not in DECODER_STYLES:
             raise InputError(f"decoder_style must be one of {DECODER_STYLES}, got {self.decoder_style!r}")
+        for name in ("phi_arch", "eta_arch", "psi_arch", "disc_arch"):
+            if getattr(self, name) not in ARCHS:
+                raise InputError(f"{name} must be one of {ARCHS}, got {getattr(self, name)!r}")
+        if self.psi_arch == "release" and self.decoder_style != "release":
+            raise InputError("psi_arch release needs decoder_style release (the release's Ψ is both)")
         if not self.sigma > 0:
             raise InputError(f"sigma must be positive, got {self.sigma}")
 
@@ -147,6 +174,14 @@ class TrainConfig:
     """Image pool of past fakes shown to D (0 disables)."""
     gap: tuple[int, int] = (1, 20)
     """Frame gap range between the target and the appearance frame."""
+    pair_sampling: str = "frames"
+    """How training pairs are drawn: frames (every frame the target once per epoch, the appearance frame
+    ``gap`` frames before or after it, at least 1) or release (the authors' release: a video uniformly,
+    a target frame uniformly in it, the appearance frame the same or a later one, ``gap`` from 0)."""
+    prior_sampling: str = "poses"
+    """How prior poses are drawn (for D and η): poses (every pose equally likely) or release (the authors'
+    release: a prior sequence uniformly, then a pose in it; a prior without sequences, e.g. a prior file,
+    is one sequence)."""
     flip_augment: bool = False
     """Mirror half of each batch left-right: the frame pairs (target and appearance frame together) and,
     drawn apart, the prior poses (mirrored with left/right keypoints swapped, in η's pre-training too),
@@ -244,6 +279,10 @@ class TrainConfig:
             raise InputError(f"lr_decay_fraction must be in [0, 1], got {self.lr_decay_fraction}")
         if self.gap[0] < 0 or self.gap[1] < self.gap[0]:
             raise InputError(f"gap must be (min, max) with 0 <= min <= max, got {self.gap}")
+        if self.prior_sampling not in PRIOR_SAMPLING:
+            raise InputError(f"prior_sampling must be one of {PRIOR_SAMPLING}, got {self.prior_sampling!r}")
+        if self.pair_sampling not in PAIR_SAMPLING:
+            raise InputError(f"pair_sampling must be one of {PAIR_SAMPLING}, got {self.pair_sampling!r}")
         if self.steps is not None and self.steps < 0:
             raise InputError(f"steps must be >= 0, got {self.steps}")
         if self.max_minutes is not None and not self.max_minutes > 0:
@@ -396,9 +435,11 @@ PRESETS: dict[str, dict[str, Any]] = {
         ckpt_every=100,
     ),
     # The authors' release wherever this library can follow it (docs/design.md, "Fidelity to the paper
-    # and the release"): paper-128 plus η's instance norm without affine parameters, D's likewise and
-    # its scales resized bilinearly, Ψ mixing the joined features at H/8 with no output activation,
-    # VGG-19 without ReLU, and η pre-trained with the release's Adam settings and no pose augmentation.
+    # and the release"; docs/reproducing.md): its four networks layer for layer (the *_arch fields; η's and
+    # D's instance norm without affine parameters, D's scales resized bilinearly, Ψ mixing the joined
+    # features at H/8 with no output activation), its pair sampling (video-uniform targets, the appearance
+    # frame the same or up to 1000 later), VGG-19 without ReLU, and η pre-trained with the release's
+    # Adam settings and no pose augmentation.
     "release": dict(
         model=dict(
             size=128,
@@ -406,9 +447,15 @@ PRESETS: dict[str, dict[str, Any]] = {
             disc_norm="instance-noaffine",
             disc_downsample="bilinear",
             decoder_style="release",
+            phi_arch="release",
+            eta_arch="release",
+            psi_arch="release",
+            disc_arch="release",
         ),
         batch_size=16,
-        gap=(1, 1000),
+        gap=(0, 1000),
+        pair_sampling="release",
+        prior_sampling="release",
         vgg_relu=False,
         pretrain_lr=2e-4,
         pretrain_rotate=0.0,

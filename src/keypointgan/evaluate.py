@@ -20,7 +20,7 @@ import numpy as np
 
 from .skeleton import Skeleton
 
-__all__ = ["keypoint_error", "flip_corrected_error", "interocular_error", "grouped_mean", "pck", "summarize", "error_breakdown", "METRICS"]
+__all__ = ["keypoint_error", "flip_corrected_error", "regressor_flip_error", "interocular_error", "grouped_mean", "pck", "summarize", "error_breakdown", "METRICS"]
 
 METRICS = ("image", "interocular")
 # outer eye corners of the 68-point 300-W layout (0-based): the right eye of the subject, then the left
@@ -81,6 +81,22 @@ def flip_corrected_error(pred, gt, hw, skeleton: Skeleton, visible=None) -> np.n
     return np.fmin(direct, swapped)
 
 
+def regressor_flip_error(pred, gt, hw, skeleton: Skeleton, reference, visible=None) -> np.ndarray:
+    """Per image, the error after the prediction's left and right keypoints are swapped wherever that
+    brings it closer to ``reference`` — the first of the two numbers of the authors' ``test_pose.py``
+    (the second is :func:`flip_corrected_error`).
+
+    ``reference``: ``(N, K, 2)`` pixel points that a pre-trained regressor (the release's "offline
+    regressor") reads on the rendered prediction; the truth is not consulted for the choice.  Unlike
+    :func:`flip_corrected_error`, a wrong choice costs the full error of the mislabelled prediction.
+    """
+    perm = skeleton.flip_permutation
+    pred = np.asarray(pred, dtype=np.float64)
+    swapped = pred[:, perm]
+    closer = keypoint_error(swapped, reference, hw) < keypoint_error(pred, reference, hw)
+    return keypoint_error(np.where(closer[:, None, None], swapped, pred), gt, hw, visible)
+
+
 def interocular_error(pred, gt, eyes: tuple[int, int] = IOD_POINTS, visible=None) -> np.ndarray:
     """Per-image mean pixel L2 error divided by the true inter-ocular distance, in %.
 
@@ -130,13 +146,16 @@ def pck(pred, gt, hw, threshold: float = 0.05, visible=None) -> float:
 
 
 def summarize(
-    pred, gt, hw, skeleton: Skeleton, groups: Sequence[Hashable] | None = None, *, pck_threshold: float = 0.05, metric: str = "image"
+    pred, gt, hw, skeleton: Skeleton, groups: Sequence[Hashable] | None = None, *, pck_threshold: float = 0.05, metric: str = "image",
+    reference=None,
 ) -> dict:
     """All metrics at once: ``error``, ``error_flip``, ``pck``, ``n_frames``, ``metric`` and ``per_group``.
 
     With ``groups`` (e.g. a video id or activity per frame) the errors are
     averaged per group, then over groups; otherwise over frames.  ``metric``:
     ``image`` (% of image size) or ``interocular`` (% of the inter-ocular distance).
+    With ``reference`` (image metric; see :func:`regressor_flip_error`) also ``error_regressor_flip``,
+    overall and per group.
     """
     if metric == "image":
         err = keypoint_error(pred, gt, hw)
@@ -149,7 +168,7 @@ def summarize(
     groups = list(groups) if groups is not None else [0] * len(err)
     e, per_e = grouped_mean(err, groups)
     ef, per_ef = grouped_mean(err_f, groups)
-    return {
+    res = {
         "error": e,
         "error_flip": ef,
         "pck": pck(pred, gt, hw, pck_threshold),
@@ -158,6 +177,14 @@ def summarize(
         "metric": metric,
         "per_group": {str(g): {"error": per_e[g], "error_flip": per_ef[g]} for g in per_e},
     }
+    if reference is not None:
+        if metric != "image":
+            raise ValueError("the regressor-flip error is defined for the image metric")
+        er, per_er = grouped_mean(regressor_flip_error(pred, gt, hw, skeleton, reference), groups)
+        res["error_regressor_flip"] = er
+        for g in per_e:
+            res["per_group"][str(g)]["error_regressor_flip"] = per_er[g]
+    return res
 
 
 def error_breakdown(pred, gt, hw, skeleton: Skeleton) -> dict:

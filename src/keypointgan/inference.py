@@ -6,10 +6,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .geometry import heatmap_agreement, soft_argmax
+from .geometry import heatmap_agreement, render_signed, soft_argmax
 from .pixels import uint8_to_signed
 
-__all__ = ["predict_points", "predict_points_confidence", "unmirror", "DetectorGraph"]
+__all__ = ["predict_points", "predict_points_confidence", "read_rendered", "unmirror", "DetectorGraph"]
 
 
 def unmirror(points: torch.Tensor, flip_permutation: list[int]) -> torch.Tensor:
@@ -45,6 +45,16 @@ def predict_points(
         if flip_permutation is not None:
             p = 0.5 * (p[:n] + unmirror(p[n:], flip_permutation))
         outs.append(p.cpu())
+    return torch.cat(outs, 0)
+
+
+@torch.no_grad()
+def read_rendered(eta: nn.Module, points: torch.Tensor, skeleton, size: int, sigma: float, batch_size: int = 64) -> torch.Tensor:
+    """What ``eta`` reads on the skeleton images of ``points``: ``N×K×2`` in [-1, 1] → rendered at ``size``
+    px with ``sigma`` (:func:`~keypointgan.geometry.render_signed`) → ``N×K×2`` in [-1, 1] (on the CPU)."""
+    dev = next(eta.parameters()).device
+    outs = [eta(render_signed(points[i : i + batch_size].to(dev), skeleton, size, sigma)).float().cpu()
+            for i in range(0, points.shape[0], batch_size)]
     return torch.cat(outs, 0)
 
 

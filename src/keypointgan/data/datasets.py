@@ -183,16 +183,19 @@ class FramePairDataset(Dataset):
     Item ``i`` uses frame ``i`` (over all videos) as the target; the
     appearance frame is drawn ``g`` frames before or after it with ``g``
     uniform in ``gap = (min, max)`` (clipped to the video; the nearest legal
-    gap is used when the video is shorter).  Returns ``(x, x_app)``, each
-    ``3×S×S`` in [-1, 1].
+    gap is used when the video is shorter).  With ``later`` (the authors'
+    release) the appearance frame is the target itself or one after it, ``g``
+    uniform in ``gap`` with 0 allowed, clipped at the video's end.  Returns
+    ``(x, x_app)``, each ``3×S×S`` in [-1, 1].
     """
 
-    def __init__(self, store: FrameStore, *, gap: tuple[int, int] = (1, 20), seed: int = 0):
+    def __init__(self, store: FrameStore, *, gap: tuple[int, int] = (1, 20), seed: int = 0, later: bool = False):
         if gap[0] < 0 or gap[1] < gap[0]:
             raise ValueError(f"gap must be (min, max) with 0 <= min <= max, got {gap}")
         self.store = store
         self.gap = (int(gap[0]), int(gap[1]))
         self.seed = int(seed)
+        self.later = bool(later)
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -210,12 +213,12 @@ class FramePairDataset(Dataset):
             return index
         rng = np.random.default_rng((self.seed, epoch, index))
         lo, hi = self.gap[0], min(self.gap[1], n - 1)
-        lo = min(max(lo, 1), hi)
-        # legal partners: t + lo .. t + hi after t, and t - hi .. t - lo before it (inside the video)
+        lo = min(lo if self.later else max(lo, 1), hi)
+        # legal partners: t + lo .. t + hi after t, and (unless later) t - hi .. t - lo before it (inside the video)
         after = max(0, min(t + hi, n - 1) - (t + lo) + 1)
-        before = max(0, (t - lo) - max(t - hi, 0) + 1)
-        if after + before == 0:  # the gap range falls outside the video on both sides: farthest frame
-            return int(self.store.offsets[v] + (0 if t >= n - 1 - t else n - 1))
+        before = 0 if self.later else max(0, (t - lo) - max(t - hi, 0) + 1)
+        if after + before == 0:  # the gap range falls outside the video on both sides: farthest frame (later: the last)
+            return int(self.store.offsets[v] + (0 if t >= n - 1 - t and not self.later else n - 1))
         k = int(rng.integers(after + before))
         j = t + lo + k if k < after else max(t - hi, 0) + (k - after)
         return int(self.store.offsets[v] + j)
@@ -232,6 +235,19 @@ class FramePairDataset(Dataset):
     def __getitem__(self, index: int):
         x, xa = self.frames(index)
         return image_to_tensor(x), image_to_tensor(xa)
+
+
+def group_poses(points: torch.Tensor, lengths) -> torch.Tensor:
+    """``N×K×2`` poses of consecutive sequences of ``lengths`` (summing to N) → ``S×L×K×2``, L the
+    longest, NaN after each sequence's end (what :func:`keypointgan.training.pretrain.sample_prior`
+    draws sequence-uniformly from)."""
+    lengths = [int(n) for n in lengths]
+    if sum(lengths) != points.shape[0] or min(lengths, default=0) < 1:
+        raise ValueError(f"sequence lengths {lengths[:5]}… must be positive and sum to the {points.shape[0]} poses")
+    out = points.new_full((len(lengths), max(lengths), *points.shape[1:]), float("nan"))
+    for s, (a, n) in enumerate(zip(np.cumsum([0] + lengths[:-1]), lengths)):
+        out[s, :n] = points[a : a + n]
+    return out
 
 
 class PriorPoseDataset(Dataset):

@@ -164,6 +164,7 @@ class _ProtocolSplits:
             test_videos=test,
             groups={v.id: activity_of(v.id.split("/")[1]) for v in train + test},  # ids: subject/sequence[/part]
             prior_loader=self.load_prior,
+            prior_lengths=lambda: [len(v) for v in self.prior_videos()],
             keypoint_loader=self.load_keypoints,
             group_name="activity",
             notes=list(self.notes),

@@ -47,19 +47,31 @@ class Batch:
 
 
 class PairBatchSampler(Sampler):
-    """Endless batches of ``(epoch, index_in_epoch, frame)`` keys from ``(start_epoch, start_index)`` on."""
+    """Endless batches of ``(epoch, index_in_epoch, frame)`` keys from ``(start_epoch, start_index)`` on.
 
-    def __init__(self, n: int, batch_size: int, *, seed: int, rank: int = 0, world_size: int = 1, start_epoch: int = 0, start_index: int = 0):
+    An epoch is a permutation of the ``n`` frames; with ``video_offsets`` (the first frame of each video
+    and the total, :attr:`~.datasets.FrameStore.offsets`) it is ``n`` frames drawn as the authors'
+    release draws them: a video uniformly, then a frame uniformly in it."""
+
+    def __init__(self, n: int, batch_size: int, *, seed: int, rank: int = 0, world_size: int = 1, start_epoch: int = 0, start_index: int = 0,
+                 video_offsets=None):
         self.n, self.batch_size, self.seed = n, batch_size, seed
         self.rank, self.world_size = rank, world_size
         self.start_epoch, self.start_index = start_epoch, start_index
+        self.video_offsets = None if video_offsets is None else torch.as_tensor(np.asarray(video_offsets), dtype=torch.int64)
 
     def batches_per_epoch(self) -> int:
         return (self.n // self.world_size) // self.batch_size
 
     def epoch_order(self, epoch: int) -> torch.Tensor:
         """This rank's frames of ``epoch``, in order."""
-        perm = torch.randperm(self.n, generator=torch.Generator().manual_seed(derive_seed(self.seed, EPOCH_ORDER, epoch)))
+        gen = torch.Generator().manual_seed(derive_seed(self.seed, EPOCH_ORDER, epoch))
+        if self.video_offsets is not None:
+            start, length = self.video_offsets[:-1], self.video_offsets[1:] - self.video_offsets[:-1]
+            v = torch.randint(len(length), (self.n,), generator=gen)
+            perm = start[v] + (torch.rand(self.n, generator=gen, dtype=torch.float64) * length[v]).long()
+        else:
+            perm = torch.randperm(self.n, generator=gen)
         return perm[: (self.n // self.world_size) * self.world_size][self.rank :: self.world_size]
 
     def __iter__(self) -> Iterator[list[tuple[int, int, int]]]:
@@ -102,6 +114,8 @@ class PairLoader:
     Args:
         store: the training frames.
         batch_size, gap, seed: as in :class:`~keypointgan.config.TrainConfig`.
+        sampling: ``TrainConfig.pair_sampling``: ``frames`` (every frame a target once an epoch, the appearance
+            frame before or after it) or ``release`` (targets video-uniform, the appearance frame the same or later).
         workers: data worker processes (``None``: :func:`default_workers`; 0: none).
         rank, world_size: this process's shard.
         device, memory_format: where and how batches are delivered.
@@ -109,9 +123,10 @@ class PairLoader:
 
     def __init__(self, store: FrameStore, *, batch_size: int, gap: tuple[int, int], seed: int, workers: int | None = None,
                  rank: int = 0, world_size: int = 1, device: torch.device | str = "cpu",
-                 memory_format: torch.memory_format = torch.contiguous_format):
+                 memory_format: torch.memory_format = torch.contiguous_format, sampling: str = "frames"):
         self.store, self.batch_size, self.seed = store, batch_size, seed
-        self.pairs = FramePairDataset(store, gap=gap, seed=seed)
+        self.pairs = FramePairDataset(store, gap=gap, seed=seed, later=sampling == "release")
+        self.video_offsets = store.offsets if sampling == "release" else None
         self.workers = default_workers() if workers is None else int(workers)
         self.rank, self.world_size = rank, world_size
         self.device, self.memory_format = torch.device(device), memory_format
@@ -122,7 +137,7 @@ class PairLoader:
     def batches(self, epoch: int = 0, index: int = 0) -> Iterator[Batch]:
         """Endless batches from batch ``index`` of ``epoch`` on."""
         sampler = PairBatchSampler(len(self.store), self.batch_size, seed=self.seed, rank=self.rank, world_size=self.world_size,
-                                   start_epoch=epoch, start_index=index)
+                                   start_epoch=epoch, start_index=index, video_offsets=self.video_offsets)
         cuda = self.device.type == "cuda"
         # Video files: workers start from a fresh interpreter (forkserver), not a fork of this process,
         # which may hold open PyAV decoders (e.g. from measuring batch-norm statistics) whose threads

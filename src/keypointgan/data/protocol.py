@@ -35,6 +35,8 @@ class VideoDataset:
         group_name: what a group is (``activity``, ``action``, ``video``).
         metric: ``image`` (% of image size) or ``interocular`` (% of the inter-ocular distance).
         notes: protocol facts worth printing (e.g. subjects missing from the folder).
+        prior_lengths: poses per prior sequence, in the order ``prior_loader`` concatenates them
+            (None: the prior has no sequences).
     """
 
     name: str
@@ -48,6 +50,7 @@ class VideoDataset:
     group_name: str = "video"
     metric: str = "image"
     notes: list[str] = field(default_factory=list)
+    prior_lengths: Callable[[], list[int]] | None = None
 
     @classmethod
     def from_layout(cls, layout: Layout) -> "VideoDataset":

@@ -17,14 +17,15 @@ def build_networks(model, num_keypoints: int, *, with_gan: bool = True) -> dict[
     (:func:`init_weights`), and Φ's output bias at −1, the background value of rendered skeletons
     (with a zero start η's self-term fits a grey image by spreading the limbs over the whole frame)."""
     nets: dict[str, nn.Module] = {
-        "phi": PoseEncoder(widths=model.encoder_widths, norm=model.norm),
-        "eta": KeypointRegressor(num_keypoints=num_keypoints, widths=model.regressor_widths, norm=model.regressor_norm or model.norm),
+        "phi": PoseEncoder(widths=model.encoder_widths, norm=model.norm, arch=model.phi_arch),
+        "eta": KeypointRegressor(num_keypoints=num_keypoints, widths=model.regressor_widths, norm=model.regressor_norm or model.norm,
+                                 arch=model.eta_arch),
     }
     if with_gan:
-        nets["psi"] = ConditionalDecoder(widths=model.decoder_widths, norm=model.norm, style=model.decoder_style)
+        nets["psi"] = ConditionalDecoder(widths=model.decoder_widths, norm=model.norm, style=model.decoder_style, arch=model.psi_arch)
         nets["disc"] = MultiScaleDiscriminator(ndf=model.disc_ndf, n_layers=model.disc_layers, num_scales=model.disc_scales,
                                                norm=model.disc_norm, downsample=model.disc_downsample,
-                                               batch_std=model.disc_batch_std)
+                                               batch_std=model.disc_batch_std, arch=model.disc_arch)
     for net in nets.values():
         init_weights(net)
     nn.init.constant_(nets["phi"].head.bias, -1.0)

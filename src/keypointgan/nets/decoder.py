@@ -7,7 +7,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from .common import ConvBlock, upsample2
+from .common import ConvBlock, release_stages, upsample2
 
 
 class ConditionalDecoder(nn.Module):
@@ -23,6 +23,10 @@ class ConditionalDecoder(nn.Module):
     layout) first mixes the joined features with two 3×3 convs at the lowest resolution, has one conv
     in the last stage and no output activation (the output is not bounded).
 
+    ``arch``: the two encoders' layout: ``ours`` (two 3×3 convs per level) or ``release`` (the
+    release's ``NipsEncoder``, :func:`~.common.release_stages`, ending in a linear 1×1 conv to
+    ``widths[-1]``); with ``style="release"`` too, Ψ is the release's ``CondNipsGenerator``.
+
     (Earlier versions had skip connections from either encoder as options: measured as not
     helping, they were removed; docs/design.md.)
     """
@@ -33,6 +37,7 @@ class ConditionalDecoder(nn.Module):
         widths: Sequence[int] = (32, 64, 128, 256),
         norm: str = "batch",
         style: str = "upsample-tanh",
+        arch: str = "ours",
     ):
         super().__init__()
         if style not in ("upsample-tanh", "release"):
@@ -41,6 +46,8 @@ class ConditionalDecoder(nn.Module):
         widths = list(widths)
 
         def encoder(cin: int) -> nn.Sequential:
+            if arch == "release":
+                return nn.Sequential(*release_stages(cin, widths, norm=norm, out=widths[-1]))
             layers = [ConvBlock(cin, widths[0], norm=norm)]
             for a, b in zip(widths[:-1], widths[1:]):
                 layers.append(ConvBlock(a, b, norm=norm, stride=2))

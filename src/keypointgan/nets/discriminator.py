@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .common import norm_layer
+from .common import conv_bias, norm_layer
 
 
 class MinibatchStd(nn.Module):
@@ -37,17 +37,20 @@ class MinibatchStd(nn.Module):
 
 class PatchDiscriminator(nn.Module):
     """PatchGAN: ``n_layers`` stride-2 4×4 convs (ndf, 2·ndf, … capped at 8·ndf), LeakyReLU 0.2;
-    with ``batch_std`` a :class:`MinibatchStd` channel (groups of that many images) before the last conv."""
+    with ``batch_std`` a :class:`MinibatchStd` channel (groups of that many images) before the last conv.
+    ``arch``: whether the convs before a norm have biases (:func:`~.common.conv_bias`: ``release``
+    before instance norms, as the authors' ``NLayerDiscriminator``; ``ours`` none)."""
 
-    def __init__(self, *, in_channels: int = 1, ndf: int = 64, n_layers: int = 3, norm: str = "instance", batch_std: int = 0):
+    def __init__(self, *, in_channels: int = 1, ndf: int = 64, n_layers: int = 3, norm: str = "instance", batch_std: int = 0, arch: str = "ours"):
         super().__init__()
+        bias = conv_bias(norm, arch)
         layers: list[nn.Module] = [nn.Conv2d(in_channels, ndf, 4, stride=2, padding=1), nn.LeakyReLU(0.2, True)]
         mult = 1
         for n in range(1, n_layers):
             prev, mult = mult, min(2**n, 8)
-            layers += [nn.Conv2d(ndf * prev, ndf * mult, 4, stride=2, padding=1, bias=norm == "none"), norm_layer(norm, ndf * mult), nn.LeakyReLU(0.2, True)]
+            layers += [nn.Conv2d(ndf * prev, ndf * mult, 4, stride=2, padding=1, bias=bias), norm_layer(norm, ndf * mult), nn.LeakyReLU(0.2, True)]
         prev, mult = mult, min(2**n_layers, 8)
-        layers += [nn.Conv2d(ndf * prev, ndf * mult, 4, stride=1, padding=1, bias=norm == "none"), norm_layer(norm, ndf * mult), nn.LeakyReLU(0.2, True)]
+        layers += [nn.Conv2d(ndf * prev, ndf * mult, 4, stride=1, padding=1, bias=bias), norm_layer(norm, ndf * mult), nn.LeakyReLU(0.2, True)]
         if batch_std:
             layers.append(MinibatchStd(batch_std))
         layers += [nn.Conv2d(ndf * mult + (1 if batch_std else 0), 1, 4, stride=1, padding=1)]
@@ -63,16 +66,18 @@ class MultiScaleDiscriminator(nn.Module):
     ``downsample``: ``avgpool`` makes each scale from the previous one by 3×3 average pooling with
     stride 2 (padding not counted); ``bilinear`` resizes the input itself to ``2**-i`` bilinearly
     (``align_corners=False``, no antialiasing), as the authors' release does.  ``batch_std``: the
-    group size of each PatchGAN's :class:`MinibatchStd` channel (0: none).
+    group size of each PatchGAN's :class:`MinibatchStd` channel (0: none).  ``arch``: the PatchGANs'
+    (:class:`PatchDiscriminator`).
     """
 
     def __init__(self, *, in_channels: int = 1, ndf: int = 64, n_layers: int = 3, num_scales: int = 3, norm: str = "instance",
-                 downsample: str = "avgpool", batch_std: int = 0):
+                 downsample: str = "avgpool", batch_std: int = 0, arch: str = "ours"):
         super().__init__()
         if downsample not in ("avgpool", "bilinear"):
             raise ValueError(f"unknown downsample {downsample!r}; choose avgpool or bilinear")
         self.scales = nn.ModuleList(
-            PatchDiscriminator(in_channels=in_channels, ndf=ndf, n_layers=n_layers, norm=norm, batch_std=batch_std) for _ in range(num_scales)
+            PatchDiscriminator(in_channels=in_channels, ndf=ndf, n_layers=n_layers, norm=norm, batch_std=batch_std, arch=arch)
+            for _ in range(num_scales)
         )
         self.downsample = downsample
         self.down = nn.AvgPool2d(3, stride=2, padding=1, count_include_pad=False)

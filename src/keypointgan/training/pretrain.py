@@ -17,12 +17,19 @@ __all__ = ["sample_prior", "pretrain_eta"]
 
 
 def sample_prior(prior: torch.Tensor, n: int, cfg, skeleton: Skeleton, gen: torch.Generator, *, pretrain: bool) -> torch.Tensor:
-    """``n`` prior poses (``n×K×2`` in [-1, 1]) drawn with replacement from ``prior`` (``N×K×2``);
+    """``n`` prior poses (``n×K×2`` in [-1, 1]) drawn with replacement from ``prior``: ``N×K×2`` poses each
+    equally likely, or ``S×L×K×2`` poses grouped by sequence (NaN after each sequence's end,
+    :func:`keypointgan.data.datasets.group_poses`), a sequence uniformly and then a pose in it;
     for η's pre-training (``pretrain``) rotated, scaled and shifted by the ``pretrain_*`` ranges of
     ``cfg`` (a :class:`~keypointgan.config.TrainConfig`), for the GAN game jittered by ``cfg.prior_jitter``; with
     ``cfg.flip_augment`` half of them mirrored (left/right keypoints swapped) in both."""
-    idx = torch.randint(prior.shape[0], (n,), generator=gen).to(prior.device)
-    q = prior[idx]
+    if prior.ndim == 4:
+        lengths = torch.isfinite(prior[:, :, 0, 0]).sum(1).cpu()
+        s = torch.randint(prior.shape[0], (n,), generator=gen)
+        t = (torch.rand(n, generator=gen, dtype=torch.float64) * lengths[s]).long()
+        q = prior[s.to(prior.device), t.to(prior.device)]
+    else:
+        q = prior[torch.randint(prior.shape[0], (n,), generator=gen).to(prior.device)]
     if pretrain:
         rot, sc, tr = cfg.pretrain_rotate, cfg.pretrain_scale, cfg.pretrain_translate
     else:

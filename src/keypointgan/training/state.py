@@ -85,6 +85,7 @@ class TrainState:
         self.epoch = 0
         self.batch_in_epoch = 0
         self.pretrained = False
+        self.eta_pretrained: dict | None = None  # η as pre-trained, before the GAN game fine-tunes it
         self.elapsed = 0.0  # training seconds so far, over resumes
         self.skipped_steps = 0  # steps skipped for NaN/Inf over the whole run
         self.resumed = False
@@ -116,13 +117,16 @@ class TrainState:
         """The current learning rate of optimiser ``name`` (``g``, ``d``, ``eta``)."""
         return self.optimizers[name].param_groups[0]["lr"]
 
-    def set_pretrained_regressor(self, eta_state: dict | None = None) -> None:
-        """η is pre-trained: loaded from ``eta_state`` (a state dict) if given; the average follows."""
+    def set_pretrained_regressor(self, eta_state: dict | None = None, *, keep: bool = True) -> None:
+        """η is pre-trained: loaded from ``eta_state`` (a state dict) if given; the average follows.  With
+        ``keep`` a copy is kept (``eta_pretrained`` in checkpoints): evaluation's offline regressor, which
+        sets the left/right labels of the first of the release's two test numbers."""
         if eta_state is not None:
             self.nets["eta"].load_state_dict(eta_state)
         if self.average is not None:
             self.average.copy_from("eta", self.nets["eta"])
         self.pretrained = True
+        self.eta_pretrained = {k: v.detach().cpu().clone() for k, v in self.nets["eta"].state_dict().items()} if keep else None
 
     def autocast(self):
         """The context forward passes run in (the run's precision; a no-op for fp32)."""
@@ -170,6 +174,7 @@ class TrainState:
             "world_size": self.dist.world_size,
             "other_ranks": list(other_ranks or []),
             **({"scaler": self.precision.scaler.state_dict()} if self.precision.scaler is not None else {}),
+            **({"eta_pretrained": self.eta_pretrained} if self.eta_pretrained is not None else {}),
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -183,6 +188,7 @@ class TrainState:
         self.rec_loss.load_state_dict(state["rec_loss"], strict=False)
         self.step, self.epoch, self.batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
         self.pretrained, self.elapsed = state["pretrained"], state["elapsed"]
+        self.eta_pretrained = state.get("eta_pretrained")
         self.skipped_steps = state.get("skipped_steps", 0)
         self.resumed_world_size = int(state.get("world_size", 1))
         same_world = self.resumed_world_size == self.dist.world_size

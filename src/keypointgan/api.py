@@ -19,6 +19,7 @@ from .data.benchmark import Benchmark, open_dataset
 from .data.layout import Video, check_poses
 from .data.layout import check_training_start
 from .errors import InputError
+from .io import check_writable
 from .skeleton import Skeleton
 from ._version import __version__
 from .data import PriorPoseDataset
@@ -157,6 +158,8 @@ def train(
         ProcessLost: a multi-process run lost another process; the last checkpoint is intact.
     """
     dist = from_environment()
+    if not resume:  # the settings first: a bad flag is named before any dataset is read
+        cfg = (with_overrides(config, **overrides) if config is not None else make_config(preset or "cpu-64", **overrides)).validate()
     _check_vgg_weights(overrides.get("vgg_weights") or (config.vgg_weights if config is not None else None))
     layout, poses = load_data(data, prior, skeleton, format)
     out = Path(out)
@@ -176,10 +179,8 @@ def train(
         cfg = resume_config(saved, requested, ckpt_path, **overrides)
         if saved_skeleton != layout.skeleton:
             raise InputError("the checkpoint was trained with another skeleton than this dataset's", ckpt_path)
-    else:
-        cfg = with_overrides(config, **overrides) if config is not None else make_config(preset or "cpu-64", **overrides)
-        if ckpt_path.exists():
-            raise InputError("run folder already holds a checkpoint; use --resume or another --out", out)
+    elif ckpt_path.exists():
+        raise InputError("run folder already holds a checkpoint; use --resume or another --out", out)
     cfg.validate()
     eval_set = None
     if eval_data is not None:
@@ -266,6 +267,7 @@ def pretrain_regressor(
         skeleton = Skeleton.from_yaml(skeleton)
     overrides.setdefault("steps", 0)
     cfg = (with_overrides(config, **overrides) if config is not None else make_config(preset, **overrides)).validate()
+    check_writable(out)  # before the training, not after it
     poses = load_prior(prior, skeleton, legacy_size=cfg.model.size)  # an old-unit file: as the old code read it
     dev = select_device(cfg.device)
     eta = build_networks(cfg.model, skeleton.num_keypoints, with_gan=False)["eta"].to(dev)

@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from .config import PRECISIONS
+from .config import PRECISIONS, RUNTIME_FIELDS
 from .errors import KeypointGANError, ProcessLost, TrainingDiverged, TrainingInterrupted, one_line
 
 
@@ -73,10 +73,8 @@ def cmd_make_synthetic(args) -> int:
 # is layered — preset or --config file, then only the flags given — and those libraries fill every
 # field with the dataclass default, which would hide the preset; their underscore-only spelling would
 # also rename the flags users already have in their scripts (--max-minutes, --no-bottleneck).
-_FLAG_TYPES = {  # fields with a narrower type than their annotation
-    "steps": _nonneg_int, "max_minutes": _positive_float, "seed": _nonneg_int, "num_threads": _positive_int,
-    "pretrain_steps": _nonneg_int, "data_workers": _nonneg_int,
-}
+# Flags parse a value's type only (int, float, a tuple's length); every range is checked once, by the
+# dataclasses' ``validate``, whichever way the value came (flag, config file, Python).
 _NOT_FLAGS = ("model", "preset")  # model: one flag per ModelConfig field; preset: --preset itself
 
 
@@ -87,8 +85,6 @@ def _field_docs(cls) -> dict[str, str]:
 
 
 def _scalar_parser(hint, name: str):
-    if name in _FLAG_TYPES:
-        return _FLAG_TYPES[name]
     if hint is float:
         return float
     if hint is int:
@@ -157,9 +153,7 @@ def cmd_train(args) -> int:
     over = _config_flags(args)
     if "vgg_weights" in over and over["vgg_weights"] is not None:
         over["vgg_weights"] = str(over["vgg_weights"])
-    if args.config is not None and args.preset is not None:
-        raise KeypointGANError("give --config or --preset, not both (a config file holds a whole config)")
-    config = load_config(args.config) if args.config is not None else None
+    config = load_config(args.config, args.preset) if args.config is not None else None
     has_budget = config is not None and (config.steps is not None or config.max_minutes is not None)
     if not args.resume and not has_budget and over.get("steps") is None and over.get("max_minutes") is None:
         over["max_minutes"] = 10.0
@@ -376,12 +370,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--prior", type=Path, help="prior poses .npy/.csv/.json/.pts (default DATA/prior.npy, or the format's protocol prior)")
     s.add_argument("--skeleton", type=Path, help="skeleton YAML (default DATA/skeleton.yaml)")
     s.add_argument("--preset", choices=sorted(PRESETS), help="settings to start from (default cpu-64)")
-    s.add_argument("--config", type=Path, help="config file (YAML/JSON with TrainConfig fields); replaces --preset")
+    s.add_argument("--config", type=Path, help="config file (YAML/JSON with TrainConfig fields) layered on the preset its 'preset:' "
+                                               "field names, else on --preset, else on cpu-64; the flags go on top")
     s.add_argument("--out", type=Path, help="run folder")
     s.add_argument("--print-config", action="store_true", help="print the config this command would train with (YAML, a valid --config file) and exit")
     s.add_argument("--resume", action="store_true",
-                   help="continue from OUT/checkpoints/latest.pt with its config; only the budget, device, threads, data workers "
-                        "and tensorboard may change")
+                   help="continue from OUT/checkpoints/latest.pt with its config and evaluation data; only these may change: "
+                        + ", ".join("--" + f.replace("_", "-") for f in RUNTIME_FIELDS))
     s.add_argument("--regressor", type=Path, help="a pre-trained regressor (from pretrain-regressor)")
     s.add_argument("--eval-data", type=Path, help="dataset with keypoints for periodic evaluation")
     s.add_argument("--no-report", action="store_true", help="do not write OUT/report.html at the end")

@@ -107,7 +107,14 @@ def save_state(state: TrainState, loader: PairLoader | None, path: Path) -> Path
     if not state.dist.is_writer:
         return None
     inference_networks(state, loader)
-    save_checkpoint(state.state_dict(other_ranks=others[1:]), path)
+    sd = state.state_dict(other_ranks=others[1:])
+    bad = [f"{part}.{net}.{k}" for part in ("nets", "ema") for net, w in (sd.get(part) or {}).items() for k, t in w.items()
+           if t.is_floating_point() and not torch.isfinite(t).all()]
+    if bad:  # a checkpoint only ever holds finite weights: the previous one stays
+        kept = f"the last checkpoint {path} is intact" if path.is_file() else "no checkpoint was written"
+        raise TrainingDiverged(f"training stopped at step {state.step}: {len(bad)} weight tensors are not finite "
+                               f"(first: {bad[0]}); {kept}", path if path.is_file() else None)
+    save_checkpoint(sd, path)
     return path
 
 

@@ -91,3 +91,241 @@ def test_a_two_line_config_file_layers_on_the_preset(tmp_path, capsys):
     assert code == 0 and cfg["preset"] == "release" and cfg["vgg_relu"] is False and cfg["lr"] == 0.001
     code, _, err = run_main(["train", "--print-config", "--preset", "release", "--config", str(tmp_path / "p.yaml")], capsys)
     assert code == 2 and err == [f"keypointgan train: error: {tmp_path / 'p.yaml'}: the file names preset 'paper-128' but --preset is 'release'; give one"]
+
+
+# ------------------------------------------------------------------ one writer per run folder
+def _dead_pid() -> int:
+    import subprocess
+    import sys
+
+    p = subprocess.Popen([sys.executable, "-c", "pass"])
+    p.wait()
+    return p.pid
+
+
+def test_run_lock_refuses_a_live_holder_and_takes_over_a_stale_one(tmp_path):
+    from keypointgan.io import LOCK_NAME, run_lock
+
+    run = tmp_path / "run"
+    with run_lock(run) as lock:
+        assert lock.read_text().split()[0] == str(os.getpid())
+        with pytest.raises(InputError, match=rf"run: in use by process {os.getpid()} on .*another keypointgan train"):
+            with run_lock(run):
+                pass
+    assert not (run / LOCK_NAME).exists()  # released on exit
+    (run / LOCK_NAME).write_text(f"{_dead_pid()} {socket.gethostname()}\n")  # its process is gone: stale
+    with run_lock(run):
+        assert (run / LOCK_NAME).read_text().split()[0] == str(os.getpid())
+    (run / LOCK_NAME).write_text("4242 some-other-host\n")  # another host's PIDs cannot be checked
+    with pytest.raises(InputError, match="in use by process 4242 on host some-other-host"):
+        with run_lock(run):
+            pass
+
+
+def test_a_second_train_into_a_run_in_use_is_refused_with_one_line(tiny_data, tmp_path, capsys):
+    import subprocess
+    import sys
+
+    from keypointgan.io import LOCK_NAME
+
+    run = tmp_path / "run"
+    run.mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (run / LOCK_NAME).write_text(f"{holder.pid} {socket.gethostname()}\n")
+        for extra in ([], ["--resume"]):
+            code, _, err = run_main(["train", "--data", str(tiny_data), "--out", str(run), "--steps", "1", "--quiet", "--no-report",
+                                     *extra, "--config", _tiny_config_file(tmp_path)], capsys)
+            if extra:  # nothing to resume yet: that is said first
+                assert code == 2 and "nothing to resume" in err[0]
+                continue
+            assert code == 2 and len(err) == 1, err
+            assert err[0].startswith(f"keypointgan train: error: {run}: in use by process {holder.pid} on ")
+        assert sorted(p.name for p in run.iterdir()) == [LOCK_NAME]  # nothing written
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def _tiny_config_file(tmp_path) -> str:
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(tiny_config(pretrain_steps=0).to_dict()))
+    return str(path)
+
+
+# ------------------------------------------------------------------ damaged video, NaN checkpoints, JSON
+class _Scripted:
+    """A detector with known outputs (the viewer's tests use the same idea)."""
+
+    from keypointgan import Skeleton
+
+    skeleton = Skeleton(keypoints=["a", "b"], limbs=[("a", "b")])
+
+    def __init__(self, nan=False):
+        self.nan = nan
+
+    def predict_with_confidence(self, images, batch_size=64):
+        n = len(images) if isinstance(images, list) else 1
+        pts = np.full((n, 2, 2), np.nan if self.nan else 3.0, np.float32)
+        conf = np.full((n, 2), np.nan if self.nan else 0.5, np.float32)
+        return (pts, conf) if isinstance(images, list) else (pts[0], conf[0])
+
+
+def test_predict_on_a_damaged_video_that_repeats_frames_skips_them_with_a_warning(tmp_path, monkeypatch):
+    import warnings
+
+    from keypointgan.predict import predict_video
+    from keypointgan.video import VideoFrameWarning, VideoReader, write_video
+
+    write_video(tmp_path / "v.mkv", [np.full((16, 16, 3), 10 * i, np.uint8) for i in range(12)], fps=10)
+    frames = VideoReader.frames
+
+    def damaged(self, start=0):  # what a stream with zeroed bytes decodes to: a repeat and a step back, then on
+        for t, img in frames(self, start):
+            yield t, img
+            if t in (4, 8):
+                yield t - 1, img
+
+    monkeypatch.setattr(VideoReader, "frames", damaged)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        res = predict_video(_Scripted(), tmp_path / "v.mkv", tmp_path / "out", smooth=3, batch_size=5)
+    assert res["frames"] == 12 and res["skipped"] == []
+    assert [str(w.message) for w in caught if issubclass(w.category, VideoFrameWarning)] == [
+        f"{tmp_path / 'v.mkv'}: frame {t} decoded again out of order (damaged data); the repeat is dropped" for t in (3, 7)]
+    rec = json.loads(res["json"].read_text())
+    assert [f["frame"] for f in rec["frames"]] == list(range(12))
+
+
+def test_prediction_json_is_valid_even_for_non_finite_outputs(tmp_path):
+    from keypointgan.io import write_image
+    from keypointgan.predict import predict_paths, predict_video
+    from keypointgan.video import write_video
+
+    write_image(tmp_path / "x.png", np.zeros((8, 8, 3), np.uint8))
+    predict_paths(_Scripted(nan=True), [tmp_path / "x.png"], tmp_path / "out", overlay=False)
+    write_video(tmp_path / "v.mp4", [np.zeros((16, 16, 3), np.uint8)] * 3, fps=10)
+    res = predict_video(_Scripted(nan=True), tmp_path / "v.mp4", tmp_path / "out", overlay=False)
+
+    def strict(text):
+        return json.loads(text, parse_constant=lambda c: pytest.fail(f"bare {c} in JSON"))
+
+    assert strict((tmp_path / "out" / "x.json").read_text())["keypoints"]["a"] == [None, None]
+    assert strict(res["json"].read_text())["frames"][0]["confidence"] == {"a": None, "b": None}
+
+
+def test_a_checkpoint_with_nan_weights_is_named_in_one_line(one_step_run, tiny_data, tmp_path, capsys):
+    from keypointgan.checkpoint import load_checkpoint, save_checkpoint
+
+    state = load_checkpoint(one_step_run / "checkpoints" / "latest.pt")
+    for part in ("nets", "ema"):
+        for k, t in (state.get(part) or {}).get("eta", {}).items():
+            if t.is_floating_point():
+                t.fill_(float("nan"))
+    save_checkpoint(state, tmp_path / "nan.pt")
+    (tmp_path / "x.png").write_bytes((tiny_data / "videos" / "v0000" / "000000.png").read_bytes())
+    for argv in (["evaluate", "--data", str(tiny_data), "--checkpoint", str(tmp_path / "nan.pt"), "--quiet"],
+                 ["predict", "--checkpoint", str(tmp_path / "nan.pt"), str(tmp_path / "x.png"), "--out", str(tmp_path / "pred"), "--quiet"]):
+        code, _, err = run_main(argv, capsys)
+        assert code == 2 and len(err) == 1, err
+        assert err[0].startswith(f"keypointgan {argv[0]}: error: {tmp_path / 'nan.pt'}: the checkpoint's weights are not finite (NaN/Inf in ")
+    assert not (tmp_path / "pred").exists()
+
+
+# ------------------------------------------------------------------ the viewer's port
+def test_view_on_a_port_in_use_is_one_line_before_any_url(tmp_path, capsys):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        code, out, err = run_main(["view", str(tmp_path / "p.json"), "--port", str(port)], capsys)
+    assert code == 2 and out == ""
+    assert err == [f"keypointgan view: error: cannot serve on 127.0.0.1:{port}: in use by another program "
+                   "(choose another with --port, or --port 0 for any free one)"]
+
+
+# ------------------------------------------------------------------ skeletons: unlearnable keypoints, names
+def test_keypoints_in_no_limb_are_named_in_a_warning(tiny_data, tmp_path, capsys):
+    d = tmp_path / "d"
+    shutil.copytree(tiny_data, d)
+    sk = d / "skeleton.yaml"
+    sk.write_text(sk.read_text().replace("- [head, neck]\n", "", 1))
+    assert "[head, neck]" not in sk.read_text()
+    code, _, err = run_main(["train", "--data", str(d), "--out", str(tmp_path / "run"), "--steps", "1", "--batch-size", "64"], capsys)
+    assert err[0] == "keypointgan: warning: skeleton 'synthetic': keypoint(s) in no limb cannot be learned (only limbs are rendered): head"
+    assert code == 2 and err[1].startswith("keypointgan train: error: the training videos hold")
+
+
+def test_a_skeleton_name_is_a_label_not_part_of_the_structure(one_step_run, tiny_data, tmp_path, capsys):
+    from keypointgan import Skeleton
+
+    d = tmp_path / "d"
+    shutil.copytree(tiny_data, d)
+    sk = Skeleton.from_yaml(d / "skeleton.yaml")
+    renamed = Skeleton(keypoints=sk.keypoints, limbs=[(sk.keypoints[a], sk.keypoints[b]) for a, b in sk.limbs],
+                       symmetric=[(sk.keypoints[a], sk.keypoints[b]) for a, b in sk.symmetric], name="people")
+    renamed.to_yaml(d / "skeleton.yaml")
+    assert renamed == sk and renamed.name != sk.name
+    code, out, err = run_main(["evaluate", "--data", str(d), "--checkpoint", str(one_step_run), "--quiet"], capsys)
+    assert code == 0, err
+    assert "overall" in out
+
+
+# ------------------------------------------------------------------ resume: evaluation data kept, one list, nothing added
+def _records(run):
+    return [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+
+
+def test_resume_keeps_the_evaluation_data_records_the_data_and_adds_nothing_when_nothing_trains(tiny_data, tmp_path, capsys):
+    run = tmp_path / "run"
+    base = ["train", "--data", str(tiny_data), "--out", str(run), "--quiet", "--no-report", "--config", _tiny_config_file(tmp_path)]
+    assert run_main(base + ["--steps", "2", "--eval-data", str(tiny_data)], capsys)[0] == 0
+    start = _records(run)[0]
+    assert start["event"] == "start" and start["data"] == str(tiny_data.resolve()) and start["eval_data"] == str(tiny_data.resolve())
+    # a resume without --eval-data evaluates on the run's evaluation data; how often may change
+    code, _, err = run_main(base[:-2] + ["--resume", "--steps", "3", "--eval-every", "3", "--log-every", "3", "--ckpt-every", "3"], capsys)
+    assert code == 0, err
+    recs = _records(run)
+    assert [r["step"] for r in recs if "eval" in r and not r.get("final")] == [2, 3] and recs[-1]["event"] == "end"
+    # a resume that trains nothing leaves the run as it was
+    before = (run / "log.jsonl").read_bytes()
+    code, _, err = run_main(base[:-2] + ["--resume", "--steps", "3"], capsys)
+    assert code == 0 and any("nothing to train" in line for line in err)
+    assert (run / "log.jsonl").read_bytes() == before
+    # the report names the data
+    from keypointgan.report import report_run
+
+    assert str(tiny_data.resolve()) in report_run(run).read_text()
+
+
+def test_the_list_of_what_resume_may_change_is_the_code_s():
+    from keypointgan.config import RUNTIME_FIELDS
+
+    sub = next(a for a in __import__("keypointgan.cli", fromlist=["build_parser"]).build_parser()._actions if a.dest == "command")
+    text = " ".join(sub.choices["train"].format_help().split())
+    assert "only these may change: " + ", ".join("--" + f.replace("_", "-") for f in RUNTIME_FIELDS) in text.replace("- ", "-")
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "robustness.md").read_text()
+    line = next(l for l in doc.splitlines() if l.startswith("<!-- resume-fields -->"))
+    assert line.split("-->", 1)[1].strip() == ", ".join(f"`{f}`" for f in RUNTIME_FIELDS)
+
+
+# ------------------------------------------------------------------ warnings and errors on lines of their own
+def test_errors_after_a_progress_bar_and_warnings_are_lines_of_their_own(tmp_path, capsys, monkeypatch):
+    import warnings
+
+    from tqdm.auto import tqdm
+
+    import keypointgan.cli as cli
+
+    def failing(args):
+        bar = tqdm(total=10, desc="train")
+        bar.update(3)
+        warnings.warn("v.mp4: frame 3 could not be decoded; skipped", UserWarning)
+        raise InputError("something the user can fix", "x.yaml")
+
+    monkeypatch.setattr(cli, "cmd_report", failing)
+    code, _, err = run_main(["report", str(tmp_path)], capsys)
+    assert code == 2
+    assert "keypointgan: warning: v.mp4: frame 3 could not be decoded; skipped" in err
+    assert err[-1] == "keypointgan report: error: x.yaml: something the user can fix"
+    assert not any("warnings.warn" in line or "UserWarning" in line for line in err)

@@ -79,8 +79,10 @@ _NOT_FLAGS = ("model", "preset")  # model: one flag per ModelConfig field; prese
 
 
 def _field_docs(cls) -> dict[str, str]:
-    import docstring_parser
-
+    try:
+        import docstring_parser
+    except ImportError:  # an install without torch (predict --model, view): train's help names the fields only
+        return {}
     return {p.arg_name: " ".join((p.description or "").split()) for p in docstring_parser.parse_from_object(cls).params}
 
 
@@ -471,14 +473,8 @@ def cmd_export(args) -> int:
 def cmd_view(args) -> int:
     from .viewer import create_app, serve
 
+    port = _free_port(args.host, args.port)
     app = create_app(args.predictions, args.video)
-    port = args.port
-    if port == 0:
-        import socket
-
-        with socket.socket() as sock:
-            sock.bind((args.host, 0))
-            port = sock.getsockname()[1]
     url = f"http://{args.host}:{port}/"
     print(f"viewer: {url}  (Ctrl-C to stop)", flush=True)
     if args.open:
@@ -487,6 +483,30 @@ def cmd_view(args) -> int:
         webbrowser.open(url)
     serve(app, host=args.host, port=port)
     return 0
+
+
+def _port(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a port number 0..65535, got {text!r}") from None
+    if not 0 <= v <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a port number 0..65535, got {v}")
+    return v
+
+
+def _free_port(host: str, port: int) -> int:
+    """``port`` (0: one the system picks) once it is known that ``host`` can serve on it, before any URL is printed."""
+    import errno
+    import socket
+
+    try:
+        with socket.socket() as sock:
+            sock.bind((host, port))
+            return sock.getsockname()[1]
+    except OSError as exc:
+        why = "in use by another program" if exc.errno == errno.EADDRINUSE else (exc.strerror or str(exc))
+        raise KeypointGANError(f"cannot serve on {host}:{port}: {why} (choose another with --port, or --port 0 for any free one)") from None
 
 
 def _add_deployment_commands(sub) -> None:
@@ -505,15 +525,30 @@ def _add_deployment_commands(sub) -> None:
     s.add_argument("predictions", type=Path, help="the .json keypointgan predict wrote for a video, or its output folder")
     s.add_argument("--video", type=Path, help="the video (default: the one the predictions name)")
     s.add_argument("--host", default="127.0.0.1", help="address to serve on (default 127.0.0.1: this machine only)")
-    s.add_argument("--port", type=_nonneg_int, default=8765, help="port (default 8765; 0: any free port)")
+    s.add_argument("--port", type=_port, default=8765, help="port (default 8765; 0: any free port)")
     s.add_argument("--open", action="store_true", help="open the page in the default browser")
     s.set_defaults(func=cmd_view)
 
 
+_INSTALL_HINTS = {
+    "torch": "pip install torch; an install without torch runs only predict --model and view",
+    "starlette": "pip install 'keypointgan[view]'",
+    "uvicorn": "pip install 'keypointgan[view]'",
+    "onnxruntime": "pip install 'keypointgan[onnx]'",
+    "onnx": "pip install 'keypointgan[onnx]'",
+    "av": "pip install 'keypointgan[video]'",
+    "matplotlib": "pip install matplotlib",
+    "scipy": "pip install scipy",
+    "docstring_parser": "pip install docstring-parser",
+}
+"""What to install for each dependency a command may find missing (an install without torch: README, Install)."""
+
+
 def main(argv: list[str] | None = None) -> int:
+    import contextlib
     import logging
 
-    from .log import configure
+    from .log import configure, end_progress_bars, warnings_as_lines
 
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -521,12 +556,21 @@ def main(argv: list[str] | None = None) -> int:
     from .io import set_max_image_pixels
 
     try:
-        if args.max_image_pixels is not None:
-            set_max_image_pixels(args.max_image_pixels)
-        return int(args.func(args) or 0)
+        with contextlib.nullcontext() if args.debug else warnings_as_lines():
+            if args.max_image_pixels is not None:
+                set_max_image_pixels(args.max_image_pixels)
+            return int(args.func(args) or 0)
+    except ModuleNotFoundError as exc:
+        top = (exc.name or "").split(".")[0]
+        if args.debug or top not in _INSTALL_HINTS:
+            raise
+        end_progress_bars()
+        print(f"keypointgan {args.command}: error: this command needs {top}, which is not installed ({_INSTALL_HINTS[top]})", file=sys.stderr)
+        return 2
     except (KeypointGANError, OSError) as exc:
         if args.debug:
             raise
+        end_progress_bars()
         code = 1 if isinstance(exc, (TrainingDiverged, ProcessLost)) else 2
         if isinstance(exc, OSError) and exc.filename:
             exc = f"{exc.filename}: {exc.strerror or exc}"
@@ -535,9 +579,11 @@ def main(argv: list[str] | None = None) -> int:
     except TrainingInterrupted as exc:
         if args.debug:
             raise
+        end_progress_bars()
         print(f"keypointgan {args.command}: {exc}", file=sys.stderr)
         return 128 + int(exc.signum or 2)
     except KeyboardInterrupt:
+        end_progress_bars()
         print(f"keypointgan {args.command}: interrupted", file=sys.stderr)
         return 130
     finally:

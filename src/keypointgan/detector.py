@@ -78,6 +78,11 @@ class KeypointDetector:
             eta.load_state_dict(weights["eta"])
         except (KeyError, RuntimeError, TypeError) as exc:
             raise InputError(f"checkpoint is incomplete or inconsistent ({exc.__class__.__name__}: {str(exc)[:120]})", path) from None
+        bad = [f"{n}.{k}" for n, net in (("phi", phi), ("eta", eta)) for k, t in net.state_dict().items()
+               if t.is_floating_point() and not t.isfinite().all()]
+        if bad:
+            raise InputError(f"the checkpoint's weights are not finite (NaN/Inf in {len(bad)} tensors, first {bad[0]}): "
+                             "the run diverged before it was saved; it cannot predict", path)
         return cls(phi=phi, eta=eta, skeleton=skeleton, size=cfg.model.size, device=dev, config=cfg, flip_test=flip_test)
 
     @staticmethod

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from pathlib import Path
 from typing import Sequence
 
@@ -160,10 +161,10 @@ def _write_image_outputs(det, files, stems, results, out: Path, overlay: bool) -
             "width": int(w),
             "height": int(h),
             "units": "pixel (x, y); the centre of pixel column j is at x = j",
-            "keypoints": {n: [float(x), float(y)] for n, (x, y) in zip(det.skeleton.keypoints, kp)},
-            "confidence": {n: round(float(c), 4) for n, c in zip(det.skeleton.keypoints, conf)},
+            "keypoints": {n: [_json_float(x, None), _json_float(y, None)] for n, (x, y) in zip(det.skeleton.keypoints, kp)},
+            "confidence": {n: _json_float(c, 4) for n, c in zip(det.skeleton.keypoints, conf)},
         }
-        atomic_write_text(out / f"{stem}.json", json.dumps(rec, indent=2))
+        atomic_write_text(out / f"{stem}.json", json.dumps(rec, indent=2, allow_nan=False))
         if overlay:
             img = read_image(f)  # read again: already checked, and not kept in memory for every image
             scale = max(1, 256 // max(img.shape[:2]))
@@ -241,8 +242,11 @@ def smooth_keypoints(points: np.ndarray, window: int) -> np.ndarray:
     return out
 
 
-def _json_float(v: float):
-    return round(float(v), 3) if np.isfinite(v) else None
+def _json_float(v: float, digits: int | None = 3):
+    """A number for JSON: rounded to ``digits`` (None: as it is), NaN and ±inf as null (JSON has no NaN)."""
+    if not np.isfinite(v):
+        return None
+    return float(v) if digits is None else round(float(v), digits)
 
 
 def predict_video(
@@ -292,7 +296,7 @@ def predict_video(
     from tqdm.auto import tqdm
 
     from .io import atomic_path
-    from .video import VideoReader, VideoWriter, is_video_file
+    from .video import VideoFrameWarning, VideoReader, VideoWriter, is_video_file
     from .viz import draw_keypoints
 
     path = Path(path)
@@ -356,7 +360,7 @@ def predict_video(
                 rec["keypoints"] = {n: [_json_float(x), _json_float(y)] for n, (x, y) in zip(names, kp)}
                 if smooth > 1:
                     rec["keypoints_raw"] = {n: [_json_float(x), _json_float(y)] for n, (x, y) in zip(names, r)}
-                rec["confidence"] = {n: round(float(c), 4) for n, c in zip(names, conf)}
+                rec["confidence"] = {n: _json_float(c, 4) for n, c in zip(names, conf)}
                 row = [f"{v:.3f}" if np.isfinite(v) else "" for v in kp.reshape(-1)] + [f"{c:.4f}" for c in conf]
                 if writer is not None:
                     writer.write(draw_keypoints(img, kp, det.skeleton, scale=up, radius=2, width=2, confidence=conf))
@@ -376,6 +380,9 @@ def predict_video(
             nonlocal expected
             kps, cs = det.predict_with_confidence([img for _, img in batch], batch_size=len(batch))
             for (t, img), kp, c in zip(batch, kps, cs):
+                if t < expected:  # a damaged stream can repeat a timestamp or step back: that frame is written already
+                    warnings.warn(f"{path}: frame {t} decoded again out of order (damaged data); the repeat is dropped", VideoFrameWarning)
+                    continue
                 for u in range(expected, t):  # frames the decoder skipped
                     push(u, np.full((len(names), 2), np.nan, np.float32), None)
                 confs[t] = c
@@ -453,7 +460,12 @@ def predict_files(
                              "(raise it: --max-image-pixels or $KEYPOINTGAN_MAX_IMAGE_PIXELS)", v)
     det = _detector(checkpoint, device, flip_test)
     results = _predict_images(det, files, progress)
-    _write_image_outputs(det, files, image_stems, results, out, overlay)
-    n = len(files)
-    res = [predict_video(det, v, out, smooth=smooth, overlay=overlay, progress=progress) for v in videos]
-    return {"images": n, "videos": res}
+    created = not out.exists()
+    try:
+        _write_image_outputs(det, files, image_stems, results, out, overlay)
+        res = [predict_video(det, v, out, smooth=smooth, overlay=overlay, progress=progress) for v in videos]
+    except BaseException:
+        if created and out.is_dir() and not any(out.iterdir()):  # a failure leaves no empty output folder behind
+            out.rmdir()
+        raise
+    return {"images": len(files), "videos": res}

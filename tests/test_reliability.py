@@ -329,3 +329,26 @@ def test_errors_after_a_progress_bar_and_warnings_are_lines_of_their_own(tmp_pat
     assert "keypointgan: warning: v.mp4: frame 3 could not be decoded; skipped" in err
     assert err[-1] == "keypointgan report: error: x.yaml: something the user can fix"
     assert not any("warnings.warn" in line or "UserWarning" in line for line in err)
+
+
+# ------------------------------------------------------------------ the project's predict runs both kinds of export
+def test_predict_runs_an_export_with_preprocessing_like_one_without(one_step_run, tiny_data, tmp_path, capsys):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    from keypointgan import KeypointDetector
+    from keypointgan.io import read_image
+
+    img = tiny_data / "videos" / "v0000" / "000000.png"
+    for name, extra in (("plain.onnx", []), ("pre.onnx", ["--preprocess"])):
+        assert run_main(["export", str(one_step_run), "--out", str(tmp_path / name), "--no-flip-test", *extra], capsys)[0] == 0
+    pre, plain = (KeypointDetector.from_onnx(tmp_path / n) for n in ("pre.onnx", "plain.onnx"))
+    frames = [read_image(img), np.repeat(np.repeat(read_image(img), 3, 0), 2, 1)]  # two sizes
+    p1, c1 = pre.predict_with_confidence(frames)
+    p2, c2 = plain.predict_with_confidence(frames)
+    np.testing.assert_allclose(p1, p2, atol=1e-3)
+    np.testing.assert_allclose(c1, c2, atol=1e-4)
+    assert pre.predict_grid_points(np.zeros((2, 3, pre.size, pre.size), np.float32)).shape == (2, 15, 2)
+    code, _, err = run_main(["predict", "--model", str(tmp_path / "pre.onnx"), str(img), "--out", str(tmp_path / "out"), "--quiet"], capsys)
+    assert code == 0, err
+    rec = json.loads((tmp_path / "out" / "000000.json").read_text())
+    np.testing.assert_allclose([rec["keypoints"][n] for n in pre.skeleton.keypoints], p2[0], atol=1e-3)

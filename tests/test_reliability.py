@@ -352,3 +352,27 @@ def test_predict_runs_an_export_with_preprocessing_like_one_without(one_step_run
     assert code == 0, err
     rec = json.loads((tmp_path / "out" / "000000.json").read_text())
     np.testing.assert_allclose([rec["keypoints"][n] for n in pre.skeleton.keypoints], p2[0], atol=1e-3)
+
+
+# ------------------------------------------------------------------ pictures that read on their own
+def test_sample_grids_carry_their_column_labels(tmp_path, monkeypatch):
+    from keypointgan import Skeleton
+    from keypointgan import viz
+    from keypointgan.io import read_image
+
+    sk = Skeleton(keypoints=["a", "b"], limbs=[("a", "b")])
+    x = torch.zeros(2, 3, 16, 16)
+    sheet = viz.save_sample_grid(tmp_path / "s.png", x, x[:, :1], torch.zeros(2, 2, 2), x, x, sk, scale=2)
+    assert np.array_equal(read_image(tmp_path / "s.png"), sheet)
+    plain = viz.grid([[np.full((32, 32, 3), 128, np.uint8)] * 5] * 2)
+    top = sheet.shape[0] - plain.shape[0]
+    assert sheet.shape[1] == plain.shape[1] and top >= 8  # a band above the columns, as wide as the picture
+    band = sheet[:top].min(-1) < 100  # dark text on white
+    for j in range(5):  # every column has its label above it, and nothing else is written there
+        assert band[:, 2 + j * 34 : 2 + j * 34 + 32].any(), j
+    assert not band[:, :2].any()
+    # without a font that has Greek letters the labels are spelt in ASCII
+    assert viz._label_font()[1]("β(η(Φ(x)))") == "β(η(Φ(x)))"
+    monkeypatch.setattr(Path, "is_file", lambda self: False)
+    font, spell = viz._label_font()
+    assert spell("β(η(Φ(x)))") == "beta(eta(Phi(x)))" and spell("x′") == "x'" and spell("x̂") == "x^"

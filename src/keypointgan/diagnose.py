@@ -309,14 +309,9 @@ def _picture(pics: dict, skeleton: Skeleton, n: int = 8) -> np.ndarray:
     lo, hi = float(logp.min()), float(logp.max())
     log_img = (logp - lo) / max(hi - lo, 1e-12) * 2 - 1  # stretched to the shown range
     rows = [img(pics[k]) for k in ("target", "appearance", "phi")] + [img(log_img)] + [img(pics[k]) for k in ("rendered", "rec_raw", "rec_bottleneck")]
-    s = rows[0].shape[1]
-    gap = 2
-    cols = rows[0].shape[0]
-    out = np.full((len(rows) * (s + gap), cols * (s + gap), 3), 255, np.uint8)
-    for i, row in enumerate(rows):
-        for j in range(cols):
-            out[i * (s + gap) : i * (s + gap) + s, j * (s + gap) : j * (s + gap) + s] = row[j]
-    return out
+    from .viz import grid
+
+    return grid([list(r) for r in rows], row_labels=("x", "x′", "Φ(x)", "log Φ(x)", "β(η(Φ(x)))", "Ψ(Φ(x), x′)", "x̂ = Ψ(β(η(Φ(x))), x′)"))
 
 
 def diagnose(run: str | Path, data: str | Path, *, out: str | Path | None = None, videos: int = 20, frames_per_video: int = 10,

@@ -10,6 +10,7 @@ A run stopped for NaN/Inf losses exits with 1; one stopped by SIGINT/SIGTERM
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import sys
@@ -78,6 +79,7 @@ def cmd_make_synthetic(args) -> int:
 _NOT_FLAGS = ("model", "preset")  # model: one flag per ModelConfig field; preset: --preset itself
 
 
+@functools.lru_cache(maxsize=None)  # the docstrings do not change while a process runs (main may run many times)
 def _field_docs(cls) -> dict[str, str]:
     try:
         import docstring_parser

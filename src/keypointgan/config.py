@@ -266,8 +266,8 @@ class TrainConfig:
         if self.pretrain_rotate < 0 or self.pretrain_translate < 0:
             raise InputError(f"pretrain_rotate and pretrain_translate must be >= 0, got {self.pretrain_rotate}, {self.pretrain_translate}")
         for name in ("lr", "lr_disc", "lr_regressor", "pretrain_lr"):
-            if not getattr(self, name) > 0:
-                raise InputError(f"{name} must be positive, got {getattr(self, name)}")
+            if not 0 < getattr(self, name) <= 1:  # Adam's step is about lr: beyond 1 it overflows float32 long before it helps
+                raise InputError(f"{name} must be in (0, 1], got {getattr(self, name)}")
         if self.ema_norm_batches < 0:
             raise InputError(f"ema_norm_batches must be >= 0, got {self.ema_norm_batches}")
         if not 0.0 <= self.ema_decay < 1.0:
@@ -410,6 +410,11 @@ def _check_finite(cfg, prefix: str) -> None:
         values = v if isinstance(v, tuple) else (v,)
         if any(isinstance(x, float) and not math.isfinite(x) for x in values):
             raise InputError(f"{prefix}{name} must be finite, got {v}")
+        if any(isinstance(x, (int, float)) and abs(x) > _FLOAT32_MAX for x in values):  # the networks compute in float32
+            raise InputError(f"{prefix}{name} is beyond float32's range, got {v}")
+
+
+_FLOAT32_MAX = 3.4e38
 
 
 def _leaf_types(hint) -> set:

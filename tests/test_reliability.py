@@ -376,3 +376,27 @@ def test_sample_grids_carry_their_column_labels(tmp_path, monkeypatch):
     monkeypatch.setattr(Path, "is_file", lambda self: False)
     font, spell = viz._label_font()
     assert spell("β(η(Φ(x)))") == "beta(eta(Phi(x)))" and spell("x′") == "x'" and spell("x̂") == "x^"
+
+
+# ------------------------------------------------------------------ confidence falls for a collapsed model
+def test_confidence_falls_when_the_pose_has_collapsed(one_step_run, tiny_data):
+    from keypointgan import KeypointDetector
+    from keypointgan.detector import spread_factor
+    from keypointgan.inference import predict_points_confidence
+    from keypointgan.io import read_image
+
+    one_px = np.zeros((1, 15, 2))
+    one_px[0, :, 0] = np.linspace(-2, 2, 15) / 31  # 15 keypoints over 2 px of a 32-px grid (31 px from -1 to 1): ±1 px from the centroid
+    np.testing.assert_allclose(spread_factor(one_px, 32), [[1 - np.exp(-(1 / 1.5) ** 2)]], rtol=1e-5)
+    wide = np.random.default_rng(0).uniform(-0.5, 0.5, (4, 15, 2))
+    assert spread_factor(wide, 32).min() > 0.999 and spread_factor(np.zeros((2, 15, 2)), 32).max() == 0.0
+    det = KeypointDetector.from_checkpoint(one_step_run, device="cpu")
+    last = [m for m in det.eta.modules() if isinstance(m, torch.nn.Conv2d)][-1]
+    with torch.no_grad():
+        last.weight.zero_()  # every heatmap flat: every keypoint at the centre, the state of a collapsed run
+    frames = [read_image(tiny_data / "videos" / "v0000" / f"{i:06d}.png") for i in range(4)]
+    x, _, _ = det._prepare(frames)
+    _, agreement = predict_points_confidence(det.phi, det.eta, x, flip_permutation=det.skeleton.flip_permutation)
+    assert agreement.min() > 0.99  # the mirror image agrees: the confidence before read ~1
+    _, conf = det.predict_with_confidence(frames)
+    assert conf.max() < 0.01

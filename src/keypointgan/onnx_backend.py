@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .detector import spread_factor
 from .errors import InputError
 from .pixels import norm_to_image_pixels, prepare_images
 from .skeleton import Skeleton
@@ -104,7 +105,7 @@ class OnnxKeypointDetector:
         x, hw, single = prepare_images(images, self.size)
         pts, conf = self._run(x, batch_size)
         out = norm_to_image_pixels(pts, self.size, np.asarray(hw))
-        conf = conf.astype(np.float32)
+        conf = conf.astype(np.float32) * spread_factor(pts, self.size)  # as the PyTorch detector's
         return (out[0], conf[0]) if single else (out, conf)
 
     def predict(self, images, batch_size: int = 64) -> np.ndarray:

@@ -496,30 +496,28 @@ def _accepted_config_is_usable(cfg) -> None:
     assert isinstance(cfg, TrainConfig) and isinstance(cfg.model, ModelConfig)
 
 
+def _refused_or_usable(field, data, numbers) -> None:
+    from keypointgan.config import make_config
+
+    prefix, name, hint = field
+    value = _value(data.draw, hint, numbers)
+    cfg = accepts_or_refuses(lambda: make_config("cpu-64", **_overrides(prefix, name, value)).validate())
+    if cfg is not None:
+        _accepted_config_is_usable(cfg)
+
+
 @NUMERIC
 @given(field=st.sampled_from(FLOAT_FIELDS), data=st.data())
 def test_fuzz_numeric_config_floats(field, data):
     """Every float field (and float tuple): ±inf, NaN, huge, negative, subnormal, any float — refused in one line or usable."""
-    from keypointgan.config import make_config
-
-    prefix, name, hint = field
-    value = _value(data.draw, hint, special_floats)
-    cfg = accepts_or_refuses(lambda: make_config("cpu-64", **_overrides(prefix, name, value)).validate())
-    if cfg is not None:
-        _accepted_config_is_usable(cfg)
+    _refused_or_usable(field, data, special_floats)
 
 
 @NUMERIC
 @given(field=st.sampled_from(INT_FIELDS), data=st.data())
 def test_fuzz_numeric_config_ints(field, data):
     """Every int field (and int tuple): 0, −1, 2⁶³, ±2⁷⁰, any int — refused in one line or usable."""
-    from keypointgan.config import make_config
-
-    prefix, name, hint = field
-    value = _value(data.draw, hint, special_ints)
-    cfg = accepts_or_refuses(lambda: make_config("cpu-64", **_overrides(prefix, name, value)).validate())
-    if cfg is not None:
-        _accepted_config_is_usable(cfg)
+    _refused_or_usable(field, data, special_ints)
 
 
 flag_text = st.one_of(special_floats.map(repr), special_ints.map(str),

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from .config import PRECISIONS, RUNTIME_FIELDS
-from .errors import KeypointGANError, ProcessLost, TrainingDiverged, TrainingInterrupted, one_line
+from .errors import InputError, KeypointGANError, ProcessLost, TrainingDiverged, TrainingInterrupted, one_line
 
 
 def _int_at_least(lowest: int):
@@ -282,13 +282,14 @@ def _add_flip_test(parser) -> None:
 
 
 def _smooth_window(text: str) -> int:
+    """--smooth: parsed here, checked by predict's own check (the one the API uses)."""
+    from .predict import check_smooth_window
+
     try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected 0 or an odd number of frames, got {text!r}") from None
-    if v < 0 or (v > 1 and v % 2 == 0):
-        raise argparse.ArgumentTypeError(f"expected 0 (off) or an odd number of frames, got {v}")
-    return v
+        return check_smooth_window(int(text))
+    except ValueError as exc:  # InputError is a ValueError
+        raise argparse.ArgumentTypeError(f"expected 0 (off) or an odd number of frames, got {text!r}"
+                                         if not isinstance(exc, InputError) else exc.problem) from None
 
 
 def cmd_demo(args) -> int:

@@ -229,6 +229,14 @@ class CentredMovingAverage:
         return self._emit(self.T)
 
 
+def check_smooth_window(window: int) -> int:
+    """``window`` as a video smoothing setting: 0 or 1 (off), or an odd number of frames; else :class:`InputError`."""
+    window = int(window)
+    if window < 0 or (window > 1 and window % 2 == 0):
+        raise InputError(f"smooth must be 0 (off) or an odd number of frames, got {window}")
+    return window
+
+
 def smooth_keypoints(points: np.ndarray, window: int) -> np.ndarray:
     """Centred moving average of ``T×K×2`` keypoints over ``window`` frames (see :class:`CentredMovingAverage`)."""
     points = np.asarray(points, dtype=np.float32)
@@ -304,9 +312,7 @@ def predict_video(
         raise InputError("video file not found", path)
     if not is_video_file(path):
         raise InputError("not a video file (.mp4 .avi .mov .mkv .webm)", path)
-    smooth = int(smooth)
-    if smooth < 0 or (smooth > 1 and smooth % 2 == 0):
-        raise InputError(f"--smooth must be 0 (off) or an odd number of frames, got {smooth}")
+    smooth = check_smooth_window(smooth)
     if batch_size < 1:
         raise InputError(f"batch size must be positive, got {batch_size}")
     out = Path(out)

@@ -57,7 +57,7 @@ def collect_images(inputs: Sequence[str | Path]) -> list[Path]:
 
 def _detector(source, device: str | None, flip_test: bool | None):
     """``source`` itself if it is a detector, one on onnxruntime for an ``.onnx`` file (no torch), else one loaded from that checkpoint."""
-    if hasattr(source, "predict_with_confidence"):
+    if not isinstance(source, (str, os.PathLike)):  # a detector (either backend, or anything with their prediction API)
         return source
     if Path(source).suffix.lower() == ".onnx":
         from .onnx_backend import OnnxKeypointDetector

@@ -8,7 +8,7 @@ one: the same networks with η's last layer's weights zeroed, so that every heat
 keypoint sits at the image centre — the state the reliability issue reports (15 keypoints within 1 px),
 in which the heatmaps of an image and its mirror image agree perfectly. On held-out frames, each frame's
 mean confidence is scored both ways: the heatmap agreement alone (the confidence before), and the
-agreement times :func:`keypointgan.detector.spread_factor` (the confidence now). Reported: the AUROC
+agreement times :func:`keypointgan.pixels.spread_factor` (the confidence now). Reported: the AUROC
 of "healthy frame" against "collapsed frame" by mean confidence (1: every healthy frame more confident
 than every collapsed one; 0.5 chance), and the mean confidences.
 """
@@ -72,7 +72,7 @@ def main() -> None:
         last.weight.zero_()
     collapsed = KeypointDetector(phi=built["phi"], eta=eta, skeleton=layout.skeleton, size=32, config=cfg)
 
-    from keypointgan.detector import spread_factor
+    from keypointgan.pixels import spread_factor
     from keypointgan.inference import predict_points_confidence
 
     scores = {}

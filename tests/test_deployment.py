@@ -132,7 +132,7 @@ def test_preprocessing_in_the_graph(ckpt, frames, tmp_path):
     want, want_c = det.predict_with_confidence(list(frames[:3]))
     from keypointgan.pixels import norm_to_image_pixels
 
-    from keypointgan.detector import spread_factor
+    from keypointgan.pixels import spread_factor
 
     conf = conf * spread_factor(pts, 32)  # the graph's agreement, times the factor the detectors apply
     assert np.abs(norm_to_image_pixels(pts, 32, (32, 32)) - want).max() < 0.05 and np.abs(conf - want_c).max() < 1e-4

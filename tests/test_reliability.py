@@ -381,7 +381,7 @@ def test_sample_grids_carry_their_column_labels(tmp_path, monkeypatch):
 # ------------------------------------------------------------------ confidence falls for a collapsed model
 def test_confidence_falls_when_the_pose_has_collapsed(one_step_run, tiny_data):
     from keypointgan import KeypointDetector
-    from keypointgan.detector import spread_factor
+    from keypointgan.pixels import spread_factor
     from keypointgan.inference import predict_points_confidence
     from keypointgan.io import read_image
 

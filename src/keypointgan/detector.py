@@ -11,33 +11,10 @@ from pathlib import Path
 import numpy as np
 
 from .errors import InputError
-from .pixels import norm_to_image_pixels, prepare_images
+from .pixels import norm_to_image_pixels, prepare_images, spread_factor
 from .skeleton import Skeleton
 
-__all__ = ["KeypointDetector", "spread_factor", "COLLAPSED_SPREAD_PX"]
-
-COLLAPSED_SPREAD_PX = 1.5
-"""A pose whose keypoints all lie within about this many pixels (of the model's grid) of their centroid has
-collapsed: the scale of :func:`spread_factor`."""
-
-
-def spread_factor(points: np.ndarray, size: int, scale_px: float = COLLAPSED_SPREAD_PX) -> np.ndarray:
-    """How far each predicted pose is from a collapsed one: ``N×K×2`` points in [-1, 1] → ``N×1`` in [0, 1].
-
-    ``r`` is the largest distance of a keypoint from the pose's centroid, in pixels of the ``size``-pixel
-    grid, and the factor is ``1 − exp(−(r / scale_px)²)``: 0.36 at 1 px, 0.83 at 2 px, 0.98 at 3 px, 1 for
-    any pose of a few pixels or more.  A collapsed model puts every keypoint within a pixel or so of the
-    others, and its heatmaps still agree with the mirror image's (the agreement reads ~1): this factor
-    brings its confidence down (benchmarks/confidence_collapse.py measures it).
-    """
-    import warnings
-
-    pts = np.asarray(points, dtype=np.float64) * ((size - 1) / 2)  # [-1, 1] → pixels of the grid
-    with warnings.catch_warnings():  # a pose of NaN keypoints only: "mean of empty slice", and spread 0
-        warnings.simplefilter("ignore", RuntimeWarning)
-        r = np.linalg.norm(pts - np.nanmean(pts, axis=1, keepdims=True), axis=-1)
-    r = np.nanmax(r, axis=1, initial=0.0)  # NaN keypoints left out
-    return (1.0 - np.exp(-np.square(r / scale_px)))[:, None].astype(np.float32)
+__all__ = ["KeypointDetector"]
 
 
 class KeypointDetector:
@@ -173,7 +150,7 @@ class KeypointDetector:
             ``(points, confidence)``: ``K×2`` and ``K`` for a single image, else ``N×K×2`` and ``N×K``
             float32. Confidence is in [0, 1]: the agreement of η's heatmaps of the image and of its
             mirror image (:func:`~keypointgan.geometry.heatmap_agreement`), so it costs the mirrored
-            pass, which the flip test makes anyway, times :func:`spread_factor` (low when the whole pose
+            pass, which the flip test makes anyway, times :func:`~keypointgan.pixels.spread_factor` (low when the whole pose
             has collapsed to a pixel or so); the points are those of :meth:`predict`.
         """
         from .inference import predict_points_confidence

@@ -13,9 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .detector import spread_factor
 from .errors import InputError
-from .pixels import norm_to_image_pixels, prepare_images
+from .pixels import norm_to_image_pixels, prepare_images, spread_factor
 from .skeleton import Skeleton
 
 __all__ = ["OnnxKeypointDetector", "read_metadata"]

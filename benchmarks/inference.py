@@ -50,7 +50,9 @@ def _frames(data: Path | None, size: int, n: int, seed: int = 0):
         from keypointgan.data.synthetic import _video_rng, render_video
 
         imgs = np.concatenate([render_video(_video_rng(seed, v), 50, size)[0] for v in range(max(1, n // 50 + 1))])[:n]
-        x = torch.from_numpy(imgs).permute(0, 3, 1, 2).float() / 127.5 - 1
+        from keypointgan.pixels import uint8_to_signed
+
+        x = uint8_to_signed(torch.from_numpy(imgs).permute(0, 3, 1, 2))
         return x, None
     from keypointgan.api import make_eval_set
     from keypointgan.data import Layout

@@ -45,7 +45,7 @@ def test_bad_skeleton_prior_and_images_in_cli(tiny_data, tmp_path):
     r = run_cli("make-synthetic", d)
     assert r.returncode == 2 and "not empty" in r.stderr
     r = run_cli("train", "--data", tiny_data, "--out", tmp_path / "run", "--steps", "-3")
-    assert r.returncode == 2 and "expected an integer >= 0" in r.stderr
+    assert r.returncode == 2 and "steps must be >= 0, got -3" in r.stderr
 
 
 def test_cli_train_evaluate_predict(tiny_data, tmp_path, capsys, monkeypatch):

@@ -216,10 +216,11 @@ def test_repeated_nonfinite_steps_stop_with_a_usable_checkpoint(tiny_data, tmp_p
 
 
 def test_diverged_run_exits_1_with_one_line(tiny_data, tmp_path, capsys):
-    """The CLI's side of divergence: a learning rate so large that the losses overflow after the first update."""
+    """The CLI's side of divergence: loss weights so large that the losses overflow (a learning rate that
+    large is refused by the config: learning rates are in (0, 1])."""
     from keypointgan.cli import main
 
-    cfg = crash_config(tmp_path / "tiny.yaml", max_nonfinite_steps=2, pretrain_steps=0, grad_clip=0.0, lr=1e38, lr_regressor=1e38, lr_disc=1e38)
+    cfg = crash_config(tmp_path / "tiny.yaml", max_nonfinite_steps=2, pretrain_steps=0, grad_clip=0.0, w_rec=1e38, w_gan=1e38)
     code = main(["train", "--data", str(tiny_data), "--out", str(tmp_path / "run"), "--config", str(cfg), "--steps", "40", "--quiet", "--no-report"])
     err = capsys.readouterr().err
     assert code == 1, err

@@ -5,6 +5,7 @@ The CLI is a thin layer over these functions.
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -20,6 +21,7 @@ from .data.formats import open_dataset
 from .data.layout import Video
 from .data.layout import check_training_start
 from .errors import InputError
+from .io import check_writable, run_lock
 from .skeleton import Skeleton
 from .data import PriorPoseDataset
 from .data.datasets import group_poses
@@ -59,6 +61,35 @@ def _matching_skeleton(root: str | Path, skeleton: Skeleton) -> Skeleton:
     if path.is_file() and Skeleton.from_yaml(path) != skeleton:
         raise InputError("this dataset's skeleton differs from the model's (names, order or limbs)", path)
     return skeleton
+
+
+def _run_eval_data(run: Path) -> Path | None:
+    """The evaluation data a run was started with (its log's last ``start`` record), for a resume without ``eval_data``."""
+    from .log import logger
+    from .report import read_log
+
+    try:
+        starts = [r for r in read_log(run) if r.get("event") == "start" and r.get("eval_data")]
+    except InputError:  # no log: a run from before the log recorded its data
+        return None
+    if not starts:
+        return None
+    path = Path(starts[-1]["eval_data"])
+    if not path.is_dir():
+        logger.warning(f"the run's evaluation data {path} is gone; resuming without evaluation (give --eval-data)")
+        return None
+    return path
+
+
+def _warn_unlearnable(skeleton: Skeleton) -> None:
+    """Warn about keypoints in no limb: only limbs are rendered, so nothing teaches Φ and η where they are."""
+    used = set(skeleton.used_keypoints)
+    lonely = [k for i, k in enumerate(skeleton.keypoints) if i not in used]
+    if lonely:
+        from .log import logger
+
+        logger.warning(f"skeleton {skeleton.name!r}: keypoint(s) in no limb cannot be learned (only limbs are rendered): "
+                       + ", ".join(lonely))
 
 
 def _check_vgg_weights(path: str | Path | None) -> None:
@@ -145,8 +176,11 @@ def train(
         ProcessLost: a multi-process run lost another process; the last checkpoint is intact.
     """
     dist = from_environment()
+    if not resume:  # the settings first: a bad flag is named before any dataset is read
+        cfg = (with_overrides(config, **overrides) if config is not None else make_config(preset or "cpu-64", **overrides)).validate()
     _check_vgg_weights(overrides.get("vgg_weights") or (config.vgg_weights if config is not None else None))
     layout, poses = load_data(data, prior, skeleton, format)
+    _warn_unlearnable(layout.skeleton)
     out = Path(out)
     ckpt_path = run_checkpoint(out)
     state_dict = None
@@ -158,12 +192,11 @@ def train(
         saved, saved_skeleton = read_config(state_dict, ckpt_path)
         requested = config if config is not None else (make_config(preset) if preset is not None else None)
         cfg = resume_config(saved, requested, ckpt_path, **overrides)
+        eval_data = eval_data if eval_data is not None else _run_eval_data(out)
         if saved_skeleton != layout.skeleton:
             raise InputError("the checkpoint was trained with another skeleton than this dataset's", ckpt_path)
-    else:
-        cfg = with_overrides(config, **overrides) if config is not None else make_config(preset or "cpu-64", **overrides)
-        if ckpt_path.exists():
-            raise InputError("run folder already holds a checkpoint; use --resume or another --out", out)
+    elif ckpt_path.exists():
+        raise InputError("run folder already holds a checkpoint; use --resume or another --out", out)
     cfg.validate()
     eval_set = None
     if eval_data is not None:
@@ -185,7 +218,11 @@ def train(
                                        world_size=dist.world_size, prior_lengths=lengths)
     # Every check above runs before the processes meet (a rank that fails exits, and torchrun ends the
     # others); rank 0 writes nothing before they have all met.
-    with process_group(dist, device, timeout_s=cfg.dist_timeout_minutes * 60):
+    sources = {"data": str(Path(data).resolve()), "format": getattr(layout, "name", "generic"),
+               "prior": None if prior is None else str(Path(prior).resolve()),
+               "eval_data": None if eval_data is None else str(Path(eval_data).resolve())}  # the start record's
+    # one writer per run folder (rank 0 writes), held from before the folder is made until training ends
+    with run_lock(out) if dist.is_writer else nullcontext(), process_group(dist, device, timeout_s=cfg.dist_timeout_minutes * 60):
         state = TrainState(cfg, layout.skeleton, device, dist=dist)
         if state_dict is not None:
             try:
@@ -202,7 +239,7 @@ def train(
             old = PairBatchSampler(len(loader.store), cfg.batch_size, seed=cfg.seed, world_size=state.resumed_world_size)
             new = loader.batches_per_epoch()
             state.epoch, state.batch_in_epoch = divmod(state.epoch * new + state.batch_in_epoch * new // max(1, old.batches_per_epoch()), new)
-        result = fit(state, loader, prior_points, out, eval_set=eval_set, progress=progress)
+        result = fit(state, loader, prior_points, out, eval_set=eval_set, progress=progress, record=sources)
     if report and dist.is_writer:
         from .report import report_run
 
@@ -259,6 +296,7 @@ def pretrain_regressor(
         skeleton = Skeleton.from_yaml(skeleton)
     overrides.setdefault("steps", 0)
     cfg = (with_overrides(config, **overrides) if config is not None else make_config(preset, **overrides)).validate()
+    check_writable(out)  # before the training, not after it
     poses = load_prior(prior, skeleton)
     dev = select_device(cfg.device)
     eta = build_networks(cfg.model, skeleton.num_keypoints, with_gan=False)["eta"].to(dev)

@@ -150,7 +150,7 @@ def load_networks(checkpoint: str | Path, averaged: bool = True, *, names=("phi"
     Raises:
         InputError: one line naming the file: not a checkpoint, a checkpoint without these networks
             (e.g. a regressor-only one asked for Φ), a config this version cannot read (a checkpoint of
-            another version), or weights that do not fit the networks.
+            another version), or weights that do not fit the networks or are not finite.
     """
     from .nets import build_networks
 
@@ -173,4 +173,9 @@ def load_networks(checkpoint: str | Path, averaged: bool = True, *, names=("phi"
             nets[n] = built[n].eval()
     except (KeyError, RuntimeError, TypeError) as exc:
         raise InputError(f"checkpoint's weights do not fit its networks ({exc.__class__.__name__}: {str(exc)[:120]})", path) from None
+    bad = [f"{n}.{k}" for n, net in nets.items() for k, t in net.state_dict().items()
+           if t.is_floating_point() and not t.isfinite().all()]
+    if bad:
+        raise InputError(f"the checkpoint's weights are not finite (NaN/Inf in {len(bad)} tensors, first {bad[0]}): "
+                         "the run diverged before it was saved; it cannot be used", path)
     return LoadedNetworks(nets, cfg, skeleton, path, state)

@@ -10,14 +10,15 @@ A run stopped for NaN/Inf losses exits with 1; one stopped by SIGINT/SIGTERM
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import sys
 import time
 from pathlib import Path
 
-from .config import PRECISIONS
-from .errors import KeypointGANError, ProcessLost, TrainingDiverged, TrainingInterrupted, one_line
+from .config import PRECISIONS, RUNTIME_FIELDS
+from .errors import InputError, KeypointGANError, ProcessLost, TrainingDiverged, TrainingInterrupted, one_line
 
 
 def _int_at_least(lowest: int):
@@ -73,22 +74,21 @@ def cmd_make_synthetic(args) -> int:
 # is layered — preset or --config file, then only the flags given — and those libraries fill every
 # field with the dataclass default, which would hide the preset; their underscore-only spelling would
 # also rename the flags users already have in their scripts (--max-minutes, --no-bottleneck).
-_FLAG_TYPES = {  # fields with a narrower type than their annotation
-    "steps": _nonneg_int, "max_minutes": _positive_float, "seed": _nonneg_int, "num_threads": _positive_int,
-    "pretrain_steps": _nonneg_int, "data_workers": _nonneg_int,
-}
+# Flags parse a value's type only (int, float, a tuple's length); every range is checked once, by the
+# dataclasses' ``validate``, whichever way the value came (flag, config file, Python).
 _NOT_FLAGS = ("model", "preset")  # model: one flag per ModelConfig field; preset: --preset itself
 
 
+@functools.lru_cache(maxsize=None)  # the docstrings do not change while a process runs (main may run many times)
 def _field_docs(cls) -> dict[str, str]:
-    import docstring_parser
-
+    try:
+        import docstring_parser
+    except ImportError:  # an install without torch (predict --model, view): train's help names the fields only
+        return {}
     return {p.arg_name: " ".join((p.description or "").split()) for p in docstring_parser.parse_from_object(cls).params}
 
 
 def _scalar_parser(hint, name: str):
-    if name in _FLAG_TYPES:
-        return _FLAG_TYPES[name]
     if hint is float:
         return float
     if hint is int:
@@ -157,9 +157,7 @@ def cmd_train(args) -> int:
     over = _config_flags(args)
     if "vgg_weights" in over and over["vgg_weights"] is not None:
         over["vgg_weights"] = str(over["vgg_weights"])
-    if args.config is not None and args.preset is not None:
-        raise KeypointGANError("give --config or --preset, not both (a config file holds a whole config)")
-    config = load_config(args.config) if args.config is not None else None
+    config = load_config(args.config, args.preset) if args.config is not None else None
     has_budget = config is not None and (config.steps is not None or config.max_minutes is not None)
     if not args.resume and not has_budget and over.get("steps") is None and over.get("max_minutes") is None:
         over["max_minutes"] = 10.0
@@ -300,13 +298,14 @@ def _add_flip_test(parser) -> None:
 
 
 def _smooth_window(text: str) -> int:
+    """--smooth: parsed here, checked by predict's own check (the one the API uses)."""
+    from .predict import check_smooth_window
+
     try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected 0 or an odd number of frames, got {text!r}") from None
-    if v < 0 or (v > 1 and v % 2 == 0):
-        raise argparse.ArgumentTypeError(f"expected 0 (off) or an odd number of frames, got {v}")
-    return v
+        return check_smooth_window(int(text))
+    except ValueError as exc:  # InputError is a ValueError
+        raise argparse.ArgumentTypeError(f"expected 0 (off) or an odd number of frames, got {text!r}"
+                                         if not isinstance(exc, InputError) else exc.problem) from None
 
 
 def cmd_demo(args) -> int:
@@ -392,12 +391,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--prior", type=Path, help="prior poses .npy/.csv/.json/.pts (default DATA/prior.npy, or the format's protocol prior)")
     s.add_argument("--skeleton", type=Path, help="skeleton YAML (default DATA/skeleton.yaml)")
     s.add_argument("--preset", choices=sorted(PRESETS), help="settings to start from (default cpu-64)")
-    s.add_argument("--config", type=Path, help="config file (YAML/JSON with TrainConfig fields); replaces --preset")
+    s.add_argument("--config", type=Path, help="config file (YAML/JSON with TrainConfig fields) layered on the preset its 'preset:' "
+                                               "field names, else on --preset, else on cpu-64; the flags go on top")
     s.add_argument("--out", type=Path, help="run folder")
     s.add_argument("--print-config", action="store_true", help="print the config this command would train with (YAML, a valid --config file) and exit")
     s.add_argument("--resume", action="store_true",
-                   help="continue from OUT/checkpoints/latest.pt with its config; only the budget, device, threads, data workers "
-                        "and tensorboard may change")
+                   help="continue from the run's checkpoint with its config and evaluation data; only these may change: "
+                        + ", ".join("--" + f.replace("_", "-") for f in RUNTIME_FIELDS))
     s.add_argument("--regressor", type=Path, help="a pre-trained regressor (from pretrain-regressor, or the authors' "
                    "<iteration>_net_regressor.pth with --preset release)")
     s.add_argument("--eval-data", type=Path, help="dataset with keypoints for periodic evaluation")
@@ -503,14 +503,8 @@ def cmd_export(args) -> int:
 def cmd_view(args) -> int:
     from .viewer import create_app, serve
 
+    port = _free_port(args.host, args.port)
     app = create_app(args.predictions, args.video)
-    port = args.port
-    if port == 0:
-        import socket
-
-        with socket.socket() as sock:
-            sock.bind((args.host, 0))
-            port = sock.getsockname()[1]
     url = f"http://{args.host}:{port}/"
     print(f"viewer: {url}  (Ctrl-C to stop)", flush=True)
     if args.open:
@@ -519,6 +513,30 @@ def cmd_view(args) -> int:
         webbrowser.open(url)
     serve(app, host=args.host, port=port)
     return 0
+
+
+def _port(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a port number 0..65535, got {text!r}") from None
+    if not 0 <= v <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a port number 0..65535, got {v}")
+    return v
+
+
+def _free_port(host: str, port: int) -> int:
+    """``port`` (0: one the system picks) once it is known that ``host`` can serve on it, before any URL is printed."""
+    import errno
+    import socket
+
+    try:
+        with socket.socket() as sock:
+            sock.bind((host, port))
+            return sock.getsockname()[1]
+    except OSError as exc:
+        why = "in use by another program" if exc.errno == errno.EADDRINUSE else (exc.strerror or str(exc))
+        raise KeypointGANError(f"cannot serve on {host}:{port}: {why} (choose another with --port, or --port 0 for any free one)") from None
 
 
 def _add_deployment_commands(sub) -> None:
@@ -537,15 +555,30 @@ def _add_deployment_commands(sub) -> None:
     s.add_argument("predictions", type=Path, help="the .json keypointgan predict wrote for a video, or its output folder")
     s.add_argument("--video", type=Path, help="the video (default: the one the predictions name)")
     s.add_argument("--host", default="127.0.0.1", help="address to serve on (default 127.0.0.1: this machine only)")
-    s.add_argument("--port", type=_nonneg_int, default=8765, help="port (default 8765; 0: any free port)")
+    s.add_argument("--port", type=_port, default=8765, help="port (default 8765; 0: any free port)")
     s.add_argument("--open", action="store_true", help="open the page in the default browser")
     s.set_defaults(func=cmd_view)
 
 
+_INSTALL_HINTS = {
+    "torch": "pip install torch; an install without torch runs only predict --model and view",
+    "starlette": "pip install 'keypointgan[view]'",
+    "uvicorn": "pip install 'keypointgan[view]'",
+    "onnxruntime": "pip install 'keypointgan[onnx]'",
+    "onnx": "pip install 'keypointgan[onnx]'",
+    "av": "pip install 'keypointgan[video]'",
+    "matplotlib": "pip install matplotlib",
+    "scipy": "pip install scipy",
+    "docstring_parser": "pip install docstring-parser",
+}
+"""What to install for each dependency a command may find missing (an install without torch: README, Install)."""
+
+
 def main(argv: list[str] | None = None) -> int:
+    import contextlib
     import logging
 
-    from .log import configure
+    from .log import configure, end_progress_bars, warnings_as_lines
 
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -553,12 +586,21 @@ def main(argv: list[str] | None = None) -> int:
     from .io import set_max_image_pixels
 
     try:
-        if args.max_image_pixels is not None:
-            set_max_image_pixels(args.max_image_pixels)
-        return int(args.func(args) or 0)
+        with contextlib.nullcontext() if args.debug else warnings_as_lines():
+            if args.max_image_pixels is not None:
+                set_max_image_pixels(args.max_image_pixels)
+            return int(args.func(args) or 0)
+    except ModuleNotFoundError as exc:
+        top = (exc.name or "").split(".")[0]
+        if args.debug or top not in _INSTALL_HINTS:
+            raise
+        end_progress_bars()
+        print(f"keypointgan {args.command}: error: this command needs {top}, which is not installed ({_INSTALL_HINTS[top]})", file=sys.stderr)
+        return 2
     except (KeypointGANError, OSError) as exc:
         if args.debug:
             raise
+        end_progress_bars()
         code = 1 if isinstance(exc, (TrainingDiverged, ProcessLost)) else 2
         if isinstance(exc, OSError) and exc.filename:
             exc = f"{exc.filename}: {exc.strerror or exc}"
@@ -567,9 +609,11 @@ def main(argv: list[str] | None = None) -> int:
     except TrainingInterrupted as exc:
         if args.debug:
             raise
+        end_progress_bars()
         print(f"keypointgan {args.command}: {exc}", file=sys.stderr)
         return 128 + int(exc.signum or 2)
     except KeyboardInterrupt:
+        end_progress_bars()
         print(f"keypointgan {args.command}: interrupted", file=sys.stderr)
         return 130
     finally:

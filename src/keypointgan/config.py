@@ -34,8 +34,18 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 """The arithmetic a run's networks may use (:func:`keypointgan.training.precision.resolve_precision`)."""
 
 RUNTIME_FIELDS = ("steps", "max_minutes", "device", "num_threads", "data_workers", "tensorboard", "max_nonfinite_steps",
-                  "precision", "compile", "dist_timeout_minutes")
-"""Fields that may change when a run is resumed: the budget and how the run executes, never what it computes."""
+                  "precision", "compile", "dist_timeout_minutes", "log_every", "sample_every", "eval_every", "ckpt_every", "eval_frames")
+"""Fields that may change when a run is resumed: the budget, how the run executes and how often it logs,
+evaluates and saves, never what it computes (``train --help`` and docs/robustness.md list these)."""
+
+MAX_SIZE = 1024
+"""The largest training resolution a config may name (the paper trains at 128 px)."""
+MAX_WIDTH = 4096
+"""The most channels a network layer may have (the paper's widest has 256)."""
+MAX_SEED = 2**32 - 1
+"""The largest seed (the seed is mixed with the rank and the step before it seeds torch's 64-bit generators)."""
+MAX_COUNT = 1 << 20
+"""The most of a per-step quantity (a batch, a pool of images, threads, workers) a config may ask for."""
 
 
 @dataclass
@@ -90,16 +100,21 @@ class ModelConfig:
     """D's PatchGANs: ours (no bias before a norm) or release (biases before instance norms)."""
 
     def validate(self) -> None:
-        if self.size < 16 or self.size % 8:
-            raise InputError(f"model size must be a multiple of 8 and at least 16, got {self.size}")
+        _check_finite(self, "model.")
+        if self.size < 16 or self.size % 8 or self.size > MAX_SIZE:
+            raise InputError(f"model size must be a multiple of 8 from 16 to {MAX_SIZE}, got {self.size}")
         for name in ("encoder_widths", "regressor_widths", "decoder_widths"):
             w = getattr(self, name)
             if len(w) < 2 or any(int(c) <= 0 for c in w):
                 raise InputError(f"{name} needs at least two positive widths, got {w}")
+            if max(w) > MAX_WIDTH:
+                raise InputError(f"{name} holds a width above {MAX_WIDTH}, got {w}")
         if self.size % (2 ** (len(self.encoder_widths) - 1)) or self.size % (2 ** (len(self.decoder_widths) - 1)):
             raise InputError(f"size {self.size} must be divisible by 2**(levels-1) of the encoder and decoder")
         if self.disc_scales < 1 or self.disc_layers < 1 or self.disc_ndf < 1:
             raise InputError(f"disc_scales, disc_layers and disc_ndf must be at least 1, got {self.disc_scales}, {self.disc_layers}, {self.disc_ndf}")
+        if self.disc_ndf > MAX_WIDTH:
+            raise InputError(f"disc_ndf must be at most {MAX_WIDTH}, got {self.disc_ndf}")
         # (shifts, not powers: a huge count costs nothing and leaves 0 px)
         smallest = self.size >> min(self.disc_scales - 1 + self.disc_layers, self.size.bit_length())
         if smallest < 3:
@@ -111,7 +126,7 @@ class ModelConfig:
         for name in ("norm", "regressor_norm", "disc_norm"):
             if getattr(self, name) not in NORMS and not (name == "regressor_norm" and self.regressor_norm is None):
                 raise InputError(f"{name} must be one of {NORMS}, got {getattr(self, name)!r}")
-        if self.disc_batch_std < 0:
+        if not 0 <= self.disc_batch_std <= MAX_COUNT:
             raise InputError(f"disc_batch_std must be 0 (off) or a group size, got {self.disc_batch_std}")
         if self.disc_downsample not in DISC_DOWNSAMPLE:
             raise InputError(f"disc_downsample must be one of {DISC_DOWNSAMPLE}, got {self.disc_downsample!r}")
@@ -262,11 +277,21 @@ class TrainConfig:
 
     def validate(self) -> "TrainConfig":
         self.model.validate()
+        _check_finite(self, "")
         if self.batch_size < 2:
             raise InputError(f"batch size must be at least 2, got {self.batch_size}")
+        for name in ("batch_size", "pretrain_batch", "pool_size", "eval_frames", "ema_norm_batches", "num_threads", "data_workers"):
+            if (getattr(self, name) or 0) > MAX_COUNT:
+                raise InputError(f"{name} must be at most {MAX_COUNT:,}, got {getattr(self, name)}")
+        if not all(0.0 <= b < 1.0 for b in self.betas):
+            raise InputError(f"betas must be (β1, β2) with each in [0, 1), got {self.betas}")
+        if not 0 < self.pretrain_scale[0] <= self.pretrain_scale[1]:
+            raise InputError(f"pretrain_scale must be (min, max) with 0 < min <= max, got {self.pretrain_scale}")
+        if self.pretrain_rotate < 0 or self.pretrain_translate < 0:
+            raise InputError(f"pretrain_rotate and pretrain_translate must be >= 0, got {self.pretrain_rotate}, {self.pretrain_translate}")
         for name in ("lr", "lr_disc", "lr_regressor", "pretrain_lr"):
-            if not getattr(self, name) > 0:
-                raise InputError(f"{name} must be positive, got {getattr(self, name)}")
+            if not 0 < getattr(self, name) <= 1:  # Adam's step is about lr: beyond 1 it overflows float32 long before it helps
+                raise InputError(f"{name} must be in (0, 1], got {getattr(self, name)}")
         if self.ema_norm_batches < 0:
             raise InputError(f"ema_norm_batches must be >= 0, got {self.ema_norm_batches}")
         if not 0.0 <= self.ema_decay < 1.0:
@@ -297,8 +322,8 @@ class TrainConfig:
             raise InputError(f"data_workers must be >= 0, got {self.data_workers}")
         if self.num_threads is not None and self.num_threads < 1:
             raise InputError(f"num_threads must be at least 1, got {self.num_threads}")
-        if self.seed < 0:
-            raise InputError(f"seed must be >= 0, got {self.seed}")
+        if not 0 <= self.seed <= MAX_SEED:
+            raise InputError(f"seed must be in [0, {MAX_SEED}], got {self.seed}")
         if self.precision not in PRECISIONS:
             raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if not self.dist_timeout_minutes > 0:
@@ -365,15 +390,66 @@ def _type_ok(value, hint) -> bool:
     return True
 
 
-def load_config(path) -> TrainConfig:
-    """Read a config file (YAML or JSON: the fields of :class:`TrainConfig`, ``model`` a mapping) and validate it."""
+def _check_finite(cfg, prefix: str) -> None:
+    """Refuse NaN and ±inf in every float field (and float tuple) of a config dataclass: a learning rate
+    or loss weight of inf or NaN makes every step non-finite, and no range check below would catch NaN."""
+    import math
+    import typing
+
+    for name, hint in typing.get_type_hints(type(cfg)).items():
+        if float not in _leaf_types(hint):
+            continue
+        v = getattr(cfg, name)
+        values = v if isinstance(v, tuple) else (v,)
+        if any(isinstance(x, float) and not math.isfinite(x) for x in values):
+            raise InputError(f"{prefix}{name} must be finite, got {v}")
+        if any(isinstance(x, (int, float)) and abs(x) > _FLOAT32_MAX for x in values):  # the networks compute in float32
+            raise InputError(f"{prefix}{name} is beyond float32's range, got {v}")
+
+
+_FLOAT32_MAX = 3.4e38
+
+
+def _leaf_types(hint) -> set:
+    """The scalar types a field's annotation admits (``float | None`` → {float, NoneType}; ``tuple[float, float]`` → {float})."""
+    import typing
+
+    args = typing.get_args(hint)
+    return {t for a in args for t in _leaf_types(a) if a is not Ellipsis} if args else {hint}
+
+
+def load_config(path, preset: str | None = None) -> TrainConfig:
+    """Read a config file (YAML or JSON: fields of :class:`TrainConfig`, ``model`` a mapping) and validate it.
+
+    The file layers on a preset: the one its ``preset:`` field names, else ``preset``, else ``cpu-64``
+    (``custom``: the dataclasses' defaults); the fields it gives replace the preset's, so a two-line
+    file changes two settings.  A file naming one preset and ``preset`` another is refused."""
     from pathlib import Path
 
     from .io import read_yaml
 
     path = Path(path)
     data = read_yaml(path, what="config file", format_name="YAML/JSON")
-    cfg = TrainConfig.from_dict(data or {}, path)
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise InputError("a config must be a mapping of field names to values", path)
+    named = data.get("preset")
+    if named is not None and not isinstance(named, str):
+        raise InputError(f"config field preset must be a preset's name, got {named!r}", path)
+    if named is not None and preset is not None and named != preset:
+        raise InputError(f"the file names preset {named!r} but --preset is {preset!r}; give one", path)
+    base = named or preset or "cpu-64"
+    if base != "custom" and base not in PRESETS:
+        raise InputError(f"unknown preset {base!r}; choose from {', '.join(sorted(PRESETS))}", path)
+    layered = TrainConfig().to_dict() if base == "custom" else make_config(base).to_dict()
+    model = data.get("model", {})
+    if isinstance(model, dict):
+        layered["model"].update(model)
+    else:
+        layered["model"] = model  # from_dict names the problem
+    layered.update({k: v for k, v in data.items() if k != "model"}, preset=base)
+    cfg = TrainConfig.from_dict(layered, path)
     try:
         return cfg.validate()
     except InputError as exc:

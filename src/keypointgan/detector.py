@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import InputError
-from .pixels import norm_to_image_pixels, prepare_images, uint8_to_signed
+from .pixels import norm_to_image_pixels, prepare_images, spread_factor, uint8_to_signed
 from .skeleton import Skeleton
 
 __all__ = ["KeypointDetector"]
@@ -131,7 +131,8 @@ class KeypointDetector:
             ``(points, confidence)``: ``K×2`` and ``K`` for a single image, else ``N×K×2`` and ``N×K``
             float32. Confidence is in [0, 1]: the agreement of η's heatmaps of the image and of its
             mirror image (:func:`~keypointgan.geometry.heatmap_agreement`), so it costs the mirrored
-            pass, which the flip test makes anyway; the points are those of :meth:`predict`.
+            pass, which the flip test makes anyway, times :func:`~keypointgan.pixels.spread_factor` (low when the whole pose
+            has collapsed to a pixel or so); the points are those of :meth:`predict`.
         """
         from .inference import predict_points_confidence
 
@@ -140,7 +141,7 @@ class KeypointDetector:
             self.phi, self.eta, x, flip_permutation=self.skeleton.flip_permutation, flip_test=self.flip_test, batch_size=batch_size
         )
         out = norm_to_image_pixels(pts, self.size, np.asarray(hw))
-        conf = conf.numpy().astype(np.float32)
+        conf = conf.numpy().astype(np.float32) * spread_factor(pts.numpy(), self.size)
         return (out[0], conf[0]) if single else (out, conf)
 
     def skeleton_image(self, images) -> np.ndarray:

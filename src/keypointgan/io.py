@@ -344,3 +344,72 @@ def _yaml_problem(exc: Exception) -> str:
     if mark is not None:
         return f"{problem} at line {mark.line + 1}, column {mark.column + 1}"
     return str(problem)
+
+
+# ------------------------------------------------------------------ one writer per run folder
+LOCK_NAME = ".keypointgan.lock"
+"""The file in a run folder that says which process writes it: ``PID HOST``."""
+
+
+@contextmanager
+def run_lock(folder: str | Path) -> Iterator[Path]:
+    """Hold ``FOLDER/.keypointgan.lock`` while the body runs: one writer per run folder.
+
+    The lock file is created exclusively (``O_EXCL``) and holds ``PID HOST``; it is removed on exit.
+    A lock left by a process that is gone (same host, no such PID) is stale and taken over; a live
+    holder, or one on another host (whose PIDs cannot be checked), is refused with an
+    :class:`InputError` naming the process.  Creates ``folder`` if needed.
+    """
+    import socket
+
+    folder = Path(folder)
+    path = folder / LOCK_NAME
+    host = socket.gethostname()
+    me = f"{os.getpid()} {host}"
+    folder.mkdir(parents=True, exist_ok=True)
+    for _ in range(3):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, _file_mode())
+        except FileExistsError:
+            holder = _lock_holder(path, host)
+            if holder is None:  # stale: its process is gone
+                path.unlink(missing_ok=True)
+                continue
+            raise InputError(f"in use by process {holder} (another keypointgan train writes this run folder); "
+                             f"wait for it to end, or delete {path} if that process is gone", folder) from None
+        with os.fdopen(fd, "w") as f:
+            f.write(me + "\n")
+        break
+    else:  # pragma: no cover - three processes racing for one stale lock
+        raise InputError("in use: the run folder's lock keeps changing hands", folder)
+    try:
+        yield path
+    finally:
+        try:
+            if path.read_text().strip() == me:
+                path.unlink()
+        except OSError:
+            pass
+
+
+def _lock_holder(path: Path, host: str) -> str | None:
+    """``"PID on HOST"`` of a live lock, or None when the lock is stale."""
+    import time
+
+    try:
+        text = path.read_text().split()
+        age = time.time() - path.stat().st_mtime
+    except (OSError, UnicodeDecodeError):
+        return None
+    if len(text) != 2 or not text[0].isdigit():  # being written (just created) or damaged
+        return None if age > 10 else "starting"
+    pid, where = int(text[0]), text[1]
+    if where != host:
+        return f"{pid} on host {where}"
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:  # alive, another user's
+        pass
+    return f"{pid} on {where}"

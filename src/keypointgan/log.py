@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import sys
 
-__all__ = ["logger", "configure"]
+__all__ = ["logger", "configure", "warnings_as_lines", "end_progress_bars"]
 
 logger = logging.getLogger("keypointgan")
 
@@ -46,3 +46,37 @@ def configure(level: int | None = None) -> logging.Logger:
     if level is not None:
         logger.setLevel(level)
     return logger
+
+
+def warnings_as_lines():
+    """A context in which Python warnings (a skipped video frame, …) print as ``keypointgan: warning: …``,
+    one line each through :data:`logger`, instead of Python's two lines (file, line, source).  The
+    command line uses it; the library itself leaves ``warnings`` alone."""
+    import contextlib
+    import warnings
+
+    @contextlib.contextmanager
+    def context():
+        previous = warnings.showwarning
+
+        def show(message, category, filename, lineno, file=None, line=None):
+            logger.warning(str(message))
+
+        warnings.showwarning = show
+        try:
+            yield
+        finally:
+            warnings.showwarning = previous
+
+    return context()
+
+
+def end_progress_bars() -> None:
+    """Close every open progress bar, so that the next line on stderr starts a line of its own (an error
+    raised in the middle of a loop leaves its bar open, drawn without a line break)."""
+    try:
+        from tqdm import tqdm
+    except ImportError:  # pragma: no cover - tqdm is a dependency
+        return
+    for bar in list(getattr(tqdm, "_instances", ())):
+        bar.close()

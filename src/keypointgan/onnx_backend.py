@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import InputError
-from .pixels import norm_to_image_pixels, prepare_images
+from .pixels import norm_to_image_pixels, prepare_images, signed_to_uint8, spread_factor
 from .skeleton import Skeleton
 
 __all__ = ["OnnxKeypointDetector", "read_metadata"]
@@ -76,11 +76,15 @@ class OnnxKeypointDetector:
         self.preprocess = self.metadata.get("preprocess") == "true"
         self._input = self.session.get_inputs()[0].name
 
-    def predict_grid_points(self, x: np.ndarray, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
-        """``N×3×S×S`` float32 in [-1, 1] at the model's size → ``N×K×2`` points in [-1, 1] and ``N×K`` confidences."""
-        if self.preprocess:
-            raise InputError("this model takes uint8 N×H×W×3 images (exported with --preprocess); use predict()", self.path)
+    def _run(self, x: np.ndarray, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+        """``N×3×S×S`` float32 in [-1, 1] → the graph's ``N×K×2`` points and ``N×K`` confidences.
+
+        A graph exported with ``--preprocess`` takes uint8 ``N×H×W×3`` and resizes in the graph; it is
+        given the same ``S×S`` images as uint8 (its resize is then the identity), so both kinds of
+        export give the same points for the same image."""
         x = np.ascontiguousarray(x, dtype=np.float32)
+        if self.preprocess:
+            x = np.ascontiguousarray(signed_to_uint8(x).transpose(0, 2, 3, 1))
         pts, conf = [], []
         for i in range(0, x.shape[0], batch_size):
             p, c = self.session.run(None, {self._input: x[i : i + batch_size]})
@@ -88,13 +92,19 @@ class OnnxKeypointDetector:
             conf.append(c)
         return np.concatenate(pts), np.concatenate(conf)
 
+    def predict_grid_points(self, x: np.ndarray, batch_size: int = 64) -> np.ndarray:
+        """``N×3×S×S`` float32 in [-1, 1] at the model's size → ``N×K×2`` points in [-1, 1], as
+        :meth:`KeypointDetector.predict_grid_points <keypointgan.KeypointDetector.predict_grid_points>`
+        (confidences: :meth:`predict_with_confidence`)."""
+        return self._run(x, batch_size)[0]
+
     def predict_with_confidence(self, images, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
         """Images (as :meth:`KeypointDetector.predict <keypointgan.KeypointDetector.predict>` takes them, without tensors)
         → pixel ``(x, y)`` points and confidences in [0, 1]: ``K×2`` and ``K`` for one image, else ``N×K×2`` and ``N×K``."""
         x, hw, single = prepare_images(images, self.size)
-        pts, conf = self.predict_grid_points(x, batch_size)
+        pts, conf = self._run(x, batch_size)
         out = norm_to_image_pixels(pts, self.size, np.asarray(hw))
-        conf = conf.astype(np.float32)
+        conf = conf.astype(np.float32) * spread_factor(pts, self.size)  # as the PyTorch detector's
         return (out[0], conf[0]) if single else (out, conf)
 
     def predict(self, images, batch_size: int = 64) -> np.ndarray:

@@ -32,7 +32,7 @@ from .errors import InputError
 __all__ = [
     "as_size", "pixel_to_norm", "norm_to_pixel", "pixel_to_unit", "unit_to_pixel", "unit_to_norm", "norm_to_unit",
     "rescale_pixels", "norm_to_image_pixels", "image_pixels_to_norm", "uint8_to_signed", "signed_to_uint8",
-    "resize_image", "prepare_images", "UINT8_SCALE",
+    "resize_image", "prepare_images", "UINT8_SCALE", "spread_factor", "COLLAPSED_SPREAD_PX",
 ]
 
 Size = int | Sequence[int]
@@ -203,3 +203,27 @@ def prepare_images(images, size: int) -> tuple[np.ndarray, list[tuple[int, int]]
         hw.append((img.shape[0], img.shape[1]))
         out[i] = resize_image(img, size).transpose(2, 0, 1)
     return uint8_to_signed(out), hw, single
+
+
+COLLAPSED_SPREAD_PX = 1.5
+"""A pose whose keypoints all lie within about this many pixels (of the model's grid) of their centroid has
+collapsed: the scale of :func:`spread_factor`."""
+
+
+def spread_factor(points: np.ndarray, size: int, scale_px: float = COLLAPSED_SPREAD_PX) -> np.ndarray:
+    """How far each predicted pose is from a collapsed one: ``N×K×2`` points in [-1, 1] → ``N×1`` in [0, 1].
+
+    ``r`` is the largest distance of a keypoint from the pose's centroid, in pixels of the ``size``-pixel
+    grid, and the factor is ``1 − exp(−(r / scale_px)²)``: 0.36 at 1 px, 0.83 at 2 px, 0.98 at 3 px, 1 for
+    any pose of a few pixels or more.  A collapsed model puts every keypoint within a pixel or so of the
+    others, and its heatmaps still agree with the mirror image's (the agreement reads ~1): this factor
+    brings its confidence down (benchmarks/confidence_collapse.py measures it).
+    """
+    import warnings
+
+    pts = np.asarray(points, dtype=np.float64) * ((size - 1) / 2)  # [-1, 1] → pixels of the grid
+    with warnings.catch_warnings():  # a pose of NaN keypoints only: "mean of empty slice", and spread 0
+        warnings.simplefilter("ignore", RuntimeWarning)
+        r = np.linalg.norm(pts - np.nanmean(pts, axis=1, keepdims=True), axis=-1)
+    r = np.nanmax(r, axis=1, initial=0.0)  # NaN keypoints left out
+    return (1.0 - np.exp(-np.square(r / scale_px)))[:, None].astype(np.float32)

@@ -15,15 +15,18 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 
 from .errors import InputError
 from .io import IMAGE_SUFFIXES, atomic_write_text, check_output_folder, max_image_pixels, read_image, write_image
 
-__all__ = ["predict_paths", "collect_images", "predict_video", "predict_files", "smooth_keypoints", "CentredMovingAverage"]
+__all__ = ["predict_paths", "collect_images", "predict_video", "predict_video_frames", "FramePrediction", "predict_files",
+           "smooth_keypoints", "CentredMovingAverage", "JsonWriter", "CsvWriter", "OverlayWriter"]
 
 
 def _is_hidden(p: Path) -> bool:
@@ -56,7 +59,7 @@ def collect_images(inputs: Sequence[str | Path]) -> list[Path]:
 
 def _detector(source, device: str | None, flip_test: bool | None):
     """``source`` itself if it is a detector, one on onnxruntime for an ``.onnx`` file (no torch), else one loaded from that checkpoint."""
-    if hasattr(source, "predict_with_confidence"):
+    if not isinstance(source, (str, os.PathLike)):  # a detector (either backend, or anything with their prediction API)
         return source
     if Path(source).suffix.lower() == ".onnx":
         from .onnx_backend import OnnxKeypointDetector
@@ -160,10 +163,10 @@ def _write_image_outputs(det, files, stems, results, out: Path, overlay: bool) -
             "width": int(w),
             "height": int(h),
             "units": "pixel (x, y); the centre of pixel column j is at x = j",
-            "keypoints": {n: [float(x), float(y)] for n, (x, y) in zip(det.skeleton.keypoints, kp)},
-            "confidence": {n: round(float(c), 4) for n, c in zip(det.skeleton.keypoints, conf)},
+            "keypoints": keypoint_record(det.skeleton.keypoints, kp, digits=None),
+            "confidence": confidence_record(det.skeleton.keypoints, conf),
         }
-        atomic_write_text(out / f"{stem}.json", json.dumps(rec, indent=2))
+        atomic_write_text(out / f"{stem}.json", json.dumps(rec, indent=2, allow_nan=False))
         if overlay:
             img = read_image(f)  # read again: already checked, and not kept in memory for every image
             scale = max(1, 256 // max(img.shape[:2]))
@@ -228,6 +231,14 @@ class CentredMovingAverage:
         return self._emit(self.T)
 
 
+def check_smooth_window(window: int) -> int:
+    """``window`` as a video smoothing setting: 0 or 1 (off), or an odd number of frames; else :class:`InputError`."""
+    window = int(window)
+    if window < 0 or (window > 1 and window % 2 == 0):
+        raise InputError(f"smooth must be 0 (off) or an odd number of frames, got {window}")
+    return window
+
+
 def smooth_keypoints(points: np.ndarray, window: int) -> np.ndarray:
     """Centred moving average of ``T×K×2`` keypoints over ``window`` frames (see :class:`CentredMovingAverage`)."""
     points = np.asarray(points, dtype=np.float32)
@@ -241,8 +252,11 @@ def smooth_keypoints(points: np.ndarray, window: int) -> np.ndarray:
     return out
 
 
-def _json_float(v: float):
-    return round(float(v), 3) if np.isfinite(v) else None
+def _json_float(v: float, digits: int | None = 3):
+    """A number for JSON: rounded to ``digits`` (None: as it is), NaN and ±inf as null (JSON has no NaN)."""
+    if not np.isfinite(v):
+        return None
+    return float(v) if digits is None else round(float(v), digits)
 
 
 def predict_video(
@@ -293,16 +307,13 @@ def predict_video(
 
     from .io import atomic_path
     from .video import VideoReader, VideoWriter, is_video_file
-    from .viz import draw_keypoints
 
     path = Path(path)
     if not path.is_file():
         raise InputError("video file not found", path)
     if not is_video_file(path):
         raise InputError("not a video file (.mp4 .avi .mov .mkv .webm)", path)
-    smooth = int(smooth)
-    if smooth < 0 or (smooth > 1 and smooth % 2 == 0):
-        raise InputError(f"--smooth must be 0 (off) or an odd number of frames, got {smooth}")
+    smooth = check_smooth_window(smooth)
     if batch_size < 1:
         raise InputError(f"batch size must be positive, got {batch_size}")
     out = Path(out)
@@ -318,14 +329,6 @@ def predict_video(
         T, w, h = reader.num_frames, reader.width, reader.height
         fps = reader.fps or 25.0
         up = int(scale) if scale else max(1, 256 // max(h, w))
-        jf = open(stack.enter_context(atomic_path(json_path)), "w", encoding="utf-8")
-        cf = open(stack.enter_context(atomic_path(csv_path)), "w", encoding="utf-8", newline="")
-        stack.callback(cf.close)
-        stack.callback(jf.close)
-        writer = None
-        if overlay:
-            writer = VideoWriter(video_path, fps=fps)
-            stack.push(writer)  # closes (moves into place) on success, drops the file on error
         header = {
             "video": str(path),
             "width": w,
@@ -337,69 +340,25 @@ def predict_video(
             "skeleton": det.skeleton.to_dict(),
             "smooth": {"filter": "centred moving average", "window": smooth} if smooth > 1 else None,
         }
-        jf.write(json.dumps(header, indent=1)[:-2] + ',\n "frames": [\n')
-        cf.write(",".join(["frame", "time"] + [f"{n}_{c}" for n in names for c in ("x", "y")] + [f"{n}_conf" for n in names]) + "\n")
-        sm = CentredMovingAverage(smooth if smooth > 1 else 1, T)
-        raw: dict[int, np.ndarray] = {}  # raw keypoints of frames waiting in the smoother
-        confs: dict[int, np.ndarray] = {}  # their confidences (not smoothed)
-        state = {"n": 0, "skipped": []}
-
-        def emit(t: int, kp: np.ndarray, img) -> None:
-            skipped = img is None
-            rec: dict = {"frame": t, "time": round(reader.time(t), 6)}
-            r, conf = raw.pop(t, None), confs.pop(t, None)
-            if skipped:
-                state["skipped"].append(t)
-                rec.update(skipped=True, keypoints=None)
-                row = [""] * (3 * len(names))
-            else:
-                rec["keypoints"] = {n: [_json_float(x), _json_float(y)] for n, (x, y) in zip(names, kp)}
-                if smooth > 1:
-                    rec["keypoints_raw"] = {n: [_json_float(x), _json_float(y)] for n, (x, y) in zip(names, r)}
-                rec["confidence"] = {n: round(float(c), 4) for n, c in zip(names, conf)}
-                row = [f"{v:.3f}" if np.isfinite(v) else "" for v in kp.reshape(-1)] + [f"{c:.4f}" for c in conf]
-                if writer is not None:
-                    writer.write(draw_keypoints(img, kp, det.skeleton, scale=up, radius=2, width=2, confidence=conf))
-            jf.write(("" if state["n"] == 0 else ",\n") + json.dumps(rec))
-            cf.write(",".join([str(t), f"{rec['time']:.6f}"] + row) + "\n")
-            state["n"] += 1
-
-        def push(t: int, kp: np.ndarray, img) -> None:
-            raw[t] = kp
-            for item in sm.push(t, kp, img):
-                emit(*item)
-
-        batch: list[tuple[int, np.ndarray]] = []
-        expected = 0
-
-        def run_batch() -> None:
-            nonlocal expected
-            kps, cs = det.predict_with_confidence([img for _, img in batch], batch_size=len(batch))
-            for (t, img), kp, c in zip(batch, kps, cs):
-                for u in range(expected, t):  # frames the decoder skipped
-                    push(u, np.full((len(names), 2), np.nan, np.float32), None)
-                confs[t] = c
-                push(t, kp, img)
-                expected = t + 1
-            batch.clear()
-
+        writers = [JsonWriter(stack.enter_context(atomic_path(json_path)), header, smoothed=smooth > 1),
+                   CsvWriter(stack.enter_context(atomic_path(csv_path)), names)]
+        if overlay:
+            video = VideoWriter(video_path, fps=fps)
+            stack.push(video)  # closes (moves into place) on success, drops the file on error
+            writers.append(OverlayWriter(video, det.skeleton, up))
+        for wr in writers:
+            stack.callback(wr.close)  # in reverse: each file is complete before atomic_path moves it into place
+        skipped = []
         with tqdm(total=T, desc=f"predict {path.name}", unit="frame", disable=not progress) as bar:
-            for t, img in reader.frames():
-                batch.append((t, img))
-                if len(batch) >= batch_size:
-                    run_batch()
-                    bar.update(expected - bar.n)
-            if batch:
-                run_batch()
-            for u in range(expected, T):
-                push(u, np.full((len(names), 2), np.nan, np.float32), None)
-            for item in sm.flush():
-                emit(*item)
-            bar.update(T - bar.n)
-        jf.write("\n ]\n}\n")
+            for fp in predict_video_frames(det, reader, smooth=smooth, batch_size=batch_size):
+                if fp.points is None:
+                    skipped.append(fp.frame)
+                for wr in writers:
+                    wr.write(fp)
+                bar.update(1)
     return {
         "frames": T,
-        "skipped": state["skipped"],
+        "skipped": skipped,
         "json": json_path,
         "csv": csv_path,
         "overlay": video_path if overlay else None,
@@ -407,6 +366,149 @@ def predict_video(
         "width": w,
         "height": h,
     }
+
+
+@dataclass
+class FramePrediction:
+    """One frame of a video as :func:`predict_video_frames` yields it (``points`` None: a skipped frame)."""
+
+    frame: int
+    """The frame's index (0 .. T-1, presentation order)."""
+    time: float
+    """Its presentation time in seconds from the first frame."""
+    points: np.ndarray | None
+    """``K×2`` pixel ``(x, y)`` of the frame, smoothed when a window is set."""
+    raw: np.ndarray | None
+    """``K×2`` as predicted, before smoothing."""
+    confidence: np.ndarray | None
+    """``K`` in [0, 1] (not smoothed)."""
+    image: np.ndarray | None
+    """The frame, ``H×W×3`` uint8."""
+
+
+def predict_video_frames(det, reader, *, smooth: int = 0, batch_size: int = 32) -> Iterator[FramePrediction]:
+    """Every frame of an open :class:`~keypointgan.video.VideoReader`, in order: decoded, predicted in
+    batches of ``batch_size``, smoothed over ``smooth`` frames (:class:`CentredMovingAverage`).
+
+    At most ``batch_size + smooth // 2`` frames are held at a time.  A frame the decoder skips comes
+    with ``points`` None (a :class:`~keypointgan.video.VideoFrameWarning` names it); a frame a damaged
+    stream decodes again out of order is dropped with a warning.
+    """
+    from .video import VideoFrameWarning
+
+    T, K = reader.num_frames, det.skeleton.num_keypoints
+    smooth = check_smooth_window(smooth)
+    sm = CentredMovingAverage(smooth if smooth > 1 else 1, T)
+    waiting: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # raw keypoints and confidences of frames in the smoother
+    missing = np.full((K, 2), np.nan, np.float32)
+
+    def done(items):
+        for t, kp, img in items:
+            raw, conf = waiting.pop(t, (None, None))
+            yield FramePrediction(t, round(reader.time(t), 6), None if img is None else kp, raw, conf, img)
+
+    batch: list[tuple[int, np.ndarray]] = []
+    expected = 0
+
+    def run_batch():
+        nonlocal expected
+        kps, cs = det.predict_with_confidence([img for _, img in batch], batch_size=len(batch))
+        for (t, img), kp, c in zip(batch, kps, cs):
+            if t < expected:  # a damaged stream can repeat a timestamp or step back: that frame is written already
+                warnings.warn(f"{reader.path}: frame {t} decoded again out of order (damaged data); the repeat is dropped", VideoFrameWarning)
+                continue
+            for u in range(expected, t):  # frames the decoder skipped
+                yield from done(sm.push(u, missing, None))
+            waiting[t] = (kp, c)
+            yield from done(sm.push(t, kp, img))
+            expected = t + 1
+        batch.clear()
+
+    for t, img in reader.frames():
+        batch.append((t, img))
+        if len(batch) >= batch_size:
+            yield from run_batch()
+    if batch:
+        yield from run_batch()
+    for u in range(expected, T):
+        yield from done(sm.push(u, missing, None))
+    yield from done(sm.flush())
+
+
+def keypoint_record(names: Sequence[str], points: np.ndarray, digits: int | None = 3) -> dict:
+    """``{name: [x, y]}`` for JSON (NaN as null, rounded to ``digits``); images and videos write it alike."""
+    return {n: [_json_float(x, digits), _json_float(y, digits)] for n, (x, y) in zip(names, points)}
+
+
+def confidence_record(names: Sequence[str], confidence: np.ndarray) -> dict:
+    """``{name: confidence}`` for JSON, 4 decimals."""
+    return {n: _json_float(c, 4) for n, c in zip(names, confidence)}
+
+
+class JsonWriter:
+    """A video's predictions as one JSON object, ``header`` fields then ``"frames": [...]``, one record per
+    frame, streamed: every piece is written by :func:`json.dumps` (no NaN: they are null)."""
+
+    def __init__(self, path: Path, header: dict, *, smoothed: bool):
+        self.f = open(path, "w", encoding="utf-8")
+        self.names, self.smoothed, self.n = header["keypoint_names"], smoothed, 0
+        self.f.write("{\n" + "".join(f" {json.dumps(k)}: {json.dumps(v, allow_nan=False)},\n" for k, v in header.items()) + ' "frames": [\n')
+
+    def write(self, fp: FramePrediction) -> None:
+        rec: dict = {"frame": fp.frame, "time": fp.time}
+        if fp.points is None:
+            rec.update(skipped=True, keypoints=None)
+        else:
+            rec["keypoints"] = keypoint_record(self.names, fp.points)
+            if self.smoothed:
+                rec["keypoints_raw"] = keypoint_record(self.names, fp.raw)
+            rec["confidence"] = confidence_record(self.names, fp.confidence)
+        self.f.write(("" if self.n == 0 else ",\n") + json.dumps(rec, allow_nan=False))
+        self.n += 1
+
+    def close(self) -> None:
+        if not self.f.closed:
+            self.f.write("\n ]\n}\n")
+            self.f.close()
+
+
+class CsvWriter:
+    """``frame, time, <kp>_x, <kp>_y, …, <kp>_conf, …`` per frame (empty cells for a skipped frame)."""
+
+    def __init__(self, path: Path, names: Sequence[str]):
+        import csv
+
+        self.f = open(path, "w", encoding="utf-8", newline="")
+        self.rows = csv.writer(self.f, lineterminator="\n")
+        self.rows.writerow(["frame", "time"] + [f"{n}_{c}" for n in names for c in ("x", "y")] + [f"{n}_conf" for n in names])
+        self.k = len(names)
+
+    def write(self, fp: FramePrediction) -> None:
+        if fp.points is None:
+            cells = [""] * (3 * self.k)
+        else:
+            cells = [f"{v:.3f}" if np.isfinite(v) else "" for v in fp.points.reshape(-1)]
+            cells += [f"{c:.4f}" if np.isfinite(c) else "" for c in fp.confidence]
+        self.rows.writerow([str(fp.frame), f"{fp.time:.6f}"] + cells)
+
+    def close(self) -> None:
+        self.f.close()
+
+
+class OverlayWriter:
+    """Each predicted frame with its skeleton drawn (upscaled ``scale`` times) into a video; skipped frames are left out."""
+
+    def __init__(self, video, skeleton, scale: int):
+        self.video, self.skeleton, self.scale = video, skeleton, scale
+
+    def write(self, fp: FramePrediction) -> None:
+        from .viz import draw_keypoints
+
+        if fp.points is not None:
+            self.video.write(draw_keypoints(fp.image, fp.points, self.skeleton, scale=self.scale, radius=2, width=2, confidence=fp.confidence))
+
+    def close(self) -> None:  # the video file itself is closed (moved into place) by its own context
+        pass
 
 
 def predict_files(
@@ -453,7 +555,12 @@ def predict_files(
                              "(raise it: --max-image-pixels or $KEYPOINTGAN_MAX_IMAGE_PIXELS)", v)
     det = _detector(checkpoint, device, flip_test)
     results = _predict_images(det, files, progress)
-    _write_image_outputs(det, files, image_stems, results, out, overlay)
-    n = len(files)
-    res = [predict_video(det, v, out, smooth=smooth, overlay=overlay, progress=progress) for v in videos]
-    return {"images": n, "videos": res}
+    created = not out.exists()
+    try:
+        _write_image_outputs(det, files, image_stems, results, out, overlay)
+        res = [predict_video(det, v, out, smooth=smooth, overlay=overlay, progress=progress) for v in videos]
+    except BaseException:
+        if created and out.is_dir() and not any(out.iterdir()):  # a failure leaves no empty output folder behind
+            out.rmdir()
+        raise
+    return {"images": len(files), "videos": res}

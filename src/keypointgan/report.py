@@ -23,7 +23,7 @@ import platform
 from pathlib import Path
 
 from .errors import InputError
-from .io import atomic_write_text
+from .io import atomic_write_text, check_writable
 
 __all__ = ["read_log", "plot_curves", "write_report", "report_run"]
 
@@ -155,6 +155,7 @@ def write_report(run: str | Path, out: str | Path | None = None, *, metrics: dic
     run = Path(run)
     out = Path(out) if out is not None else run / "report.html"
     records = read_log(run)
+    check_writable(out)  # before the curves are drawn next to it
     starts = [r for r in records if r.get("event") == "start"]
     start = starts[-1] if starts else {}
     curves = plot_curves(records, out.parent / f"{out.stem}_curves.png")
@@ -198,7 +199,8 @@ def write_report(run: str | Path, out: str | Path | None = None, *, metrics: dic
     env = dict(start.get("environment") or {})
     if not env:  # a log from before environments were recorded: say where the report was made instead
         env = {"device": start.get("device"), "version": start.get("version"), "python (report)": platform.python_version()}
-    env = {"seed": start.get("seed", (start.get("config") or {}).get("seed")), **env, "reconstruction loss": start.get("rec_loss")}
+    env = {"data": start.get("data"), "evaluation data": start.get("eval_data"), "prior": start.get("prior"),
+           "seed": start.get("seed", (start.get("config") or {}).get("seed")), **env, "reconstruction loss": start.get("rec_loss")}
     parts.append("<h2>Environment</h2>" + _table([(k, v) for k, v in env.items() if v is not None]))
     if samples:
         parts.append("<h2>Samples over time</h2><p>columns: x, Φ(x), β(η(Φ(x))) with keypoints, x′, x̂ = Ψ(β(η(Φ(x))), x′)</p>"

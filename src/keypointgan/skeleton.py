@@ -63,7 +63,7 @@ class Skeleton:
     keypoints: tuple[str, ...]
     limbs: tuple[tuple[int, int], ...]
     symmetric: tuple[tuple[int, int], ...] = field(default=())
-    name: str = "skeleton"
+    name: str = field(default="skeleton", compare=False)  # a label: skeletons compare by keypoints, limbs and pairs
 
     def __init__(
         self,

@@ -81,15 +81,58 @@ def tensor_to_uint8(images: "torch.Tensor") -> np.ndarray:
     return x.permute(0, 2, 3, 1).numpy()
 
 
-def grid(rows: Sequence[Sequence[np.ndarray]], pad: int = 2, fill: int = 255) -> np.ndarray:
-    """Tile equally sized ``H×W×3`` images into rows and columns with padding."""
+def grid(rows: Sequence[Sequence[np.ndarray]], pad: int = 2, fill: int = 255, *, column_labels: Sequence[str] | None = None,
+         row_labels: Sequence[str] | None = None) -> np.ndarray:
+    """Tile equally sized ``H×W×3`` images into rows and columns with padding; ``column_labels`` are
+    written above the columns, ``row_labels`` left of the rows (so that a picture reads on its own)."""
     h, w = rows[0][0].shape[:2]
     ncol = max(len(r) for r in rows)
     out = np.full((len(rows) * (h + pad) + pad, ncol * (w + pad) + pad, 3), fill, np.uint8)
     for i, r in enumerate(rows):
         for j, img in enumerate(r):
             out[pad + i * (h + pad) : pad + i * (h + pad) + h, pad + j * (w + pad) : pad + j * (w + pad) + w] = img
-    return out
+    if not column_labels and not row_labels:
+        return out
+    from PIL import Image, ImageDraw
+
+    font, plain = _label_font()
+    texts = [[plain(t) for t in (labels or [])] for labels in (column_labels, row_labels)]
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    box = lambda t: measure.textbbox((0, 0), t, font=font)  # noqa: E731
+    top = max([box(t)[3] for t in texts[0]], default=-4) + 4
+    left = max([box(t)[2] for t in texts[1]], default=-4) + 4
+    im = Image.new("RGB", (out.shape[1] + left, out.shape[0] + top), (fill,) * 3)
+    im.paste(Image.fromarray(out), (left, top))
+    d = ImageDraw.Draw(im)
+    for j, t in enumerate(texts[0]):
+        d.text((left + pad + j * (w + pad) + (w - box(t)[2]) / 2, 1), t, fill=(0, 0, 0), font=font)
+    for i, t in enumerate(texts[1]):
+        d.text((1, top + pad + i * (h + pad) + (h - box(t)[3]) / 2), t, fill=(0, 0, 0), font=font)
+    return np.asarray(im)
+
+
+_ASCII = {"Φ": "Phi", "β": "beta", "η": "eta", "Ψ": "Psi", "′": "'", "\u0302": "^"}
+
+
+def _label_font():
+    """A font with Greek letters for labels (DejaVu Sans: matplotlib's copy or the system's), and the
+    identity; without one PIL's default font and labels spelt in ASCII (Φ → Phi)."""
+    import importlib.util
+
+    from PIL import ImageFont
+
+    spec = importlib.util.find_spec("matplotlib")  # located, not imported
+    places = ([Path(spec.origin).parent / "mpl-data" / "fonts" / "ttf" / "DejaVuSans.ttf"] if spec and spec.origin else [])
+    places.append(Path("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf"))
+    for p in places:
+        if p.is_file():
+            return ImageFont.truetype(str(p), 11), lambda t: t
+    return ImageFont.load_default(), lambda t: "".join(_ASCII.get(c, c) for c in t)
+
+
+SAMPLE_COLUMNS = ("x", "Φ(x)", "β(η(Φ(x)))", "x′", "x̂")
+"""The columns of a sample grid: the target frame, Φ's skeleton image, the keypoints re-rendered (with
+the keypoints drawn), the appearance frame and the reconstruction ``Ψ(β(η(Φ(x))), x′)``."""
 
 
 def save_sample_grid(path: str | Path, x, y_hat, points, x_app, x_rec, skeleton: Skeleton, n: int = 8, scale: int = 2, sigma: float = 0.2) -> np.ndarray:
@@ -107,7 +150,7 @@ def save_sample_grid(path: str | Path, x, y_hat, points, x_app, x_rec, skeleton:
         row = [np.asarray(_up(c[i], scale)) for c in cols]
         row[2] = draw_keypoints(cols[2][i], pix[i], skeleton, scale=scale)
         rows.append(row)
-    sheet = grid(rows)
+    sheet = grid(rows, column_labels=SAMPLE_COLUMNS)
     write_image(path, sheet)
     return sheet
 

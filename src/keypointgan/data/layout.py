@@ -187,7 +187,11 @@ class Layout:
         videos: dict[str, Video] = {}
         for d in sorted(p for p in vdir.iterdir() if not p.name.startswith(".")):
             vid = d.name if d.is_dir() else d.stem
+            if d.is_dir() and is_video_file(d):
+                raise InputError("a folder named like a video file; a video is a file, or a folder of frames without the suffix", d)
             kp = self.root / "keypoints" / f"{vid}.npy"
+            if kp.exists() and not kp.is_file():
+                raise InputError("a folder named like a keypoint file; keypoints must be .npy files", kp)
             kp = kp if kp.is_file() else None
             if d.is_dir():
                 frames = sorted(

@@ -306,7 +306,8 @@ def _picture(pics: dict, n: int = 8) -> np.ndarray:
     lo, hi = float(logp.min()), float(logp.max())
     log_img = (logp - lo) / max(hi - lo, 1e-12) * 2 - 1  # stretched to the shown range
     shown = [pics["target"], pics["appearance"], pics["phi"], log_img, pics["rendered"], pics["rec_raw"], pics["rec_bottleneck"]]
-    return grid([list(tensor_to_uint8(t[:n])) for t in shown])
+    return grid([list(tensor_to_uint8(t[:n])) for t in shown],
+                row_labels=("x", "x′", "Φ(x)", "log Φ(x)", "β(η(Φ(x)))", "Ψ(Φ(x), x′)", "x̂ = Ψ(β(η(Φ(x))), x′)"))
 
 
 def diagnose(run: str | Path, data: str | Path, *, out: str | Path | None = None, videos: int = 20, frames_per_video: int = 10,

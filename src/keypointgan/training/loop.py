@@ -108,7 +108,14 @@ def save_state(state: TrainState, loader: PairLoader | None, path: Path) -> Path
     if not state.dist.is_writer:
         return None
     inference_networks(state, loader)
-    save_checkpoint(state.state_dict(other_ranks=others[1:]), path)
+    sd = state.state_dict(other_ranks=others[1:])
+    bad = [f"{part}.{net}.{k}" for part in ("nets", "ema") for net, w in (sd.get(part) or {}).items() for k, t in w.items()
+           if t.is_floating_point() and not torch.isfinite(t).all()]
+    if bad:  # a checkpoint only ever holds finite weights: the previous one stays
+        kept = f"the last checkpoint {path} is intact" if path.is_file() else "no checkpoint was written"
+        raise TrainingDiverged(f"training stopped at step {state.step}: {len(bad)} weight tensors are not finite "
+                               f"(first: {bad[0]}); {kept}", path if path.is_file() else None)
+    save_checkpoint(sd, path)
     return path
 
 
@@ -168,7 +175,7 @@ def environment(state: TrainState, world_size: int) -> dict:
 
 
 def fit(state: TrainState, loader: PairLoader, prior: torch.Tensor, out: str | Path, *, eval_set: EvalSet | None = None,
-        progress: bool = True) -> dict:
+        progress: bool = True, record: dict | None = None) -> dict:
     """Pre-train η if needed, then train until the budget is spent; returns the final metrics ({} without ``eval_set``).
 
     The budget is ``state.cfg.steps`` and/or ``max_minutes`` (GAN training time, without η's
@@ -177,7 +184,8 @@ def fit(state: TrainState, loader: PairLoader, prior: torch.Tensor, out: str | P
     interval.  SIGINT/SIGTERM stop at the next step boundary, save and raise
     :class:`~keypointgan.errors.TrainingInterrupted`; a second signal stops at once (the previous
     checkpoint stays).  A fresh run seeds the global generators from the seed; a resumed one has them
-    from its checkpoint.
+    from its checkpoint.  ``record``: more fields for the log's ``start`` record (the data's paths).
+    A resumed run whose budget is already spent trains nothing, says so and leaves the run untouched.
     """
     cfg, out = state.cfg, Path(out)
     if cfg.steps is None and cfg.max_minutes is None:
@@ -185,6 +193,8 @@ def fit(state: TrainState, loader: PairLoader, prior: torch.Tensor, out: str | P
     configure_logging()
     writer = state.dist.is_writer
     ckpt = run_checkpoint(out)
+    if state.resumed and _budget_spent(state):
+        return {}
     out.mkdir(parents=True, exist_ok=True)
     if writer:  # temporary files of checkpoint writes a crash interrupted
         for tmp in ckpt.parent.glob(f".{CHECKPOINT_NAME}.*.tmp"):
@@ -195,7 +205,7 @@ def fit(state: TrainState, loader: PairLoader, prior: torch.Tensor, out: str | P
         log({"event": "start", "step": state.step, "seed": cfg.seed, "device": str(state.device), "rec_loss": state.rec_loss.name,
              "version": __version__, "environment": environment(state, loader.world_size), "config": cfg.to_dict(),
              "data_workers": loader.workers, "precision": state.precision.name, "compile": cfg.compile,
-             "world_size": state.dist.world_size, "global_batch": cfg.batch_size * state.dist.world_size})
+             "world_size": state.dist.world_size, "global_batch": cfg.batch_size * state.dist.world_size, **(record or {})})
         if state.resumed and state.resumed_world_size not in (None, state.dist.world_size):
             log({"event": "world_size_changed", "step": state.step, "from": state.resumed_world_size, "to": state.dist.world_size})
             if writer:
@@ -240,6 +250,18 @@ def fit(state: TrainState, loader: PairLoader, prior: torch.Tensor, out: str | P
                               f"({exc.__class__.__name__}); the last checkpoint {ckpt} is intact") from None
 
 
+def _budget_spent(state: TrainState) -> bool:
+    """Whether the run's budget already covers its step and training time (then it says so)."""
+    cfg = state.cfg
+    budget_s = cfg.max_minutes * 60 if cfg.max_minutes else math.inf
+    if budget_fraction(state.step, state.elapsed, cfg.steps, budget_s) < 1.0:
+        return False
+    if state.dist.is_writer:
+        logger.warning(f"nothing to train: the run is at step {state.step} ({state.elapsed / 60:.1f} min of training), "
+                       f"which its budget (steps {cfg.steps}, max_minutes {cfg.max_minutes}) already covers")
+    return True
+
+
 def _lost_contact(exc: RuntimeError) -> bool:
     """Whether ``exc`` is a collective failing because another process died or timed out (torch's
     ``DistError``; gloo raises a plain ``RuntimeError`` naming its transport)."""
@@ -256,9 +278,7 @@ def _train(state: TrainState, loader: PairLoader, prior: torch.Tensor, out: Path
     cfg, writer = state.cfg, state.dist.is_writer
     ckpt = run_checkpoint(out)
     budget_s = cfg.max_minutes * 60 if cfg.max_minutes else math.inf
-    if budget_fraction(state.step, state.elapsed, cfg.steps, budget_s) >= 1.0:
-        logger.warning(f"nothing to train: the run is at step {state.step} ({state.elapsed / 60:.1f} min of training), "
-                       f"which its budget (steps {cfg.steps}, max_minutes {cfg.max_minutes}) already covers")
+    if _budget_spent(state):
         return None
     saved_step = state.step if ckpt.is_file() else None
     start, base_elapsed = time.perf_counter(), state.elapsed

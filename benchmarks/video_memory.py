@@ -104,7 +104,9 @@ def main() -> None:
             if ckpt is None:
                 cfg = make_config("cpu-64", model=SMALL_MODEL, batch_size=8, device="cpu", steps=1, pretrain_steps=2)
                 train(root, tmp / "run", config=cfg, progress=False)
-                ckpt = tmp / "run" / "checkpoints" / "latest.pt"
+                from keypointgan.checkpoint import run_checkpoint
+
+                ckpt = run_checkpoint(tmp / "run")
             for mode in ("train", "predict"):
                 cmd = [sys.executable, __file__, "--child", mode, str(root), str(ckpt), str(tmp / f"out_{mode}_{n}")]
                 res = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1])

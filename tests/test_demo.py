@@ -28,8 +28,9 @@ def test_demo_end_to_end_tiny(tmp_path, capsys):
     assert m["mean_pose"]["error"] == pytest.approx(direct.mean(), rel=1e-4)
     assert m["mean_pose"]["error_flip"] == pytest.approx(np.minimum(direct, swapped).mean(), rel=1e-4)
     assert m["minutes"] > 0 and m["budget_minutes"] == 0.9
-    # the baseline gets KeypointGAN's time at most (less only when the deadline is near)
-    assert m["supervised"]["minutes"] <= max(m["keypointgan"]["minutes"], 0.05) + 0.05
+    # the baseline gets KeypointGAN's time at most (less only when the deadline is near); the slack is for a
+    # loaded machine, where the last step and evaluation of a tiny run overshoot by a few seconds, not for twice the time
+    assert m["supervised"]["minutes"] <= 1.5 * max(m["keypointgan"]["minutes"], 0.05) + 0.05
     assert m["n_test_frames"] == 8 and m["test_videos"] == ["v0005"]
     assert m["keypointgan"]["steps"] > 0 and m["supervised"]["steps"] > 0
     assert res["mean_pose"] == m["mean_pose"]

@@ -122,6 +122,7 @@ def test_cross_source_suite_end_to_end(tmp_path, capsys):
         assert r["ratio_supervised"] == pytest.approx(r["error"] / r["supervised"]) and r["supervised"] > 0
         assert set(r["breakdown"]) >= {"per_keypoint", "centroid", "aligned", "spread", "variety"} and len(r["breakdown"]["per_keypoint"]) == 15
         assert f"{r['variant']} seed 0: error {r['error']:.2f}" in printed
+    assert f"bar: {cross_source.BARS}" in printed
     assert [s["ratio_mean_pose"] for s in res["summary"]] == pytest.approx([r["ratio_mean_pose"] for r in res["rows"]])
     test_lay = Layout(res["rows"][0]["test"])
     assert len(test_lay.videos) == 1 and len(Layout(res["rows"][0]["train"]).videos) == 9  # the last 10% held out

@@ -9,7 +9,8 @@ from torch import nn
 
 from keypointgan import InputError, Skeleton
 from keypointgan import geometry
-from keypointgan.research.diagnose import format_preference, format_table, measure_leak, measure_pose_preference, probe_accuracy
+from keypointgan.research.diagnose import (format_error_sources, format_preference, format_table, measure_error_sources, measure_leak,
+                                           measure_pose_preference, probe_accuracy)
 from keypointgan.losses import FallbackReconstructionLoss
 
 SK = Skeleton(keypoints=["a", "b", "c"], limbs=[("a", "b"), ("b", "c")], name="tri")
@@ -170,6 +171,13 @@ def test_diagnose_a_run_writes_numbers_and_picture(one_step_run, tiny_data, tmp_
     assert "prefers truth" in printed and pref["frames"] == 16 and pref["rec_loss_as_trained"] is True
     assert len(pref["per_keypoint"]) == 15 and all(0.0 <= v["prefers_truth"] <= 1.0 for v in pref["per_keypoint"].values())
     assert pref["error"] > 0 and pref["whole_pose"]["loss_predicted"] > 0
+    # where the error comes from: η's reading against the truth is the prediction's error (the raw networks), and
+    # the three distances obey the triangle inequality per keypoint and frame, so on the means too
+    src = res["error_sources"]
+    assert "η's reading" in printed and src["frames"] == 16 and src["fit_steps"] == 300
+    assert src["eta_vs_truth"] == pytest.approx(pref["error"], rel=1e-4)
+    assert src["eta_vs_truth"] <= src["eta_vs_fitted"] + src["fitted_vs_truth"] + 1e-6
+    assert src["fit_residual"] <= src["eta_residual"] + 1e-6  # the fit starts at η's reading and descends
     from PIL import Image
 
     with Image.open(out / "diagnose.png") as im:
@@ -177,3 +185,81 @@ def test_diagnose_a_run_writes_numbers_and_picture(one_step_run, tiny_data, tmp_
         assert im.size[1] == 7 * 34 + 2 and im.size[0] > 4 * 34 + 2 + 40
     # a missing run: one line, exit 2
     assert main(["diagnose", str(tmp_path / "nope"), "--data", str(tiny_data)]) == 2
+
+
+# ---------------------------------------------------------------- where the error comes from
+BODY = Skeleton(keypoints=["head", "neck", "hip", "l_hand", "r_hand"],
+                limbs=[("head", "neck"), ("neck", "hip"), ("neck", "l_hand"), ("neck", "r_hand")], name="body")
+
+
+def _poses(n=6, seed=0):
+    """``n`` poses of BODY in [-1, 1]: a trunk with the hands raised or lowered, moved about."""
+    g = torch.Generator().manual_seed(seed)
+    base = torch.tensor([[0.15, -0.6], [0.0, -0.3], [-0.1, 0.3], [-0.35, -0.1], [0.35, -0.1]])  # no two limbs in line
+    hands = torch.zeros(n, 5, 2)
+    hands[:, 3:, 1] = (torch.rand(n, 2, generator=g) - 0.5) * 0.6
+    return base + hands + (torch.rand(n, 1, 2, generator=g) - 0.5) * 0.3
+
+
+class IndexedPhi(nn.Module):
+    """Frame ``i`` (its pixel (0, 0) holds ``i / 100``) → the render of ``poses[i]``: Φ's image is exact when
+    ``poses`` are the truth, and the same stick for every frame when they are all one pose."""
+
+    def __init__(self, poses, size=32):
+        super().__init__()
+        self.images = geometry.render_signed(poses, BODY, size, 0.2)
+
+    def forward(self, x):
+        return self.images[(x[:, 0, 0, 0] * 100).round().long()]
+
+
+class OffsetEta(nn.Module):
+    """Reads a skeleton image as the pose of the nearest of ``poses``' renders, moved by ``offset``."""
+
+    def __init__(self, poses, offset, size=32):
+        super().__init__()
+        self.poses, self.offset = poses, torch.as_tensor(offset)
+        self.images = geometry.render_signed(poses, BODY, size, 0.2).flatten(1)
+
+    def forward(self, y):
+        i = torch.cdist(y.flatten(1), self.images).argmin(1)
+        return self.poses[i] + self.offset
+
+
+def _indexed_frames(n, size=32):
+    x = torch.zeros(n, 3, size, size)
+    x[:, 0, 0, 0] = torch.arange(n) / 100.0
+    return x
+
+
+def test_an_exact_phi_read_with_an_offset_blames_eta():
+    truth = _poses()
+    offset = (0.04, -0.03)  # 0.05 in [-1, 1]: 2.5 % of the side
+    res = measure_error_sources(IndexedPhi(truth), OffsetEta(truth, offset), BODY, _indexed_frames(6), truth, sigma=0.2, steps=300, batch=4)
+    assert res["fitted_vs_truth"] < 0.3  # the render of the truth explains Φ's image: the fit returns to it
+    assert res["eta_vs_fitted"] == pytest.approx(2.5, abs=0.3)
+    assert res["eta_vs_truth"] == pytest.approx(2.5, abs=1e-4)
+    assert res["fit_residual"] < 0.05 * res["eta_residual"]
+    assert set(res["per_keypoint"]) == set(BODY.keypoints) and res["frames"] == 6
+    assert all(v["eta_vs_truth"] == pytest.approx(2.5, abs=1e-4) for v in res["per_keypoint"].values())
+    assert "η's reading" in format_error_sources(res) and "300 Adam steps" in format_error_sources(res)
+
+
+def test_a_phi_that_draws_one_pose_blames_phi():
+    truth = _poses()
+    fixed = truth[:1].expand(6, -1, -1)  # every frame drawn in frame 0's pose
+    res = measure_error_sources(IndexedPhi(fixed), OffsetEta(fixed, (0.0, 0.0)), BODY, _indexed_frames(6), truth, sigma=0.2, steps=100)
+    wrong = float(((fixed - truth).norm(dim=-1) * 50).mean())  # how far the drawn pose is from the truth, % of the side
+    assert wrong > 3.0
+    assert res["fitted_vs_truth"] == pytest.approx(wrong, abs=0.2) and res["eta_vs_fitted"] < 0.2  # η reads Φ's image right
+    assert res["eta_vs_truth"] == pytest.approx(wrong, abs=1e-4)
+
+
+def test_error_sources_leave_missing_keypoints_out():
+    truth = _poses(4)
+    gapped = truth.clone()
+    gapped[0, 3] = float("nan")
+    res = measure_error_sources(IndexedPhi(truth), OffsetEta(truth, (0.05, 0.0)), BODY, _indexed_frames(4), gapped, sigma=0.2, steps=50)
+    assert np.isfinite(res["eta_vs_truth"]) and res["eta_vs_truth"] == pytest.approx(2.5, abs=1e-4)
+    with pytest.raises(ValueError, match="truth of shape"):
+        measure_error_sources(IndexedPhi(truth), OffsetEta(truth, (0.0, 0.0)), BODY, _indexed_frames(4), truth[:, :3], sigma=0.2)

@@ -90,3 +90,73 @@ def test_supervised_bound_reused_only_for_the_same_budget_and_data(tmp_path):
     assert got == {("default", 0): {"error": 2.5, "steps": 1400, "from": str(path)}, ("slow", 1): {"error": 3.5, "steps": 1400, "from": str(path)}}
     with pytest.raises(SystemExit, match="--steps"):
         fidelity.earlier_supervised(path, steps=None, supervised_ratio=3.5, videos=100, frames=40)
+
+
+# ---------------------------------------------------------------- the cross-source suite (benchmarks/cross_source.py)
+spec_cs = importlib.util.spec_from_file_location("cross_source", Path(__file__).parent.parent / "benchmarks" / "cross_source.py")
+cross_source = importlib.util.module_from_spec(spec_cs)
+sys.modules["cross_source"] = cross_source
+spec_cs.loader.exec_module(cross_source)
+
+TINY = ["--seeds", "0", "--steps", "2", "--videos", "10", "--frames", "4", "--prior", "100", "--marionette-videos", "3", "--marionette-frames", "4",
+        "--marionette-prior", "40", "--marionette-test-videos", "2", "--marionette-test-frames", "3",
+        "--train-args", "--pretrain-steps 2 --ema-norm-batches 1 --batch-size 4 --sample-every 1000 --eval-every 1000 --ckpt-every 1000"]
+
+
+def test_cross_source_suite_end_to_end(tmp_path, capsys):
+    """Built-in default and (when ../shared is there) plain marionettes, trained and evaluated through
+    the CLI on tiny budgets: the JSON's numbers are the evaluation's, the ratios are computed from them,
+    and the marionettes' keypoints are the renderer's less half a pixel."""
+    import json
+
+    has_marionette = cross_source.MARIONETTE.is_file()
+    res = cross_source.main(["--sources", "default", "marionette-plain", "--out", str(tmp_path), *TINY])
+    printed = capsys.readouterr().out
+    saved = json.loads((tmp_path / "cross_source.json").read_text())
+    assert saved["rows"] == json.loads(json.dumps(res["rows"])) and saved["steps"] == 2
+    assert [r["variant"] for r in res["rows"]] == (["default", "marionette-plain"] if has_marionette else ["default"])
+    for r in res["rows"]:
+        ev = json.loads((Path(r["run"]) / "eval.json").read_text())
+        assert r["error"] == ev["error"] > 0 and r["steps"] == 2 and r["supervised_steps"] == 2
+        assert r["ratio_mean_pose"] == pytest.approx(r["error"] / r["mean_pose"]) and r["mean_pose"] > 0
+        assert r["ratio_supervised"] == pytest.approx(r["error"] / r["supervised"]) and r["supervised"] > 0
+        assert set(r["breakdown"]) >= {"per_keypoint", "centroid", "aligned", "spread", "variety"} and len(r["breakdown"]["per_keypoint"]) == 15
+        assert f"{r['variant']} seed 0: error {r['error']:.2f}" in printed
+    assert f"bar: {cross_source.BARS}" in printed
+    assert [s["ratio_mean_pose"] for s in res["summary"]] == pytest.approx([r["ratio_mean_pose"] for r in res["rows"]])
+    test_lay = Layout(res["rows"][0]["test"])
+    assert len(test_lay.videos) == 1 and len(Layout(res["rows"][0]["train"]).videos) == 9  # the last 10% held out
+    if not has_marionette:
+        assert "marionette-plain skipped" in printed and res["skipped"] == ["marionette-plain"]
+        pytest.skip("../shared/datasets/marionette.py is not there: the marionette source was skipped")
+    # the renderer's own files, written again here, are half a pixel off the suite's
+    import subprocess
+
+    raw = tmp_path / "raw"
+    subprocess.run([sys.executable, str(cross_source.MARIONETTE), str(raw), "--videos", "2", "--frames", "3", "--seed", "12", "--with-keypoints", "--plain"],
+                   check=True)
+    mar = Layout(res["rows"][1]["test"])
+    for v in mar.videos:
+        assert np.allclose(mar.load_keypoints(v), np.load(raw / "keypoints" / f"{v.id}.npy") - 0.5)
+    prior = load_prior(Layout(res["rows"][1]["train"]).prior_path, mar.skeleton)
+    assert prior.shape == (40, 15, 2) and 0 < prior.min() and prior.max() < 1  # already in [0, 1] prior units: kept as written
+    assert mar.skeleton.num_keypoints == 15 and res["rows"][1]["test_frames"] == 6
+
+
+def test_pil_draws_at_coordinates_half_a_pixel_up_and_left():
+    """The fact behind the marionette conversion: a disc or limb polygon PIL draws at float coordinates
+    ``c`` has its pixel centroid at ``c − 0.5`` in numpy indices (this project's pixel units)."""
+    from PIL import Image, ImageDraw
+
+    rng = np.random.default_rng(0)
+    offsets = []
+    for _ in range(200):
+        c, r, d = rng.uniform(20, 40, 2), rng.uniform(2, 6), rng.uniform(-8, 8, 2)
+        disc, limb = Image.new("L", (64, 64)), Image.new("L", (64, 64))
+        ImageDraw.Draw(disc).ellipse([c[0] - r, c[1] - r, c[0] + r, c[1] + r], fill=255)
+        n = np.array([-d[1], d[0]]) / np.linalg.norm(d) * r / 2
+        ImageDraw.Draw(limb).polygon([tuple(c + n), tuple(c + d + n), tuple(c + d - n), tuple(c - n)], fill=255)
+        for im, centre in ((disc, c), (limb, c + d / 2)):
+            ys, xs = np.nonzero(np.asarray(im))
+            offsets.append([xs.mean() - centre[0], ys.mean() - centre[1]])
+    assert np.mean(offsets, axis=0) == pytest.approx([-cross_source.PIL_OFFSET] * 2, abs=0.06)

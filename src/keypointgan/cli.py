@@ -333,15 +333,19 @@ def cmd_report(args) -> int:
 
 
 def cmd_diagnose(args) -> int:
-    from .research.diagnose import diagnose, format_preference, format_table
+    from .research.diagnose import diagnose, format_error_sources, format_preference, format_table
 
-    res = diagnose(args.run, args.data, out=args.out, videos=args.videos, frames_per_video=args.frames, device=args.device, format=args.format)
+    res = diagnose(args.run, args.data, out=args.out, videos=args.videos, frames_per_video=args.frames, device=args.device, format=args.format,
+                   fit_steps=args.fit_steps)
     print(format_table(res))
     if "pose_preference" in res:
         pref = res["pose_preference"]
         print("\nthe reconstruction's preference for the true pose" + ("" if pref["rec_loss_as_trained"] else
               f" (measured with the {pref['rec_loss']} loss: the run's VGG-19 weights are not at their path)"))
         print(format_preference(pref))
+    if "error_sources" in res:
+        print("\nwhere the error comes from: Φ's image (the pose that best explains it) and η's reading of it")
+        print(format_error_sources(res["error_sources"]))
     return 0
 
 
@@ -464,6 +468,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--frames", type=_positive_int, default=10, help="frames per video (evenly spaced; default 10)")
     s.add_argument("--device", default="cpu", help="cpu, cuda, … (default cpu)")
     s.add_argument("--format", choices=_FORMATS, default="auto")
+    s.add_argument("--fit-steps", type=_positive_int, default=300, help="Adam steps fitting the pose that best explains Φ's image (default 300)")
     s.set_defaults(func=cmd_diagnose)
 
     s = sub.add_parser("demo", help="synthetic data → KeypointGAN → evaluation next to baselines")

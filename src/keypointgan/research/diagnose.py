@@ -32,16 +32,28 @@ it does not care where the keypoints are, below ½ when Ψ has learnt Φ's own p
 settled on it, and the reconstruction holds Φ there).  It reads the objective's local pull at the end
 of training, not whether a different equilibrium would be better.
 
+**Where the error comes from** (on data with keypoints).  The prediction ``η(Φ(x))`` passes two
+networks; the error of each is measured against the pose that best explains Φ's image: ``f`` minimises
+``mean (β(f) − Φ(x))²`` (β: :func:`~keypointgan.geometry.render_signed` with the run's σ), fitted by
+Adam from η's reading as the start.  ``fitted_vs_truth``: how well Φ's image locates the limbs (the
+best any reader of it could do with this renderer); ``eta_vs_fitted``: what η loses reading it;
+``eta_vs_truth``: the prediction's error.  Mean distances over keypoints and frames, in % of the image
+side.  A large ``fitted_vs_truth`` blames Φ, a large ``eta_vs_fitted`` with a small one blames η;
+``fit_residual`` (the fitted render's mean squared difference from Φ(x), beside η's reading's) says how
+well any pose explains the image at all.  A joint between two limbs in line (a straight arm) can slide
+along them without changing the render: there the fit is as ambiguous as the image.
+
 :func:`measure_leak` takes the networks and frames (any Φ, η, Ψ — used by the tests with networks
 built by hand); :func:`diagnose` reads a run's checkpoint and a dataset and writes
 ``diagnose.json`` and ``diagnose.png`` (rows: target, the other video's appearance frame, Φ(x),
-log Φ(x), β(η(Φ(x))), Ψ from Φ(x), Ψ from β(η(Φ(x)))), and :func:`measure_pose_preference` when the
-data has keypoints.
+log Φ(x), β(η(Φ(x))), Ψ from Φ(x), Ψ from β(η(Φ(x)))), and :func:`measure_pose_preference` and
+:func:`measure_error_sources` when the data has keypoints.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Sequence
 
@@ -53,7 +65,7 @@ from .. import geometry
 from ..errors import InputError
 from ..skeleton import Skeleton
 
-__all__ = ["measure_leak", "measure_pose_preference", "diagnose", "probe_accuracy", "log_skeleton", "format_table", "format_preference"]
+__all__ = ["measure_leak", "measure_pose_preference", "measure_error_sources", "fit_pose", "format_error_sources", "diagnose", "probe_accuracy", "log_skeleton", "format_table", "format_preference"]
 
 LOG_FLOOR = 1e-4
 """``log Φ(x)`` clamps the skeleton image in [0, 1] at this value (``log`` of it is ≈ −9.2)."""
@@ -268,6 +280,105 @@ def measure_pose_preference(
     }
 
 
+def fit_pose(image: torch.Tensor, start: torch.Tensor, skeleton: Skeleton, *, sigma: float, steps: int = 300, lr: float = 0.01) -> tuple[torch.Tensor, torch.Tensor]:
+    """The pose that best explains skeleton images: ``argmin_f mean (β(f) − image)²`` per image.
+
+    ``image``: ``B×1×S×S`` in [-1, 1] (Φ's output); ``start``: ``B×K×2`` in [-1, 1], where the descent
+    begins (η's reading).  Adam with ``lr`` decayed to 0 (cosine) over ``steps`` steps on all images at once (the loss is a sum
+    over images, so each pose follows its own image's gradient); each image keeps the best pose met.  Written here because it is
+    gradient descent through this project's renderer β.  Returns ``(pose, residual)``: the fitted
+    ``B×K×2`` points and each image's mean squared difference from its fitted render (``B``).
+    """
+    size = image.shape[-1]
+    f = start.detach().clone().requires_grad_(True)
+    opt = torch.optim.Adam([f], lr=lr)
+    target = image.detach()
+    best, best_loss = f.detach().clone(), torch.full((f.shape[0],), float("inf"), device=f.device)
+    for i in range(steps + 1):
+        per_image = (geometry.render_signed(f, skeleton, size, sigma) - target).pow(2).flatten(1).mean(1)
+        with torch.no_grad():  # Adam does not descend monotonically: keep each image's best pose so far (the start included)
+            better = per_image < best_loss
+            best[better], best_loss[better] = f[better], per_image[better]
+        if i == steps:
+            break
+        for g in opt.param_groups:  # a cosine decay to 0: Adam's steps are about lr long, so the last ones settle
+            g["lr"] = 0.5 * lr * (1 + math.cos(math.pi * i / steps))
+        opt.zero_grad(set_to_none=True)
+        per_image.sum().backward()
+        opt.step()
+    return best, best_loss.detach()
+
+
+def measure_error_sources(
+    phi: torch.nn.Module,
+    eta: torch.nn.Module,
+    skeleton: Skeleton,
+    frames: torch.Tensor,
+    truth: torch.Tensor,
+    *,
+    sigma: float,
+    steps: int = 300,
+    lr: float = 0.01,
+    batch: int = 64,
+) -> dict:
+    """Where the prediction's error comes from (module docs): Φ's image, η's reading of it.
+
+    Args:
+        frames: ``N×3×S×S`` in [-1, 1]; ``truth``: ``N×K×2`` true keypoints in [-1, 1] on the same grid
+            (NaN where missing: left out of the two distances to the truth).
+        sigma: the renderer's σ (the run's ``model.sigma``); ``steps``, ``lr``: the fit (:func:`fit_pose`),
+            ``batch`` frames at a time.
+
+    Returns:
+        ``fitted_vs_truth``, ``eta_vs_fitted``, ``eta_vs_truth`` (mean distances, % of the image side),
+        ``per_keypoint`` (the three for each name), ``fit_residual`` and ``eta_residual`` (mean squared
+        difference of Φ(x) from the render of the fitted pose and of η's reading), ``fit_steps``, ``frames``.
+    """
+    n, k = truth.shape[0], skeleton.num_keypoints
+    if frames.shape[0] != n or tuple(truth.shape[1:]) != (k, 2):
+        raise ValueError(f"{frames.shape[0]} frames and truth of shape {tuple(truth.shape)} for {k} keypoints")
+    dev = _device(phi)
+    size = frames.shape[-1]
+    fits, reads, res_fit, res_eta = [], [], [], []
+    for s in range(0, n, batch):
+        with torch.no_grad():
+            y = phi(frames[s : s + batch].to(dev)).float()
+            p = eta(y).float()
+            res_eta.append((geometry.render_signed(p, skeleton, size, sigma) - y).pow(2).flatten(1).mean(1).cpu())
+        with torch.enable_grad():
+            f, r = fit_pose(y, p, skeleton, sigma=sigma, steps=steps, lr=lr)
+        fits.append(f.cpu()), reads.append(p.cpu()), res_fit.append(r.cpu())
+    f, p, t = torch.cat(fits).double(), torch.cat(reads).double(), truth.double()
+    # [-1, 1] spans 2: ×50 → % of the side
+    dists = {"fitted_vs_truth": (f - t).norm(dim=-1) * 50.0, "eta_vs_fitted": (p - f).norm(dim=-1) * 50.0, "eta_vs_truth": (p - t).norm(dim=-1) * 50.0}
+    dists = {key: d.numpy() for key, d in dists.items()}
+
+    def mean(d: np.ndarray) -> float:
+        return float(np.nanmean(d)) if np.isfinite(d).any() else float("nan")
+
+    return {
+        **{key: mean(d) for key, d in dists.items()},
+        "per_keypoint": {name: {key: mean(d[:, j]) for key, d in dists.items()} for j, name in enumerate(skeleton.keypoints)},
+        "fit_residual": float(torch.cat(res_fit).mean()),
+        "eta_residual": float(torch.cat(res_eta).mean()),
+        "fit_steps": int(steps),
+        "frames": int(n),
+    }
+
+
+def format_error_sources(numbers: dict) -> str:
+    """One plain-text table of :func:`measure_error_sources`'s numbers."""
+    keys = ("fitted_vs_truth", "eta_vs_fitted", "eta_vs_truth")
+    rows = [("keypoint", "Φ's image (fit vs truth)", "η's reading (η vs fit)", "η vs truth")]
+    rows.append(("all", *(f"{numbers[key]:.2f}" for key in keys)))
+    rows += [(name, *(f"{v[key]:.2f}" for key in keys)) for name, v in numbers["per_keypoint"].items()]
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    lines = ["  ".join(c.ljust(wd) for c, wd in zip(r, widths)) for r in rows]
+    lines.append(f"% of image side; the fit: the pose whose render best explains Φ(x) ({numbers['fit_steps']} Adam steps from η's reading; "
+                 f"residual {numbers['fit_residual']:.4f}, η's reading's {numbers['eta_residual']:.4f}); {numbers['frames']} frames")
+    return "\n".join(lines)
+
+
 def format_preference(numbers: dict) -> str:
     """One plain-text table of :func:`measure_pose_preference`'s numbers."""
     w = numbers["whole_pose"]
@@ -311,7 +422,7 @@ def _picture(pics: dict, n: int = 8) -> np.ndarray:
 
 
 def diagnose(run: str | Path, data: str | Path, *, out: str | Path | None = None, videos: int = 20, frames_per_video: int = 10,
-             device: str = "cpu", format: str = "auto") -> dict:
+             device: str = "cpu", format: str = "auto", fit_steps: int = 300) -> dict:
     """Measure the appearance leak of a run (module docs) on a dataset's videos; write the results.
 
     Args:
@@ -324,7 +435,8 @@ def diagnose(run: str | Path, data: str | Path, *, out: str | Path | None = None
     Returns:
         the numbers of :func:`measure_leak` with ``run``, ``data`` and ``bottleneck_trained``, and, when
         the chosen videos have keypoints, ``pose_preference`` (:func:`measure_pose_preference`; with the
-        run's VGG-19 weights when it was trained with them and they are still at their path).
+        run's VGG-19 weights when it was trained with them and they are still at their path) and
+        ``error_sources`` (:func:`measure_error_sources`, its fit ``fit_steps`` Adam steps).
     """
     from ..api import open_data
     from ..checkpoint import load_networks
@@ -363,6 +475,8 @@ def diagnose(run: str | Path, data: str | Path, *, out: str | Path | None = None
         pref = measure_pose_preference(
             nets["phi"], nets["eta"], nets["psi"], rec_loss.to(dev), skeleton, frames, torch.from_numpy(truth), vid, sigma=cfg.model.sigma)
         numbers["pose_preference"] = {**pref, "rec_loss": rec_loss.name, "rec_loss_as_trained": bool(vgg) == bool(cfg.vgg_weights)}
+        numbers["error_sources"] = measure_error_sources(nets["phi"], nets["eta"], skeleton, frames, torch.from_numpy(truth),
+                                                         sigma=cfg.model.sigma, steps=fit_steps)
     numbers.update({"run": str(ck_path), "data": str(data), "bottleneck_trained": bool(cfg.bottleneck), "step": int(state.get("step", 0))})
     out = Path(out) if out is not None else (ck_path.parent.parent if ck_path.parent.name == "checkpoints" else ck_path.parent)
     out.mkdir(parents=True, exist_ok=True)

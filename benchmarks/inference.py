@@ -37,7 +37,7 @@ import torch
 
 from keypointgan.config import make_config
 from keypointgan.inference import DetectorGraph
-from keypointgan.nets import KeypointRegressor, PoseEncoder
+from keypointgan.nets import build_networks
 from keypointgan.skeleton import preset as skeleton_preset
 
 BATCH = 64
@@ -83,9 +83,8 @@ def _nets(preset: str, checkpoint: str | None):
             raise SystemExit(f"--checkpoint is a {det.size}-px run, not {preset}")
         return det.phi.eval(), det.eta.eval(), det.skeleton, m.size
     torch.manual_seed(0)
-    phi = PoseEncoder(widths=m.encoder_widths, norm=m.norm).eval()
-    eta = KeypointRegressor(num_keypoints=sk.num_keypoints, widths=m.regressor_widths, norm=m.regressor_norm or m.norm).eval()
-    return phi, eta, sk, m.size
+    nets = build_networks(m, sk.num_keypoints, with_gan=False)  # the preset's layouts, as training builds them
+    return nets["phi"].eval(), nets["eta"].eval(), sk, m.size
 
 
 def _ort_session(path: str, threads: int):

@@ -98,10 +98,10 @@ def test_load_networks_accepts_a_module_prefix_and_only_the_files_present(refere
     with pytest.raises(InputError, match="no 6_net"):
         load_networks(folder, 6)
     # the same file as evaluate's --offline-regressor
-    from keypointgan.api import _offline_regressor
+    from keypointgan.api import _pretrained_eta
     from keypointgan.skeleton import preset
 
-    offline = _offline_regressor(folder / "5_net_regressor.pth", preset("human36m"))
+    offline = _pretrained_eta(folder / "5_net_regressor.pth", preset("human36m"))
     with torch.no_grad():
         assert _rel_close(offline(y), soft_argmax(reference["eta"](y)))
 

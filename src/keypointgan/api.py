@@ -269,16 +269,9 @@ def make_loader(cfg: TrainConfig, skeleton: Skeleton, poses: np.ndarray, videos:
 
 
 def _read_regressor(path: str | Path, skeleton: Skeleton, model=None) -> dict:
-    """η's weights from a :func:`pretrain_regressor` checkpoint, checked against ``skeleton``, or from the
-    authors' ``<iteration>_net_regressor.pth`` (:mod:`keypointgan.release`) for a run of config ``model``."""
-    from .release import is_release_file, load_release_regressor
-
-    if model is not None and is_release_file(path):
-        return load_release_regressor(path, skeleton.num_keypoints, model).state_dict()
-    reg = load_networks(path, names=("eta",))
-    if reg.skeleton != skeleton:
-        raise InputError("the regressor was trained for another skeleton", path)
-    return reg.nets["eta"].state_dict()
+    """η's weights for ``train --regressor``: :func:`_pretrained_eta` of ``path`` (a :func:`pretrain_regressor`
+    checkpoint, or the authors' ``<iteration>_net_regressor.pth`` for a run of config ``model``)."""
+    return _pretrained_eta(path, skeleton, model).state_dict()
 
 
 def pretrain_regressor(
@@ -416,8 +409,8 @@ def evaluate(
     from .detector import KeypointDetector
 
     det = KeypointDetector.from_checkpoint(checkpoint, device=device, flip_test=flip_test)
-    offline = _offline_regressor(offline_regressor if offline_regressor is not None else checkpoint, det.skeleton,
-                                 own=offline_regressor is None)
+    offline = _pretrained_eta(offline_regressor if offline_regressor is not None else checkpoint, det.skeleton,
+                              own=offline_regressor is None)
     layout = open_data(data, _matching_skeleton(data, det.skeleton), format)
     if layout.skeleton != det.skeleton:
         raise InputError(f"the checkpoint's skeleton differs from the {layout.name} skeleton", checkpoint)
@@ -445,19 +438,21 @@ def evaluate(
     return _summarize_dataset(layout, preds, gts, hws, groups, det.skeleton, metric, refs or None)
 
 
-def _offline_regressor(path: str | Path, skeleton: Skeleton, *, own: bool = False) -> torch.nn.Module | None:
-    """A pre-trained η (eval mode) from the release's regressor file or a keypointgan checkpoint: the η it
-    kept as pre-trained, else its ``eta``.  ``own``: ``path`` is the evaluated checkpoint itself, whose
-    pre-trained η is used only if it kept one (None otherwise)."""
+def _pretrained_eta(path: str | Path, skeleton: Skeleton, model=None, *, own: bool = False) -> torch.nn.Module | None:
+    """A pre-trained η (eval mode), checked against ``skeleton``: from the authors' regressor file (built
+    as ``model`` builds it, default the ``release`` preset's), or from a keypointgan checkpoint — the η it
+    kept as pre-trained, else its ``eta``.  ``own``: ``path`` is an evaluated run's checkpoint, whose
+    pre-trained η is used only if it kept one (None otherwise).  Read for ``train --regressor`` and for
+    the release's first test number."""
     from .release import is_release_file, load_release_regressor
 
     if not own and is_release_file(path):
-        return load_release_regressor(path, skeleton.num_keypoints)
+        return load_release_regressor(path, skeleton.num_keypoints, model)
     reg = load_networks(path, averaged=False, names=("eta",))
     if own and "eta_pretrained" not in reg.state:
         return None
     if reg.skeleton != skeleton:
-        raise InputError("not a pre-trained regressor for this checkpoint's skeleton", path)
+        raise InputError("the regressor was trained for another skeleton", path)
     eta = reg.nets["eta"]
     if "eta_pretrained" in reg.state:
         try:

@@ -154,12 +154,13 @@ def is_release_file(path: str | Path) -> bool:
 def load_release_regressor(path: str | Path, num_keypoints: int, model: ModelConfig | None = None) -> nn.Module:
     """η loaded from the release's ``<iteration>_net_regressor.pth`` (eval mode), built as ``model``
     builds it (default: the ``release`` preset's; it must be the release's η, ``eta_arch`` release)."""
-    from .nets import KeypointRegressor
+    from .nets import build_networks
 
     model = model or make_config("release").model
     if model.eta_arch != "release":
         raise InputError("the release's regressor needs the release's η (model.eta_arch release, e.g. --preset release)", path)
-    eta = KeypointRegressor(num_keypoints=num_keypoints, widths=model.regressor_widths, norm=model.regressor_norm or model.norm, arch="release")
+    with torch.random.fork_rng(devices=[]):  # the weights are overwritten: the caller's random state is left as it was
+        eta = build_networks(model, num_keypoints, with_gan=False)["eta"]
     eta.load_state_dict(read_release_state(path, "eta", eta, len(model.regressor_widths)))
     return eta.eval()
 
@@ -174,7 +175,7 @@ def load_networks(folder: str | Path, iteration: int | str, *, device: str | tor
     """
     from .nets import build_networks
 
-    present = {k: release_file(folder, iteration, k) for k in RELEASE_NAMES if release_file(folder, iteration, k).is_file()}
+    present = {k: p for k in RELEASE_NAMES if (p := release_file(folder, iteration, k)).is_file()}
     if not present:
         raise InputError(f"no {iteration}_net_<G_A|G_B|D_A|regressor>.pth files", folder)
     k = 32

@@ -12,6 +12,7 @@ from .. import geometry
 from ..data.datasets import augment_poses
 from ..losses import regressor_prior_loss
 from ..skeleton import Skeleton
+from .perturb import perturb_renders
 
 __all__ = ["sample_prior", "pretrain_eta"]
 
@@ -74,6 +75,7 @@ def pretrain_eta(
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(steps, 1))
     size, sigma = cfg.model.size, cfg.model.sigma
     loss = torch.tensor(float("nan"))
+    swaps = torch.tensor(skeleton.side_swaps, device=prior.device) if cfg.regressor_side_swaps else None
     bar = tqdm(range(steps), desc="pre-train η", disable=not progress, leave=False)
     for i in bar:
         if should_stop is not None and should_stop():
@@ -81,7 +83,8 @@ def pretrain_eta(
             return {"pretrain_mse": float(loss.item()), "pretrain_steps": i, "interrupted": True}
         q = sample_prior(prior, cfg.pretrain_batch, cfg, skeleton, gen, pretrain=True)
         with (autocast or contextlib.nullcontext)():
-            loss = regressor_prior_loss(eta(geometry.render_signed(q, skeleton, size, sigma)), q)
+            y = geometry.render_signed(q, skeleton, size, sigma)
+            loss = regressor_prior_loss(eta(perturb_renders(y, gen, cfg.regressor_style, sigma) if cfg.regressor_style else y), q, swaps)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if dist is not None:

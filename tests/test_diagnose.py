@@ -10,7 +10,7 @@ from torch import nn
 from keypointgan import InputError, Skeleton
 from keypointgan import geometry
 from keypointgan.research.diagnose import (format_error_sources, format_preference, format_table, measure_error_sources, measure_leak,
-                                           measure_pose_preference, probe_accuracy)
+                                           measure_pose_preference, measure_prior_reading, probe_accuracy)
 from keypointgan.losses import FallbackReconstructionLoss
 
 SK = Skeleton(keypoints=["a", "b", "c"], limbs=[("a", "b"), ("b", "c")], name="tri")
@@ -175,7 +175,9 @@ def test_diagnose_a_run_writes_numbers_and_picture(one_step_run, tiny_data, tmp_
     # the three distances obey the triangle inequality per keypoint and frame, so on the means too
     src = res["error_sources"]
     assert "η's reading" in printed and src["frames"] == 16 and src["fit_steps"] == 300
-    assert src["eta_vs_truth"] == pytest.approx(pref["error"], rel=1e-4)
+    assert src["eta_vs_truth"] <= pref["error"] + 1e-4  # (in the nearer labelling of the sides; the preference's error is not)
+    prior = src["prior"]  # the data's prior, read by the run's η
+    assert prior["poses"] > 0 and prior["eta_on_prior"] > 0 and 0.0 <= prior["faces_one_way"] <= 1.0 and prior["side_swaps"] is False
     assert src["eta_vs_truth"] <= src["eta_vs_fitted"] + src["fitted_vs_truth"] + 1e-6
     assert src["fit_residual"] <= src["eta_residual"] + 1e-6  # the fit starts at η's reading and descends
     from PIL import Image
@@ -263,3 +265,42 @@ def test_error_sources_leave_missing_keypoints_out():
     assert np.isfinite(res["eta_vs_truth"]) and res["eta_vs_truth"] == pytest.approx(2.5, abs=1e-4)
     with pytest.raises(ValueError, match="truth of shape"):
         measure_error_sources(IndexedPhi(truth), OffsetEta(truth, (0.0, 0.0)), BODY, _indexed_frames(4), truth[:, :3], sigma=0.2)
+
+
+BODY_SIDES = Skeleton(keypoints=list(BODY.keypoints), limbs=[("head", "neck"), ("neck", "hip"), ("neck", "l_hand"), ("neck", "r_hand")],
+                      symmetric=[("l_hand", "r_hand")], name="body")
+
+
+def test_sides_read_the_other_way_round_cost_nothing():
+    # Φ's image cannot show which hand is the left: η reading the two swapped is not an error
+    truth = _poses()
+    swapped = truth[:, BODY_SIDES.flip_permutation]
+    res = measure_error_sources(IndexedPhi(truth), OffsetEta(swapped, (0.0, 0.0)), BODY_SIDES, _indexed_frames(6), truth, sigma=0.2, steps=50)
+    assert res["eta_vs_truth"] < 1e-4 and res["fitted_vs_truth"] < 0.3
+    unpaired = measure_error_sources(IndexedPhi(truth), OffsetEta(swapped, (0.0, 0.0)), BODY, _indexed_frames(6), truth, sigma=0.2, steps=50)
+    assert unpaired["eta_vs_truth"] > 5.0  # without symmetric pairs, swapped hands are 0.7 apart
+
+
+def test_the_prior_reading_shows_figures_facing_both_ways():
+    one_way = _poses(8)
+    both = torch.cat([one_way, one_way[:, BODY_SIDES.flip_permutation]])  # the same renders, labelled both ways
+    assert measure_prior_reading(OffsetEta(one_way, (0.0, 0.0)), BODY_SIDES, one_way, size=32, sigma=0.2)["faces_one_way"] == 0.0
+    exact = measure_prior_reading(OffsetEta(one_way, (0.0, 0.0)), BODY_SIDES, both, size=32, sigma=0.2)
+    assert exact["faces_one_way"] == 0.5 and exact["eta_on_prior"] < 1e-4 and exact["poses"] == 16
+    average = (one_way + one_way[:, BODY_SIDES.flip_permutation]) / 2  # the plain error's answer: both hands on the trunk
+    folded = measure_prior_reading(_Fixed(average, one_way), BODY_SIDES, both, size=32, sigma=0.2)
+    assert folded["eta_on_prior"] > 5.0
+    text = format_error_sources({"fitted_vs_truth": 1.0, "eta_vs_fitted": 1.0, "eta_vs_truth": 1.0, "per_keypoint": {}, "fit_steps": 1,
+                                 "fit_residual": 0.0, "eta_residual": 0.0, "frames": 1, "prior": {**folded, "side_swaps": False}})
+    assert "50% of the prior's figures face one way" in text and "regressor_side_swaps off" in text
+
+
+class _Fixed(OffsetEta):
+    """Reads the render of ``poses[i]`` as ``answers[i]``."""
+
+    def __init__(self, answers, poses):
+        super().__init__(poses, (0.0, 0.0))
+        self.answers = answers
+
+    def forward(self, y):
+        return self.answers[torch.cdist(y.flatten(1), self.images).argmin(1)]

@@ -117,41 +117,17 @@ class Skeleton:
 
     @property
     def side_swaps(self) -> list[list[int]]:
-        """Every relabelling of left and right that leaves the skeleton's drawing unchanged: index
-        permutations, the identity first.
+        """The relabellings of left and right that leave the skeleton's drawing unchanged, as index
+        permutations: the identity, and :attr:`flip_permutation` when it maps the set of limbs onto itself
+        (then ``β(q[:, flip]) = β(q)``: :func:`keypointgan.geometry.render_skeleton` draws limbs, not labels).
 
-        The symmetric pairs form chains (pairs joined pair to pair by limbs, e.g. shoulder–elbow–wrist);
-        swapping the labels of any set of chains is kept when it maps the set of limbs onto itself, so that
-        ``β(q[:, perm]) = β(q)`` exactly (:func:`keypointgan.geometry.render_skeleton` draws limbs, not
-        labels).  More than 6 chains: the identity and :attr:`flip_permutation` only (when it keeps the limbs).
-        """
-        pairs = list(self.symmetric)
+        Only the whole-body swap, not each arm or leg apart: a figure seen from the front or from the back
+        swaps every side at once, and the evaluation's flip correction swaps whole poses."""
         limbs = {frozenset(l) for l in self.limbs}
-        chain = list(range(len(pairs)))  # union-find over the pairs
-
-        def root(i: int) -> int:
-            while chain[i] != i:
-                i = chain[i]
-            return i
-
-        for i, (a, b) in enumerate(pairs):
-            for j, (c, d) in enumerate(pairs[:i]):
-                if ({frozenset((a, c)), frozenset((b, d))} <= limbs) or ({frozenset((a, d)), frozenset((b, c))} <= limbs):
-                    chain[root(i)] = root(j)
-        groups: dict[int, list[tuple[int, int]]] = {}
-        for i, pair in enumerate(pairs):
-            groups.setdefault(root(i), []).append(pair)
-        chains = list(groups.values())
-        n = len(self.keypoints)
-        subsets = [[c for k, c in enumerate(chains) if m >> k & 1] for m in range(1, 2 ** len(chains))] if len(chains) <= 6 else [chains]
-        swaps = [list(range(n))]
-        for chosen in subsets:
-            perm = list(range(n))
-            for group in chosen:
-                for a, b in group:
-                    perm[a], perm[b] = b, a
-            if {frozenset((perm[a], perm[b])) for a, b in self.limbs} == limbs and perm not in swaps:
-                swaps.append(perm)
+        perm = self.flip_permutation
+        swaps = [list(range(len(self.keypoints)))]
+        if perm != swaps[0] and {frozenset((perm[a], perm[b])) for a, b in self.limbs} == limbs:
+            swaps.append(perm)
         return swaps
 
     @property

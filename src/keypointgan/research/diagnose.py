@@ -40,7 +40,16 @@ best any reader of it could do with this renderer); ``eta_vs_fitted``: what η l
 ``eta_vs_truth``: the prediction's error.  Mean distances over keypoints and frames, in % of the image
 side.  A large ``fitted_vs_truth`` blames Φ, a large ``eta_vs_fitted`` with a small one blames η;
 ``fit_residual`` (the fitted render's mean squared difference from Φ(x), beside η's reading's) says how
-well any pose explains the image at all.  A joint between two limbs in line (a straight arm) can slide
+well any pose explains the image at all.  A skeleton image does not show which side is left, so each
+frame's truth is compared in the labelling of its sides (:attr:`~keypointgan.skeleton.Skeleton.side_swaps`)
+nearer to η's reading, as the evaluation's flip correction does.
+
+**Which way the prior's figures face** (when the data has a prior).  η learns to read sides from where
+they are drawn; a prior whose figures face either way (``faces_one_way`` near ½: the fraction of poses
+whose left keypoints lie right of their right ones, in the mean over symmetric pairs) gives the same
+render two labellings, and η trained on the plain error reads the two sides' average, folding the limbs
+onto the trunk (``regressor_side_swaps`` removes this).  ``eta_on_prior``: η's error reading renders of
+prior poses (in the nearer labelling), the floor of what it reads in Φ's images.  A joint between two limbs in line (a straight arm) can slide
 along them without changing the render: there the fit is as ambiguous as the image.
 
 :func:`measure_leak` takes the networks and frames (any Φ, η, Ψ — used by the tests with networks
@@ -65,7 +74,7 @@ from .. import geometry
 from ..errors import InputError
 from ..skeleton import Skeleton
 
-__all__ = ["measure_leak", "measure_pose_preference", "measure_error_sources", "fit_pose", "format_error_sources", "diagnose", "probe_accuracy", "log_skeleton", "format_table", "format_preference"]
+__all__ = ["measure_leak", "measure_pose_preference", "measure_error_sources", "measure_prior_reading", "fit_pose", "format_error_sources", "diagnose", "probe_accuracy", "log_skeleton", "format_table", "format_preference"]
 
 LOG_FLOOR = 1e-4
 """``log Φ(x)`` clamps the skeleton image in [0, 1] at this value (``log`` of it is ≈ −9.2)."""
@@ -349,6 +358,7 @@ def measure_error_sources(
             f, r = fit_pose(y, p, skeleton, sigma=sigma, steps=steps, lr=lr)
         fits.append(f.cpu()), reads.append(p.cpu()), res_fit.append(r.cpu())
     f, p, t = torch.cat(fits).double(), torch.cat(reads).double(), truth.double()
+    t = _nearer_labelling(p, t, skeleton)
     # [-1, 1] spans 2: ×50 → % of the side
     dists = {"fitted_vs_truth": (f - t).norm(dim=-1) * 50.0, "eta_vs_fitted": (p - f).norm(dim=-1) * 50.0, "eta_vs_truth": (p - t).norm(dim=-1) * 50.0}
     dists = {key: d.numpy() for key, d in dists.items()}
@@ -366,6 +376,44 @@ def measure_error_sources(
     }
 
 
+def _nearer_labelling(pred: torch.Tensor, truth: torch.Tensor, skeleton: Skeleton) -> torch.Tensor:
+    """``truth`` (``N×K×2``, NaN where missing) with each pose in the labelling of its sides
+    (:attr:`~keypointgan.skeleton.Skeleton.side_swaps`) nearest to ``pred``'s, the identity on ties."""
+    options = torch.stack([truth[:, perm] for perm in skeleton.side_swaps], 1)  # N×R×K×2
+    dist = (options - pred.unsqueeze(1)).norm(dim=-1).nan_to_num(0.0).sum(-1)  # N×R
+    return options[torch.arange(len(truth)), dist.argmin(1)]
+
+
+def _dataset_prior(dataset) -> np.ndarray | None:
+    """The dataset's prior poses (``N×K×2`` in [0, 1] units), or None when it has none."""
+    try:
+        prior = np.asarray(dataset.load_prior(), dtype=np.float32)
+    except (InputError, OSError):
+        return None
+    prior = prior.reshape(-1, *prior.shape[-2:])
+    return prior[np.isfinite(prior).all(axis=(1, 2))]
+
+
+def measure_prior_reading(eta: torch.nn.Module, skeleton: Skeleton, prior: torch.Tensor, *, size: int, sigma: float, poses: int = 512) -> dict:
+    """How η reads the prior's own renders, and which way the prior's figures face (module docs).
+
+    ``prior``: ``N×K×2`` poses in [-1, 1] (the first ``poses`` evenly spaced ones are used).  Returns
+    ``eta_on_prior`` (mean distance, % of the image side, in the nearer labelling), ``faces_one_way``
+    (the fraction of poses whose left keypoints lie right of their right ones, ``nan`` without symmetric
+    pairs) and ``poses``."""
+    pick = np.unique(np.linspace(0, len(prior) - 1, min(poses, len(prior))).round().astype(int))
+    q = prior[torch.from_numpy(pick)].float()
+    with torch.no_grad():
+        p = eta(geometry.render_signed(q.to(_device(eta)), skeleton, size, sigma)).float().cpu()
+    err = float((p - _nearer_labelling(p, q, skeleton)).norm(dim=-1).mean() * 50.0)
+    if skeleton.symmetric:
+        a, b = (torch.tensor([pair[i] for pair in skeleton.symmetric]) for i in (0, 1))
+        faces = float(((q[:, a, 0] - q[:, b, 0]).mean(1) > 0).double().mean())
+    else:
+        faces = float("nan")
+    return {"eta_on_prior": err, "faces_one_way": faces, "poses": int(len(q))}
+
+
 def format_error_sources(numbers: dict) -> str:
     """One plain-text table of :func:`measure_error_sources`'s numbers."""
     keys = ("fitted_vs_truth", "eta_vs_fitted", "eta_vs_truth")
@@ -376,6 +424,12 @@ def format_error_sources(numbers: dict) -> str:
     lines = ["  ".join(c.ljust(wd) for c, wd in zip(r, widths)) for r in rows]
     lines.append(f"% of image side; the fit: the pose whose render best explains Φ(x) ({numbers['fit_steps']} Adam steps from η's reading; "
                  f"residual {numbers['fit_residual']:.4f}, η's reading's {numbers['eta_residual']:.4f}); {numbers['frames']} frames")
+    prior = numbers.get("prior")
+    if prior:
+        lines.append(f"η on the prior's own renders: {prior['eta_on_prior']:.2f} ({prior['poses']} poses); "
+                     f"{prior['faces_one_way']:.0%} of the prior's figures face one way")
+        if 0.1 < prior["faces_one_way"] < 0.9 and not prior.get("side_swaps"):
+            lines.append("the prior's figures face both ways and the run has regressor_side_swaps off: η reads the two sides' average")
     return "\n".join(lines)
 
 
@@ -477,6 +531,13 @@ def diagnose(run: str | Path, data: str | Path, *, out: str | Path | None = None
         numbers["pose_preference"] = {**pref, "rec_loss": rec_loss.name, "rec_loss_as_trained": bool(vgg) == bool(cfg.vgg_weights)}
         numbers["error_sources"] = measure_error_sources(nets["phi"], nets["eta"], skeleton, frames, torch.from_numpy(truth),
                                                          sigma=cfg.model.sigma, steps=fit_steps)
+        prior = _dataset_prior(layout)
+        if prior is not None:
+            from ..pixels import unit_to_norm
+
+            prior = torch.from_numpy(np.asarray(unit_to_norm(prior, cfg.model.size), dtype=np.float32))
+            numbers["error_sources"]["prior"] = {**measure_prior_reading(nets["eta"], skeleton, prior, size=cfg.model.size, sigma=cfg.model.sigma),
+                                                 "side_swaps": bool(cfg.regressor_side_swaps)}
     numbers.update({"run": str(ck_path), "data": str(data), "bottleneck_trained": bool(cfg.bottleneck), "step": int(state.get("step", 0))})
     out = Path(out) if out is not None else (ck_path.parent.parent if ck_path.parent.name == "checkpoints" else ck_path.parent)
     out.mkdir(parents=True, exist_ok=True)

@@ -24,6 +24,13 @@ Sources:
   ``--marionette-prior`` (4000), seed 11; test set 30 × 20, seed 12, with keypoints; the same data
   for every training seed.
 
+**The error** is the evaluation's ``error_flip``: per frame the smaller of the errors against the truth
+and against its left/right swap, the paper's protocol (``../shared/DESIGN.md`` §1).  A skeleton image does
+not show which side is left, so η can only label sides by where they are drawn; the marionettes face
+either way, video by video, and without the correction a run that reads every limb right is charged for
+every back-facing figure.  The mean pose gets the same correction.  Each row also keeps both without it
+(``error_unflipped``, ``mean_pose_unflipped``, ``ratio_mean_pose_unflipped``).
+
 **The marionettes' units.**  The renderer draws with PIL at the float coordinates it writes, and PIL
 puts the centre of pixel column ``j`` at ``x = j + 0.5`` (measured: discs and limb polygons drawn at
 ``c`` have their pixel centroid at ``c − 0.5`` in numpy indices).  Its ``keypoints/*.npy`` are
@@ -139,11 +146,13 @@ def run_source(out: Path, name: str, train: Path, test: Path, *, seed: int, step
     step = int(net.state.get("step", 0))
     sup = (train_supervised(net.config, train_lay, train_lay.videos, es, minutes=minutes, steps=max(1, round(supervised_ratio * step)),
                             progress=False) if bound else {"error": None, "steps": None})
+    sup_error = sup.get("error_flip", sup["error"])
     return {
         "variant": name, "seed": seed, "train": str(train), "test": str(test), "run": str(run),
         "keypoints": test_lay.skeleton.num_keypoints, "test_frames": int(ev["n_frames"]), "steps": step, "supervised_steps": sup["steps"],
-        "error": ev["error"], "mean_pose": base["error"], "supervised": sup["error"],
-        "ratio_mean_pose": ev["error"] / base["error"], "ratio_supervised": ev["error"] / sup["error"] if sup["error"] else None,
+        "error": ev["error_flip"], "mean_pose": base["error_flip"], "supervised": sup_error,
+        "ratio_mean_pose": ev["error_flip"] / base["error_flip"], "ratio_supervised": ev["error_flip"] / sup_error if sup_error else None,
+        "error_unflipped": ev["error"], "mean_pose_unflipped": base["error"], "ratio_mean_pose_unflipped": ev["error"] / base["error"],
         "minutes": (time.perf_counter() - t0) / 60, "breakdown": ev["breakdown"],
     }
 
@@ -183,7 +192,8 @@ def main(argv=None) -> dict:
             result["rows"].append(r)
             sup = f"supervised {r['supervised']:.2f} ({r['ratio_supervised']:.2f}×)" if r["supervised"] else "supervised not trained"
             print(f"{name} seed {seed}: error {r['error']:.2f}, mean pose {r['mean_pose']:.2f} ({r['ratio_mean_pose']:.2f}×), "
-                  f"{sup}, {r['steps']} steps, {r['minutes']:.1f} min", flush=True)
+                  f"{sup}, {r['steps']} steps, {r['minutes']:.1f} min; without the flip correction {r['error_unflipped']:.2f}, "
+                  f"mean pose {r['mean_pose_unflipped']:.2f} ({r['ratio_mean_pose_unflipped']:.2f}×)", flush=True)
             result["summary"] = fidelity.summarise(result["rows"])
             (args.out / "cross_source.json").write_text(json.dumps(result, indent=2))
     result["summary"] = fidelity.summarise(result["rows"])

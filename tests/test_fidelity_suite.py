@@ -117,7 +117,8 @@ def test_cross_source_suite_end_to_end(tmp_path, capsys):
     assert [r["variant"] for r in res["rows"]] == (["default", "marionette-plain"] if has_marionette else ["default"])
     for r in res["rows"]:
         ev = json.loads((Path(r["run"]) / "eval.json").read_text())
-        assert r["error"] == ev["error"] > 0 and r["steps"] == 2 and r["supervised_steps"] == 2
+        assert r["error"] == ev["error_flip"] > 0 and r["error_unflipped"] == ev["error"] >= r["error"]  # the protocol's flip correction
+        assert r["mean_pose_unflipped"] >= r["mean_pose"] and r["steps"] == 2 and r["supervised_steps"] == 2
         assert r["ratio_mean_pose"] == pytest.approx(r["error"] / r["mean_pose"]) and r["mean_pose"] > 0
         assert r["ratio_supervised"] == pytest.approx(r["error"] / r["supervised"]) and r["supervised"] > 0
         assert set(r["breakdown"]) >= {"per_keypoint", "centroid", "aligned", "spread", "variety"} and len(r["breakdown"]["per_keypoint"]) == 15

@@ -524,6 +524,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         pool_size=0,  # the pool's past fakes hid a collapse from D's batch-std channel (docs/experiments.md, the image pool)
         flip_augment=True,  # better on every variant of the generalisation suite, paired by seed (docs/experiments.md, mirrored batches)
         prior_jitter=0.05,  # D's prior poses jittered: better in most runs of the suite, paired by seed (docs/experiments.md, prior_jitter)
+        regressor_side_swaps=True,  # η reads figures that face either way: marionettes 0.73× → see docs/experiments.md (η's folded limbs)
         pretrain_steps=1000,
         eval_every=100,
         sample_every=100,

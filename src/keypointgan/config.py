@@ -215,14 +215,6 @@ class TrainConfig:
     error is smallest at the two sides' average, and η folds the limbs onto the trunk. With it, η reads
     sides by where they are drawn, and its left/right follow that (the evaluation's flip correction is
     unaffected). False: the paper's plain error."""
-    regressor_style: float = 0.0
-    """η reads renders redrawn the way a learnt Φ might draw them, in pre-training and in its prior term:
-    line weight, faint and blurred strokes, erased patches, spurious strokes, a small elastic warp and
-    noise, each range growing with this strength in [0, 1] (:func:`keypointgan.training.perturb.perturb_renders`;
-    0: clean renders, as in the paper). D still sees clean renders."""
-    w_equivariance: float = 0.0
-    """Weight in the G loss of ``MSE(Φ(T(x)), T(Φ(x)))`` for random similarity warps ``T`` (rotation ±20°,
-    scale ±10 %, shift ±0.1; Zhang et al. 2018, Lorenz et al. 2019); 0: off, as in the paper."""
     pretrain_steps: int = 1500
     """Regressor pre-training steps on the prior when no pre-trained η is given (0 skips)."""
     pretrain_lr: float = 1e-3
@@ -313,10 +305,6 @@ class TrainConfig:
             raise InputError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
         if not 0.0 <= self.swa_fraction <= 1.0:
             raise InputError(f"swa_fraction must be in [0, 1], got {self.swa_fraction}")
-        if not 0.0 <= self.regressor_style <= 1.0:
-            raise InputError(f"regressor_style must be in [0, 1], got {self.regressor_style}")
-        if self.w_equivariance < 0:
-            raise InputError(f"w_equivariance must be >= 0, got {self.w_equivariance}")
         if not 0.0 <= self.prior_jitter < 0.5:
             raise InputError(f"prior_jitter must be in [0, 0.5), got {self.prior_jitter}")
         if not 0.0 <= self.lr_decay_fraction <= 1.0:

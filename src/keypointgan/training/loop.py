@@ -68,7 +68,7 @@ def train_step(state: TrainState, x: torch.Tensor, x_app: torch.Tensor, prior: t
     rollback = Rollback(state.buffers(), state.pool)
     with state.autocast():
         terms = keypointgan_objective(state.fwd, x, x_app, q, cfg=cfg, skeleton=state.skeleton, rec_loss=state.rec_loss,
-                                      fakes_for_d=lambda y: state.pool.query(y, state.gen), gen=state.gen)
+                                      fakes_for_d=lambda y: state.pool.query(y, state.gen))
     values, applied = apply_all_or_nothing(terms.losses, terms.parts, state.optimizers, term_parameters(state.nets),
                                            grad_clip=cfg.grad_clip, rollback=rollback, dist=state.dist,
                                            scaler=state.precision.scaler)

@@ -13,12 +13,10 @@ batch of prior poses, never paired with the frames::
     D (rendered prior poses real, Φ's outputs fake, through the image pool):
         ½ · [LSGAN(D(β(q)), real) + LSGAN(D(pool(ŷ)), fake)]
     η (fine-tuned alongside):
-        w_reg_prior · MSE(η(P(β(q))), q)  +  w_reg_self · MSE(β(η(ŷ)), ŷ)
+        w_reg_prior · MSE(η(β(q)), q)  +  w_reg_self · MSE(β(η(ŷ)), ŷ)
 
-Two terms beyond the paper, off unless set: ``w_equivariance · MSE(Φ(T(x)), T(Φ(x)))`` in G for a random
-similarity warp ``T`` (Zhang et al. 2018, Lorenz et al. 2019), and ``P``, renders redrawn the way a
-learnt Φ might draw them (:func:`.perturb.perturb_renders` at ``regressor_style``; identity at 0), so
-that η reads Φ's drawings and not only clean renders.
+With ``regressor_side_swaps`` the prior term is taken per pose up to the left/right relabelling that leaves
+``β(q)`` unchanged (:func:`keypointgan.losses.regressor_prior_loss`), not in the paper.
 
 ``Rec`` is the VGG-19 perceptual loss with weights given, else the fallback loss
 (:func:`keypointgan.losses.make_reconstruction_loss`).  ``discriminator=False`` drops the adversarial
@@ -38,7 +36,6 @@ from torch import nn
 from ..geometry import render_signed as render  # β: B×K×2 points → B×1×S×S skeleton image in [-1, 1]
 from ..losses import lsgan_loss, regressor_prior_loss, regressor_self_loss
 from ..skeleton import Skeleton
-from .perturb import perturb_renders, random_similarity, warp
 
 __all__ = ["Terms", "keypointgan_objective", "term_parameters"]
 
@@ -63,7 +60,6 @@ def keypointgan_objective(
     skeleton: Skeleton,
     rec_loss: nn.Module,
     fakes_for_d: Callable[[torch.Tensor], torch.Tensor],
-    gen: torch.Generator | None = None,
 ) -> Terms:
     """The G, D and η losses of one batch.
 
@@ -74,8 +70,6 @@ def keypointgan_objective(
         cfg: the run's :class:`~keypointgan.config.TrainConfig` (weights and switches).
         rec_loss: ``Rec(x̂, x)``.
         fakes_for_d: ``ŷ`` (detached) → what D sees as fake (the image pool's query).
-        gen: the random draws of the equivariance warps and of η's perturbed renders (needed when
-            ``cfg.w_equivariance`` or ``cfg.regressor_style`` is set).
     """
     phi, eta, psi, disc = (nets[k] for k in ("phi", "eta", "psi", "disc"))
     size, sigma = cfg.model.size, cfg.model.sigma
@@ -94,13 +88,6 @@ def keypointgan_objective(
             loss_adv = lsgan_loss(_float(disc(y_hat)), True)
             loss_g = loss_g + cfg.w_gan * loss_adv
             parts["loss_g_adv"] = loss_adv
-        if cfg.w_equivariance > 0:  # Φ(T(x)) ≈ T(Φ(x)) for a random similarity T, where T(Φ(x)) is defined
-            theta = random_similarity(gen, x.shape[0], rotate_deg=20.0, scale=0.1, shift=0.1, device=x.device)
-            y_t = _full(phi(warp(x, theta.to(x.dtype), fill=None)[0]))
-            y_w, inside = warp(y_hat, theta, fill=-1.0)
-            loss_eq = ((y_t - y_w) ** 2 * inside).sum() / inside.sum().clamp_min(1.0)
-            loss_g = loss_g + cfg.w_equivariance * loss_eq
-            parts["loss_equivariance"] = loss_eq
     finally:
         eta.requires_grad_(True)
         disc.requires_grad_(True)
@@ -123,8 +110,8 @@ def keypointgan_objective(
         parts.update(loss_d_real=loss_d_real, loss_d_fake=loss_d_fake)
 
     # ---- η: the prior's poses from their renderings, and its own predictions re-rendered
-    l_prior = regressor_prior_loss(eta(perturb_renders(y_real, gen, cfg.regressor_style, sigma) if cfg.regressor_style else y_real), q,
-                                   torch.tensor(skeleton.side_swaps, device=q.device) if cfg.regressor_side_swaps else None)
+    swaps = torch.tensor(skeleton.side_swaps, device=q.device) if cfg.regressor_side_swaps else None
+    l_prior = regressor_prior_loss(eta(y_real), q, swaps)
     y_det = y_hat.detach()
     l_self = regressor_self_loss(render(eta(y_det), skeleton, size, sigma), y_det)
     losses["eta"] = cfg.w_reg_prior * l_prior + cfg.w_reg_self * l_self

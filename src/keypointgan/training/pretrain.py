@@ -12,7 +12,6 @@ from .. import geometry
 from ..data.datasets import augment_poses
 from ..losses import regressor_prior_loss
 from ..skeleton import Skeleton
-from .perturb import perturb_renders
 
 __all__ = ["sample_prior", "pretrain_eta"]
 
@@ -83,8 +82,7 @@ def pretrain_eta(
             return {"pretrain_mse": float(loss.item()), "pretrain_steps": i, "interrupted": True}
         q = sample_prior(prior, cfg.pretrain_batch, cfg, skeleton, gen, pretrain=True)
         with (autocast or contextlib.nullcontext)():
-            y = geometry.render_signed(q, skeleton, size, sigma)
-            loss = regressor_prior_loss(eta(perturb_renders(y, gen, cfg.regressor_style, sigma) if cfg.regressor_style else y), q, swaps)
+            loss = regressor_prior_loss(eta(geometry.render_signed(q, skeleton, size, sigma)), q, swaps)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if dist is not None:

@@ -177,7 +177,7 @@ def test_diagnose_a_run_writes_numbers_and_picture(one_step_run, tiny_data, tmp_
     assert "η's reading" in printed and src["frames"] == 16 and src["fit_steps"] == 300
     assert src["eta_vs_truth"] <= pref["error"] + 1e-4  # (in the nearer labelling of the sides; the preference's error is not)
     prior = src["prior"]  # the data's prior, read by the run's η
-    assert prior["poses"] > 0 and prior["eta_on_prior"] > 0 and 0.0 <= prior["faces_one_way"] <= 1.0 and prior["side_swaps"] is False
+    assert prior["poses"] > 0 and prior["eta_on_prior"] > 0 and 0.0 <= prior["faces_one_way"] <= 1.0 and prior["side_swaps"] is False  # auto: this prior faces one way
     assert src["eta_vs_truth"] <= src["eta_vs_fitted"] + src["fitted_vs_truth"] + 1e-6
     assert src["fit_residual"] <= src["eta_residual"] + 1e-6  # the fit starts at η's reading and descends
     from PIL import Image
@@ -292,7 +292,7 @@ def test_the_prior_reading_shows_figures_facing_both_ways():
     assert folded["eta_on_prior"] > 5.0
     text = format_error_sources({"fitted_vs_truth": 1.0, "eta_vs_fitted": 1.0, "eta_vs_truth": 1.0, "per_keypoint": {}, "fit_steps": 1,
                                  "fit_residual": 0.0, "eta_residual": 0.0, "frames": 1, "prior": {**folded, "side_swaps": False}})
-    assert "50% of the prior's figures face one way" in text and "regressor_side_swaps off" in text
+    assert "50% of the prior's figures face one way" in text and "without swaps (regressor_side_swaps)" in text
 
 
 class _Fixed(OffsetEta):

@@ -9,7 +9,10 @@ from conftest import TinyRun
 from keypointgan import geometry
 from keypointgan.losses import regressor_prior_loss
 from keypointgan.skeleton import SKELETONS, Skeleton
+from keypointgan.config import make_config
+from keypointgan.errors import InputError
 from keypointgan.training import keypointgan_objective
+from keypointgan.training.pretrain import side_swaps
 
 
 def test_a_human_skeleton_swaps_its_sides_as_a_whole():
@@ -69,7 +72,27 @@ def test_the_objective_uses_the_swaps_when_asked(tiny_data, tmp_path):
     nets = dict(run.state.nets, eta=_Reads(q[:, flip]))  # every pose read with its sides swapped
     kw = dict(skeleton=run.skeleton, rec_loss=run.state.rec_loss, fakes_for_d=lambda y: y)
     plain = keypointgan_objective(nets, x, xa, q, cfg=run.state.cfg, **kw).parts["loss_eta_prior"]
-    cfg = dataclasses.replace(run.state.cfg, regressor_side_swaps=True)
-    swapped = keypointgan_objective(nets, x, xa, q, cfg=cfg, **kw).parts["loss_eta_prior"]
+    swapped = keypointgan_objective(nets, x, xa, q, cfg=run.state.cfg, swaps=torch.tensor(run.skeleton.side_swaps), **kw).parts["loss_eta_prior"]
     assert torch.isclose(plain, ((q[:, flip] - q) ** 2).mean()) and plain > 1e-3
     assert float(swapped) == 0.0
+
+
+@pytest.mark.parametrize("mode, faces, on", [("off", 0.5, False), ("on", 1.0, True), ("auto", 1.0, False), ("auto", 0.95, False),
+                                            ("auto", 0.85, True), ("auto", 0.5, True), ("auto", 0.0, False)])
+def test_auto_swaps_sides_only_for_a_prior_facing_both_ways(mode, faces, on):
+    sk = SKELETONS["synthetic"]
+    q = torch.rand(200, sk.num_keypoints, 2) * 0.2 - 0.1
+    a, b = [p[0] for p in sk.symmetric], [p[1] for p in sk.symmetric]
+    q[:, a, 0] += 0.5  # every left keypoint on the image's right…
+    q[:, b, 0] -= 0.5
+    other = int(round((1 - faces) * len(q)))
+    q[:other] = q[:other, sk.flip_permutation]  # …but in these figures, which face the other way
+    assert sk.facing_fraction(q) == pytest.approx(faces) and sk.facing_fraction(q.numpy()) == pytest.approx(faces)
+    cfg = make_config("cpu-64", regressor_side_swaps=mode)
+    got = side_swaps(cfg, sk, q)
+    assert (got is not None) == on
+    if on:
+        assert got.tolist() == sk.side_swaps
+    assert make_config("cpu-64").regressor_side_swaps == "auto" and make_config("paper-128").regressor_side_swaps == "off"
+    with pytest.raises(InputError, match="regressor_side_swaps"):
+        make_config("cpu-64", regressor_side_swaps="yes").validate()

@@ -30,6 +30,9 @@ PAIR_SAMPLING = ("frames", "release")
 PRIOR_SAMPLING = ("poses", "release")
 """How prior poses are drawn (``TrainConfig.prior_sampling``, :func:`keypointgan.training.pretrain.sample_prior`)."""
 
+SIDE_SWAPS = ("off", "on", "auto")
+"""What ``TrainConfig.regressor_side_swaps`` may be (:func:`keypointgan.training.pretrain.side_swaps`)."""
+
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 """The arithmetic a run's networks may use (:func:`keypointgan.training.precision.resolve_precision`)."""
 
@@ -208,13 +211,15 @@ class TrainConfig:
     centre: rotation ±``100·j``°, scale ``1 ± j``, shift ±``j`` in [-1, 1] units (0: the poses as they are,
     as in the paper). Label-free: it spreads a small prior into a continuous distribution, so that D
     cannot ask Φ for the exact poses of a few hundred examples."""
-    regressor_side_swaps: bool = False
-    """η's prior term (and pre-training) up to left/right: per pose the smallest error over the relabellings of
-    left and right that leave its render unchanged (:attr:`keypointgan.skeleton.Skeleton.side_swaps`). A
-    render does not show which side is left; where the prior holds figures facing either way, the plain
-    error is smallest at the two sides' average, and η folds the limbs onto the trunk. With it, η reads
-    sides by where they are drawn, and its left/right follow that (the evaluation's flip correction is
-    unaffected). False: the paper's plain error."""
+    regressor_side_swaps: str = "off"
+    """η's prior term (and pre-training) up to left/right: per pose the smaller error against the pose and
+    against it with its sides swapped (:attr:`keypointgan.skeleton.Skeleton.side_swaps`; both have the same
+    render). A render does not show which side is left; where the prior's figures face either way the plain
+    error is smallest at the two sides' average, and η folds the limbs onto the trunk. on: always; off: the
+    paper's plain error; auto: on when at least a tenth of the prior's figures face the other way
+    (:func:`keypointgan.training.pretrain.side_swaps`), so that a prior whose sides show by where they are
+    keeps its labels. With it on, η labels sides by where they are drawn, which the evaluation's flip
+    correction (``error_flip``) scores."""
     pretrain_steps: int = 1500
     """Regressor pre-training steps on the prior when no pre-trained η is given (0 skips)."""
     pretrain_lr: float = 1e-3
@@ -305,6 +310,8 @@ class TrainConfig:
             raise InputError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
         if not 0.0 <= self.swa_fraction <= 1.0:
             raise InputError(f"swa_fraction must be in [0, 1], got {self.swa_fraction}")
+        if self.regressor_side_swaps not in SIDE_SWAPS:
+            raise InputError(f"regressor_side_swaps must be one of {SIDE_SWAPS}, got {self.regressor_side_swaps!r}")
         if not 0.0 <= self.prior_jitter < 0.5:
             raise InputError(f"prior_jitter must be in [0, 0.5), got {self.prior_jitter}")
         if not 0.0 <= self.lr_decay_fraction <= 1.0:
@@ -512,7 +519,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         pool_size=0,  # the pool's past fakes hid a collapse from D's batch-std channel (docs/experiments.md, the image pool)
         flip_augment=True,  # better on every variant of the generalisation suite, paired by seed (docs/experiments.md, mirrored batches)
         prior_jitter=0.05,  # D's prior poses jittered: better in most runs of the suite, paired by seed (docs/experiments.md, prior_jitter)
-        regressor_side_swaps=True,  # η reads figures that face either way: marionettes 0.73× → see docs/experiments.md (η's folded limbs)
+        regressor_side_swaps="auto",  # η reads figures that face either way (docs/experiments.md, 2026-12-04 (c): η's folded limbs)
         pretrain_steps=1000,
         eval_every=100,
         sample_every=100,

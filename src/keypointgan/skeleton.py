@@ -130,6 +130,21 @@ class Skeleton:
             swaps.append(perm)
         return swaps
 
+    def facing_fraction(self, poses) -> float:
+        """The fraction of ``poses`` (``…×K×2``, numpy or torch, any unit with x to the right; poses with a
+        NaN left out) whose left keypoints lie right of their right ones, in the mean over the symmetric
+        pairs: near 0 or 1 when the figures face one way (sides can be told by where they are drawn), near ½
+        when they face either way.  NaN without symmetric pairs or poses."""
+        import numpy as np
+
+        p = poses.detach().cpu().numpy() if hasattr(poses, "detach") else np.asarray(poses)
+        p = p.reshape(-1, len(self.keypoints), 2).astype(np.float64)
+        p = p[np.isfinite(p).all(axis=(1, 2))]
+        if not self.symmetric or not len(p):
+            return float("nan")
+        a, b = [pair[0] for pair in self.symmetric], [pair[1] for pair in self.symmetric]
+        return float(((p[:, a, 0] - p[:, b, 0]).mean(1) > 0).mean())
+
     @property
     def used_keypoints(self) -> list[int]:
         """Indices of keypoints that belong to at least one limb, sorted."""

@@ -406,12 +406,7 @@ def measure_prior_reading(eta: torch.nn.Module, skeleton: Skeleton, prior: torch
     with torch.no_grad():
         p = eta(geometry.render_signed(q.to(_device(eta)), skeleton, size, sigma)).float().cpu()
     err = float((p - _nearer_labelling(p, q, skeleton)).norm(dim=-1).mean() * 50.0)
-    if skeleton.symmetric:
-        a, b = (torch.tensor([pair[i] for pair in skeleton.symmetric]) for i in (0, 1))
-        faces = float(((q[:, a, 0] - q[:, b, 0]).mean(1) > 0).double().mean())
-    else:
-        faces = float("nan")
-    return {"eta_on_prior": err, "faces_one_way": faces, "poses": int(len(q))}
+    return {"eta_on_prior": err, "faces_one_way": skeleton.facing_fraction(q), "poses": int(len(q))}
 
 
 def format_error_sources(numbers: dict) -> str:
@@ -429,7 +424,7 @@ def format_error_sources(numbers: dict) -> str:
         lines.append(f"η on the prior's own renders: {prior['eta_on_prior']:.2f} ({prior['poses']} poses); "
                      f"{prior['faces_one_way']:.0%} of the prior's figures face one way")
         if 0.1 < prior["faces_one_way"] < 0.9 and not prior.get("side_swaps"):
-            lines.append("the prior's figures face both ways and the run has regressor_side_swaps off: η reads the two sides' average")
+            lines.append("the prior's figures face both ways and the run reads sides without swaps (regressor_side_swaps): η reads the two sides' average")
     return "\n".join(lines)
 
 
@@ -534,10 +529,11 @@ def diagnose(run: str | Path, data: str | Path, *, out: str | Path | None = None
         prior = _dataset_prior(layout)
         if prior is not None:
             from ..pixels import unit_to_norm
+            from ..training.pretrain import side_swaps
 
             prior = torch.from_numpy(np.asarray(unit_to_norm(prior, cfg.model.size), dtype=np.float32))
             numbers["error_sources"]["prior"] = {**measure_prior_reading(nets["eta"], skeleton, prior, size=cfg.model.size, sigma=cfg.model.sigma),
-                                                 "side_swaps": bool(cfg.regressor_side_swaps)}
+                                                 "side_swaps": side_swaps(cfg, skeleton, prior) is not None}
     numbers.update({"run": str(ck_path), "data": str(data), "bottleneck_trained": bool(cfg.bottleneck), "step": int(state.get("step", 0))})
     out = Path(out) if out is not None else (ck_path.parent.parent if ck_path.parent.name == "checkpoints" else ck_path.parent)
     out.mkdir(parents=True, exist_ok=True)

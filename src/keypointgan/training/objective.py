@@ -15,8 +15,8 @@ batch of prior poses, never paired with the frames::
     η (fine-tuned alongside):
         w_reg_prior · MSE(η(β(q)), q)  +  w_reg_self · MSE(β(η(ŷ)), ŷ)
 
-With ``regressor_side_swaps`` the prior term is taken per pose up to the left/right relabelling that leaves
-``β(q)`` unchanged (:func:`keypointgan.losses.regressor_prior_loss`), not in the paper.
+With ``swaps`` (``regressor_side_swaps``) the prior term is taken per pose up to the left/right relabelling
+that leaves ``β(q)`` unchanged (:func:`keypointgan.losses.regressor_prior_loss`), not in the paper.
 
 ``Rec`` is the VGG-19 perceptual loss with weights given, else the fallback loss
 (:func:`keypointgan.losses.make_reconstruction_loss`).  ``discriminator=False`` drops the adversarial
@@ -60,6 +60,7 @@ def keypointgan_objective(
     skeleton: Skeleton,
     rec_loss: nn.Module,
     fakes_for_d: Callable[[torch.Tensor], torch.Tensor],
+    swaps: torch.Tensor | None = None,
 ) -> Terms:
     """The G, D and η losses of one batch.
 
@@ -70,6 +71,7 @@ def keypointgan_objective(
         cfg: the run's :class:`~keypointgan.config.TrainConfig` (weights and switches).
         rec_loss: ``Rec(x̂, x)``.
         fakes_for_d: ``ŷ`` (detached) → what D sees as fake (the image pool's query).
+        swaps: ``R×K`` relabellings of η's prior term (:func:`.pretrain.side_swaps`); None: the plain error.
     """
     phi, eta, psi, disc = (nets[k] for k in ("phi", "eta", "psi", "disc"))
     size, sigma = cfg.model.size, cfg.model.sigma
@@ -110,7 +112,6 @@ def keypointgan_objective(
         parts.update(loss_d_real=loss_d_real, loss_d_fake=loss_d_fake)
 
     # ---- η: the prior's poses from their renderings, and its own predictions re-rendered
-    swaps = torch.tensor(skeleton.side_swaps, device=q.device) if cfg.regressor_side_swaps else None
     l_prior = regressor_prior_loss(eta(y_real), q, swaps)
     y_det = y_hat.detach()
     l_self = regressor_self_loss(render(eta(y_det), skeleton, size, sigma), y_det)

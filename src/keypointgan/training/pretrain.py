@@ -13,7 +13,22 @@ from ..data.datasets import augment_poses
 from ..losses import regressor_prior_loss
 from ..skeleton import Skeleton
 
-__all__ = ["sample_prior", "pretrain_eta"]
+__all__ = ["sample_prior", "pretrain_eta", "side_swaps", "BOTH_WAYS"]
+
+BOTH_WAYS = 0.1
+"""``regressor_side_swaps: auto`` swaps when at least this fraction of the prior's figures face the other way."""
+
+
+def side_swaps(cfg, skeleton: Skeleton, prior: torch.Tensor) -> torch.Tensor | None:
+    """The ``R×K`` relabellings η's prior term is taken over (:func:`keypointgan.losses.regressor_prior_loss`),
+    or None for the plain error: ``cfg.regressor_side_swaps`` on, or auto and the prior's figures face both
+    ways (:meth:`~keypointgan.skeleton.Skeleton.facing_fraction` between ``BOTH_WAYS`` and ``1 - BOTH_WAYS``)."""
+    mode = cfg.regressor_side_swaps
+    if mode == "off" or len(skeleton.side_swaps) < 2:
+        return None
+    if mode == "auto" and not BOTH_WAYS <= skeleton.facing_fraction(prior) <= 1 - BOTH_WAYS:
+        return None
+    return torch.tensor(skeleton.side_swaps, device=prior.device)
 
 
 def sample_prior(prior: torch.Tensor, n: int, cfg, skeleton: Skeleton, gen: torch.Generator, *, pretrain: bool) -> torch.Tensor:
@@ -62,7 +77,9 @@ def pretrain_eta(
     Adam at ``cfg.pretrain_lr`` with cosine decay over ``steps`` (default ``cfg.pretrain_steps``);
     batches of ``cfg.pretrain_batch`` poses rotated, scaled and shifted by the ``pretrain_*`` ranges.
     ``should_stop()`` is polled before every step; when it returns True the result has
-    ``interrupted=True``.  Returns ``pretrain_mse`` (the last batch's) and ``pretrain_steps``.
+    ``interrupted=True``.  Returns ``pretrain_mse`` (the last batch's), ``pretrain_steps``, ``side_swaps`` (whether
+the prior term was taken up to left/right, :func:`side_swaps`) and ``prior_facing``
+(:meth:`~keypointgan.skeleton.Skeleton.facing_fraction` of the prior).
     ``dist`` (a :class:`~.distributed.Distributed`): average η's gradients over its ranks (each draws
     its own poses: the batch is ``pretrain_batch`` × ranks).  ``autocast``: η's forward passes run in it.
     """
@@ -74,7 +91,7 @@ def pretrain_eta(
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(steps, 1))
     size, sigma = cfg.model.size, cfg.model.sigma
     loss = torch.tensor(float("nan"))
-    swaps = torch.tensor(skeleton.side_swaps, device=prior.device) if cfg.regressor_side_swaps else None
+    swaps = side_swaps(cfg, skeleton, prior)
     bar = tqdm(range(steps), desc="pre-train η", disable=not progress, leave=False)
     for i in bar:
         if should_stop is not None and should_stop():
@@ -95,4 +112,5 @@ def pretrain_eta(
             bar.set_postfix(mse=f"{loss.item():.2e}")
             if log is not None:
                 log({"phase": "pretrain", "step": i, "loss_eta_prior": loss.item()})
-    return {"pretrain_mse": float(loss.item()), "pretrain_steps": int(steps)}
+    return {"pretrain_mse": float(loss.item()), "pretrain_steps": int(steps), "side_swaps": swaps is not None,
+            "prior_facing": skeleton.facing_fraction(prior)}

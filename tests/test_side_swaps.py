@@ -96,3 +96,11 @@ def test_auto_swaps_sides_only_for_a_prior_facing_both_ways(mode, faces, on):
     assert make_config("cpu-64").regressor_side_swaps == "auto" and make_config("paper-128").regressor_side_swaps == "off"
     with pytest.raises(InputError, match="regressor_side_swaps"):
         make_config("cpu-64", regressor_side_swaps="yes").validate()
+
+
+def test_a_run_decides_its_swaps_once(tiny_data, tmp_path):
+    run = TinyRun(tiny_data, tmp_path / "run", regressor_side_swaps="auto")
+    assert run.state.side_swaps_for(run.prior) is None  # the tiny prior faces one way
+    both = torch.cat([run.prior, run.prior[:, run.skeleton.flip_permutation]])
+    assert side_swaps(run.state.cfg, run.skeleton, both) is not None
+    assert run.state.side_swaps_for(both) is None  # decided on the first call, not again on every step

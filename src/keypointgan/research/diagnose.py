@@ -73,6 +73,7 @@ import torch.nn.functional as F
 from .. import geometry
 from ..errors import InputError
 from ..skeleton import Skeleton
+from ..training.pretrain import BOTH_WAYS, side_swaps
 
 __all__ = ["measure_leak", "measure_pose_preference", "measure_error_sources", "measure_prior_reading", "fit_pose", "format_error_sources", "diagnose", "probe_accuracy", "log_skeleton", "format_table", "format_preference"]
 
@@ -423,7 +424,7 @@ def format_error_sources(numbers: dict) -> str:
     if prior:
         lines.append(f"η on the prior's own renders: {prior['eta_on_prior']:.2f} ({prior['poses']} poses); "
                      f"{prior['faces_one_way']:.0%} of the prior's figures face one way")
-        if 0.1 < prior["faces_one_way"] < 0.9 and not prior.get("side_swaps"):
+        if BOTH_WAYS <= prior["faces_one_way"] <= 1 - BOTH_WAYS and not prior.get("side_swaps"):
             lines.append("the prior's figures face both ways and the run reads sides without swaps (regressor_side_swaps): η reads the two sides' average")
     return "\n".join(lines)
 
@@ -529,7 +530,6 @@ def diagnose(run: str | Path, data: str | Path, *, out: str | Path | None = None
         prior = _dataset_prior(layout)
         if prior is not None:
             from ..pixels import unit_to_norm
-            from ..training.pretrain import side_swaps
 
             prior = torch.from_numpy(np.asarray(unit_to_norm(prior, cfg.model.size), dtype=np.float32))
             numbers["error_sources"]["prior"] = {**measure_prior_reading(nets["eta"], skeleton, prior, size=cfg.model.size, sigma=cfg.model.sigma),

@@ -36,7 +36,7 @@ from ..seeds import RANK, derive_seed
 from ..viz import save_sample_grid
 from .evaluation import EvalSet, evaluate_points, predict_eval_points, save_eval_predictions
 from .objective import keypointgan_objective, term_parameters
-from .pretrain import pretrain_eta, sample_prior, side_swaps
+from .pretrain import pretrain_eta, sample_prior
 from .runlog import RunLog
 from .state import TrainState, seed_everything
 from .update import Rollback, apply_all_or_nothing
@@ -69,7 +69,7 @@ def train_step(state: TrainState, x: torch.Tensor, x_app: torch.Tensor, prior: t
     with state.autocast():
         terms = keypointgan_objective(state.fwd, x, x_app, q, cfg=cfg, skeleton=state.skeleton, rec_loss=state.rec_loss,
                                       fakes_for_d=lambda y: state.pool.query(y, state.gen),
-                                      swaps=side_swaps(cfg, state.skeleton, prior if prior is not None else q))
+                                      swaps=state.side_swaps_for(prior if prior is not None else q))
     values, applied = apply_all_or_nothing(terms.losses, terms.parts, state.optimizers, term_parameters(state.nets),
                                            grad_clip=cfg.grad_clip, rollback=rollback, dist=state.dist,
                                            scaler=state.precision.scaler)

@@ -77,9 +77,9 @@ def pretrain_eta(
     Adam at ``cfg.pretrain_lr`` with cosine decay over ``steps`` (default ``cfg.pretrain_steps``);
     batches of ``cfg.pretrain_batch`` poses rotated, scaled and shifted by the ``pretrain_*`` ranges.
     ``should_stop()`` is polled before every step; when it returns True the result has
-    ``interrupted=True``.  Returns ``pretrain_mse`` (the last batch's), ``pretrain_steps``, ``side_swaps`` (whether
-the prior term was taken up to left/right, :func:`side_swaps`) and ``prior_facing``
-(:meth:`~keypointgan.skeleton.Skeleton.facing_fraction` of the prior).
+    ``interrupted=True``.  Returns ``pretrain_mse`` (the last batch's), ``pretrain_steps``, ``side_swaps``
+    (whether the prior term was taken up to left/right, :func:`side_swaps`) and ``prior_facing``
+    (:meth:`~keypointgan.skeleton.Skeleton.facing_fraction` of the prior).
     ``dist`` (a :class:`~.distributed.Distributed`): average η's gradients over its ranks (each draws
     its own poses: the batch is ``pretrain_batch`` × ranks).  ``autocast``: η's forward passes run in it.
     """

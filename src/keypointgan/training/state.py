@@ -31,6 +31,7 @@ from .averaging import WeightAverage
 from .distributed import SINGLE, Distributed, synchronise_batch_norm
 from .pool import ImagePool
 from .precision import Precision
+from .pretrain import side_swaps
 
 __all__ = ["TrainState", "check_training_checkpoint", "seed_everything"]
 
@@ -90,8 +91,16 @@ class TrainState:
         self.skipped_steps = 0  # steps skipped for NaN/Inf over the whole run
         self.resumed = False
         self.resumed_world_size: int | None = None  # the number of processes the checkpoint was written by
+        self._side_swaps: tuple[torch.Tensor | None] | None = None  # decided on the first step (side_swaps_for)
 
     # ------------------------------------------------------------------ pieces
+    def side_swaps_for(self, prior: torch.Tensor) -> torch.Tensor | None:
+        """η's left/right relabellings for this run (:func:`.pretrain.side_swaps`): decided once, from the
+        first prior (or batch of poses) asked with, not on every step (a run trains on one prior)."""
+        if self._side_swaps is None:
+            self._side_swaps = (side_swaps(self.cfg, self.skeleton, prior),)
+        return self._side_swaps[0]
+
     @property
     def rank(self) -> int:
         """This process's rank (0 in a single-process run)."""

@@ -33,7 +33,7 @@ from typing import Iterable, Iterator, Mapping, Sequence
 import torch
 from torch import nn
 
-from ..errors import InputError
+from ..errors import InputError, TrainingInterrupted
 
 __all__ = ["Distributed", "SINGLE", "from_environment", "process_group", "synchronise_batch_norm", "CrossRankBatchNorm2d"]
 
@@ -189,9 +189,22 @@ def process_group(dist: Distributed, device: torch.device, timeout_s: float = 60
         raise InputError(f"a process group of {torch.distributed.get_world_size()} processes exists, but WORLD_SIZE={dist.world_size}")
     try:
         yield dist
+        _leave_together(created)
+    except TrainingInterrupted:  # a stop every rank agreed on: they all got here
+        _leave_together(created)
+        raise
     finally:
         if created and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
+
+
+def _leave_together(created: bool) -> None:
+    """Wait for every rank before the group is destroyed.  The last exchange of a run (the others'
+    state sent to rank 0 for its checkpoint) may still be in flight in gloo's worker threads when a
+    rank that only sends leaves; destroying the group under it aborts that process ("terminate called
+    without an active exception").  Not after an error: a rank that failed may never arrive."""
+    if created and torch.distributed.is_initialized():
+        torch.distributed.barrier()
 
 
 class _SumOverRanks(torch.autograd.Function):

@@ -104,3 +104,58 @@ def test_a_run_decides_its_swaps_once(tiny_data, tmp_path):
     both = torch.cat([run.prior, run.prior[:, run.skeleton.flip_permutation]])
     assert side_swaps(run.state.cfg, run.skeleton, both) is not None
     assert run.state.side_swaps_for(both) is None  # decided on the first call, not again on every step
+
+
+def test_the_loss_counts_only_the_keypoints_marked_valid_each_relabelling_taking_its_targets_marks():
+    sk = SKELETONS["synthetic"]
+    k, perm = sk.num_keypoints, sk.flip_permutation
+    q = torch.rand(2, k, 2) * 1.6 - 0.8
+    pred = q.clone()
+    wrist = sk.keypoints.index("l_wrist")
+    pred[:, wrist] += 0.5  # off by 0.5 in x and y, but not annotated
+    valid = torch.ones(2, k, 1)
+    valid[:, wrist] = 0
+    assert float(regressor_prior_loss(pred, q, valid=valid)) == 0.0
+    assert float(regressor_prior_loss(pred, q)) == pytest.approx(0.25 * 2 / (2 * k))
+    # without swaps, the masked mean of the supervised bound's plain error
+    p2 = torch.rand(2, k, 2)
+    assert torch.allclose(regressor_prior_loss(p2, q, valid=valid), torch.nn.functional.mse_loss(p2 * valid, q * valid))
+    # the mirrored prediction of a pose whose right wrist is unannotated: the swap moves the mark with the target
+    r_wrist = sk.keypoints.index("r_wrist")
+    valid = torch.ones(2, k, 1)
+    valid[:, r_wrist] = 0
+    mirrored = q[:, perm].clone()
+    mirrored[:, perm.index(r_wrist)] += 0.5  # the predicted point labelled as the right wrist's mirror
+    swaps = torch.tensor(sk.side_swaps)
+    assert float(regressor_prior_loss(mirrored, q, swaps, valid=valid)) == 0.0
+    assert float(regressor_prior_loss(mirrored, q, swaps)) > 0.0
+
+
+def test_the_supervised_bound_takes_the_swaps_where_its_keypoints_face_either_way(tiny_data, monkeypatch):
+    from conftest import tiny_config
+    from keypointgan.api import make_eval_set
+    from keypointgan.data import Layout
+    from keypointgan.demo import split_videos
+    from keypointgan.research.supervised import train_supervised
+
+    layout = Layout(tiny_data)
+    train, test = split_videos(layout)
+    cfg = dataclasses.replace(tiny_config(flip_test=False), regressor_side_swaps="auto")
+    es = make_eval_set(layout, test, cfg.model.size)
+    assert not train_supervised(cfg, layout, train, es, minutes=None, steps=2, progress=False)["side_swaps"]  # faces one way
+    assert train_supervised(dataclasses.replace(cfg, regressor_side_swaps="on"), layout, train, es, minutes=None, steps=2,
+                            progress=False)["side_swaps"]
+
+    load = Layout.load_keypoints
+    turned = {v.id for v in train[::2]}
+
+    def half_turned(self, video):  # every other video's figure seen from behind: left and right change sides in x
+        kp = load(self, video).copy()
+        if video.id in turned:
+            kp[..., 0] = kp[..., 0].mean() * 2 - kp[..., 0]
+        return kp
+
+    monkeypatch.setattr(Layout, "load_keypoints", half_turned)
+    assert train_supervised(cfg, layout, train, es, minutes=None, steps=2, progress=False)["side_swaps"]
+    assert not train_supervised(dataclasses.replace(cfg, regressor_side_swaps="off"), layout, train, es, minutes=None, steps=2,
+                                progress=False)["side_swaps"]

@@ -283,18 +283,27 @@ def make_reconstruction_loss(vgg_weights: str | Path | None, *, vgg_relu: bool =
     return FallbackReconstructionLoss()
 
 
-def regressor_prior_loss(pred_points: torch.Tensor, points: torch.Tensor, swaps: torch.Tensor | None = None) -> torch.Tensor:
+def regressor_prior_loss(pred_points: torch.Tensor, points: torch.Tensor, swaps: torch.Tensor | None = None,
+                         valid: torch.Tensor | None = None) -> torch.Tensor:
     """``MSE(η(β(q)), q)``: the regressor reads rendered prior poses back (``B×K×2`` in [-1, 1]).
 
     ``swaps`` (``R×K`` index permutations, e.g. :attr:`keypointgan.skeleton.Skeleton.side_swaps`): per pose
     the smallest MSE over the relabelled targets ``q[:, perm]``, then the mean over the batch.  A render
     does not show which side is left, so where the prior holds both (figures facing either way) the plain
     MSE is smallest at the average of the two sides, which folds every limb onto the trunk; up to the
-    swaps η may read each side by where it is drawn."""
-    if swaps is None or len(swaps) < 2:
+    swaps η may read each side by where it is drawn.
+
+    ``valid`` (``B×K×1``, 1 or 0; ``points`` finite everywhere): only the keypoints marked 1 count (each
+    relabelling takes its targets' marks), the mean still over all ``B×K×2`` values — the supervised
+    bound's loss on annotations with missing keypoints."""
+    if valid is None and (swaps is None or len(swaps) < 2):
         return F.mse_loss(pred_points, points)
-    per = ((pred_points.unsqueeze(1) - points[:, swaps]) ** 2).mean(dim=(2, 3))  # B×R
-    return per.min(dim=1).values.mean()
+    if swaps is None:
+        swaps = torch.arange(points.shape[1], device=points.device)[None]
+    sq = (pred_points.unsqueeze(1) - points[:, swaps]) ** 2  # B×R×K×2
+    if valid is not None:
+        sq = sq * valid[:, swaps].to(sq.dtype)
+    return sq.mean(dim=(2, 3)).min(dim=1).values.mean()
 
 
 def regressor_self_loss(rerendered: torch.Tensor, skeleton_image: torch.Tensor) -> torch.Tensor:

@@ -19,10 +19,12 @@ from ..data.datasets import image_to_tensor
 from ..data.loader import norm_batches
 from ..devices import select_device
 from ..inference import predict_points, unmirror
+from ..losses import regressor_prior_loss
 from ..nets import build_networks
 from ..training.averaging import WeightAverage
 from ..training.evaluation import EvalSet, evaluate_points
 from ..training.loop import budget_fraction, lr_scale
+from ..training.pretrain import side_swaps
 
 __all__ = ["train_supervised", "predict_test_set"]
 
@@ -54,6 +56,12 @@ def train_supervised(
 ) -> dict:
     """The upper bound: Φ + η trained on true keypoints (``MSE`` on points plus ``MSE(Φ(x), β(p))``).
 
+    The point error is taken up to ``cfg.regressor_side_swaps`` as KeypointGAN's η takes it
+    (:func:`keypointgan.training.pretrain.side_swaps`, decided on the training keypoints): where the
+    figures face either way and the image does not show which side is left, the plain error would
+    average the two sides and fold the limbs onto the trunk; the evaluation's flip-corrected error
+    scores either labelling.  The result's ``side_swaps`` says which it was.
+
     It is trained with KeypointGAN's recipe from ``cfg`` wherever one applies: the learning-rate decay
     over the last ``lr_decay_fraction`` of the budget, and prediction by the weight average
     (``ema_decay``, ``swa_fraction``) with its batch-norm statistics re-measured on
@@ -80,6 +88,8 @@ def train_supervised(
     kps = np.concatenate([layout.load_keypoints(v) for v in videos])
     hw = np.array([store.original_size(i) for i in range(len(store))])
     norm = torch.from_numpy(P.image_pixels_to_norm(kps, size, hw))  # true points on the network's grid
+    swaps = side_swaps(cfg, sk, norm.float())
+    swaps = None if swaps is None else swaps.to(dev)
     params = list(phi.parameters()) + list(eta.parameters())
     base_lr = cfg.lr * 2
     opt = torch.optim.Adam(params, lr=base_lr, betas=(0.9, 0.999))
@@ -114,7 +124,7 @@ def train_supervised(
         y = phi(x)
         p = eta(y)
         target = G.render_signed(q, sk, size, cfg.model.sigma)
-        loss = F.mse_loss(p * ok, q * ok) + F.mse_loss(y, target)
+        loss = regressor_prior_loss(p, q, swaps, valid=ok) + F.mse_loss(y, target)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         nn.utils.clip_grad_norm_(params, cfg.grad_clip or 1e9)
@@ -138,7 +148,7 @@ def train_supervised(
     res = evaluate_points(pts, es, sk)
     if single is not None:
         res["single_pass"] = single
-    res.update(steps=step, minutes=(time.perf_counter() - t0) / 60, averaged=average is not None)
+    res.update(steps=step, minutes=(time.perf_counter() - t0) / 60, averaged=average is not None, side_swaps=swaps is not None)
     if history:
         res["history"] = history
     return res

@@ -296,10 +296,8 @@ def regressor_prior_loss(pred_points: torch.Tensor, points: torch.Tensor, swaps:
     ``valid`` (``B×K×1``, 1 or 0; ``points`` finite everywhere): only the keypoints marked 1 count (each
     relabelling takes its targets' marks), the mean still over all ``B×K×2`` values — the supervised
     bound's loss on annotations with missing keypoints."""
-    if valid is None and (swaps is None or len(swaps) < 2):
-        return F.mse_loss(pred_points, points)
-    if swaps is None:
-        swaps = torch.arange(points.shape[1], device=points.device)[None]
+    if swaps is None or len(swaps) < 2:
+        return F.mse_loss(pred_points, points) if valid is None else F.mse_loss(pred_points * valid, points * valid)
     sq = (pred_points.unsqueeze(1) - points[:, swaps]) ** 2  # B×R×K×2
     if valid is not None:
         sq = sq * valid[:, swaps].to(sq.dtype)
